@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""edgekd device runner: measure one .tflite or .onnx model in this (fresh) process.
+
+This file is copied to the device as it is and run there with the device's Python; it needs
+only the standard library, numpy, and one of ai_edge_litert, tflite_runtime,
+tensorflow.lite (for .tflite) or onnxruntime (for .onnx). It prints exactly one JSON document
+on stdout: {"ok": true, ...metrics} or {"ok": false, "error": ..., "kind": "model"}.
+
+    python3 runner.py MODEL [--runs N] [--warmup W] [--threads K] [--data test.npz]
+                            [--runtime NAME] [--outputs logits.npy]
+
+--data takes an .npz with `x` (float32, N x C x H x W in [0, 1], as edgekd exports them) and
+`y`; accuracy is then measured one sample at a time, as a deployed model sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+ONNX_RUNTIMES = ("onnxruntime",)
+
+
+def memory_mb() -> dict[str, float]:
+    """VmHWM (peak) and VmRSS of this process in MiB; ru_maxrss where /proc is absent."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "VmRSS"):
+                    out[key] = int(value.split()[0]) / 1024.0
+    except OSError:
+        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return out
+
+
+def thermal() -> dict:
+    """Temperature (deg C) and Raspberry Pi throttle flags, where the device exposes them."""
+    state: dict = {}
+    try:
+        text = subprocess.run(["vcgencmd", "measure_temp"], capture_output=True, text=True,
+                              timeout=5).stdout
+        state["temperature_c"] = float(text.split("=")[1].split("'")[0])
+        text = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True,
+                              timeout=5).stdout
+        state["throttled"] = text.strip().split("=")[1]
+        return state
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError):
+        pass
+    temps = []
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*/temp")):
+        try:
+            with open(zone) as f:
+                temps.append(int(f.read().strip()) / 1000.0)
+        except (OSError, ValueError):
+            continue
+    if temps:
+        state["temperature_c"] = max(temps)
+    return state
+
+
+def available_runtimes() -> list[str]:
+    """Names of the inference runtimes importable here."""
+    import importlib.util
+
+    found = [n for n in TFLITE_RUNTIMES + ONNX_RUNTIMES if importlib.util.find_spec(n)]
+    return found
+
+
+class TfliteModel:
+    """A .tflite interpreter; quantizes int8 inputs and dequantizes int8 outputs."""
+
+    def __init__(self, path: str, runtime: str, threads: int):
+        if runtime == "ai_edge_litert":
+            from ai_edge_litert.interpreter import Interpreter
+        elif runtime == "tflite_runtime":
+            from tflite_runtime.interpreter import Interpreter
+        else:
+            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        shape = tuple(self.input["shape"])
+        if x.shape != shape and x.ndim == 4 and x.transpose(0, 2, 3, 1).shape == shape:
+            x = x.transpose(0, 2, 3, 1)  # the model takes NHWC
+        dtype = self.input["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        return np.ascontiguousarray(x.astype(dtype))
+
+    def run(self, x: np.ndarray) -> None:
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+
+    def result(self) -> np.ndarray:
+        y = self.interpreter.get_tensor(self.output["index"])
+        if np.issubdtype(y.dtype, np.integer):
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+
+class OnnxModel:
+    def __init__(self, path: str, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.last: np.ndarray | None = None
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.astype(np.float32))
+
+    def run(self, x: np.ndarray) -> None:
+        self.last = self.session.run(None, {self.input_name: x})[0]
+
+    def result(self) -> np.ndarray:
+        return self.last
+
+
+def choose_runtime(path: str, wanted: str) -> str:
+    found = available_runtimes()
+    candidates = ONNX_RUNTIMES if path.endswith(".onnx") else TFLITE_RUNTIMES
+    if wanted != "auto":
+        if wanted not in candidates:
+            raise RuntimeError(f"runtime {wanted} cannot run {os.path.basename(path)}")
+        if wanted not in found:
+            raise RuntimeError(f"runtime {wanted} is not installed (found: {found or 'none'})")
+        return wanted
+    for name in candidates:
+        if name in found:
+            return name
+    raise RuntimeError(f"no runtime for {os.path.basename(path)} is installed; install one of "
+                       f"{', '.join(candidates)} (found: {', '.join(found) or 'none'})")
+
+
+def summarize(times_ms: list[float]) -> dict[str, float]:
+    t = np.asarray(times_ms)
+    return {
+        "latency_ms_mean": float(t.mean()), "latency_ms_p50": float(np.percentile(t, 50)),
+        "latency_ms_p90": float(np.percentile(t, 90)),
+        "latency_ms_p99": float(np.percentile(t, 99)), "latency_ms_std": float(t.std()),
+        "latency_ms_min": float(t.min()), "latency_ms_max": float(t.max()), "runs": len(t),
+    }
+
+
+def measure(args: argparse.Namespace) -> dict:
+    before = memory_mb()
+    runtime = choose_runtime(args.model, args.runtime)
+    # The runtime module is imported before the baseline so that the baseline is the cost of
+    # the process plus runtime, and the delta is what the model itself adds.
+    __import__("onnxruntime" if runtime == "onnxruntime" else runtime)
+    baseline = memory_mb()
+    start = time.perf_counter()
+    if runtime == "onnxruntime":
+        model = OnnxModel(args.model, args.threads)
+    else:
+        model = TfliteModel(args.model, runtime, args.threads)
+    load_ms = (time.perf_counter() - start) * 1e3
+
+    data = np.load(args.data) if args.data else None
+    shape = getattr(model, "input", {}).get("shape") if runtime != "onnxruntime" else None
+    sample = data["x"][:1] if data is not None else _random_input(model, shape)
+    x = model.prepare(sample.astype(np.float32))
+
+    start = time.perf_counter()
+    model.run(x)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(args.warmup):
+        model.run(x)
+    times = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        model.run(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    result = {"load_ms": load_ms, "first_inference_ms": first_ms, **summarize(times)}
+    if data is not None:
+        result.update(evaluate(model, data, args.outputs))
+    peak = memory_mb()
+    result.update({
+        "peak_memory_mb": peak.get("VmHWM", 0.0),
+        "baseline_memory_mb": baseline.get("VmHWM", 0.0),
+        "model_memory_mb": peak.get("VmHWM", 0.0) - baseline.get("VmHWM", 0.0),
+        "process_start_memory_mb": before.get("VmHWM", 0.0),
+        "runtime": runtime, "threads": args.threads,
+    })
+    return result
+
+
+def _random_input(model, shape) -> np.ndarray:
+    if shape is None:
+        dims = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
+    else:
+        dims = list(shape)
+    return np.random.default_rng(0).random(dims, dtype=np.float32)
+
+
+def evaluate(model, data, outputs_path: str | None) -> dict:
+    """Accuracy over the data, one sample at a time; logits saved if asked."""
+    x, y = data["x"].astype(np.float32), data["y"]
+    logits = []
+    for i in range(len(x)):
+        model.run(model.prepare(x[i:i + 1]))
+        logits.append(np.asarray(model.result(), dtype=np.float32).reshape(1, -1))
+    logits = np.concatenate(logits)
+    if outputs_path:
+        np.save(outputs_path, logits)
+    return {"accuracy": float((logits.argmax(1) == y).mean()), "samples": int(len(y))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("model")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data")
+    parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--outputs")
+    parser.add_argument("--list-runtimes", action="store_true")
+    args = parser.parse_args(argv)
+    info = {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count()}
+    if args.list_runtimes:
+        print(json.dumps({"ok": True, "runtimes": available_runtimes(), **info}))
+        return 0
+    conditions = {"before": thermal()}
+    try:
+        result = measure(args)
+    except Exception as exc:  # any failure here is the model's or the runtime's, not transport
+        print(json.dumps({"ok": False, "kind": "model", "error": f"{type(exc).__name__}: {exc}",
+                          **info}))
+        return 1
+    conditions["after"] = thermal()
+    print(json.dumps({"ok": True, **result, **info, "conditions": conditions}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""int8 quantization: the quantizer configuration (one place) and QAT preparation."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the Debian packages the device tests use, when they are missing and we can.
+set -u
+want=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || want+=(openssh-server openssh-client)
+command -v adb >/dev/null 2>&1 || want+=(adb)
+command -v qemu-aarch64-static >/dev/null 2>&1 || want+=(qemu-user-static)
+command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
+[ ${#want[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing test tools: ${want[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}") \
+    >/tmp/edgekd-apt.log 2>&1 || echo "apt-get failed (see /tmp/edgekd-apt.log); tests needing ${want[*]} will skip"
+else
+  echo "not root or no apt-get: tests needing ${want[*]} will skip"
+fi
+exit 0
