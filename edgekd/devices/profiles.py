@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgekd.config import ConfigError, Strict, _did_you_mean, parse, read_yaml
 
@@ -24,33 +24,81 @@ class DeviceProfile(Strict):
     host: str | None = None
     """SSH host name, address, or an alias from ~/.ssh/config."""
     user: str | None = None
+    """SSH user; default the one ~/.ssh/config or the local user name gives."""
     port: int | None = Field(None, ge=1, le=65535)
+    """SSH port; default the one ~/.ssh/config gives (22)."""
     serial: str | None = None
-    """ADB serial (`adb devices`), or host:port of a device reached over TCP."""
+    """ADB serial (`adb devices`), or host:port of a device reached over TCP (`adb connect`)."""
     identity_file: Path | None = None
     """SSH private key; default the user's agent and ~/.ssh/config."""
+    ssh_config: Path | None = None
+    """An ssh_config file used instead of ~/.ssh/config (`ssh -F`)."""
+    known_hosts: Path | None = None
+    """A known_hosts file used instead of ~/.ssh/known_hosts."""
+    allow_unknown_host_key: bool = False
+    """Accept a host key not yet in known_hosts (trust on first use); a changed key is always
+    refused."""
+    connect_timeout_s: float = Field(10, gt=0)
+    """How long to wait for the device to answer before calling it unreachable."""
     work_dir: str = "/tmp/edgekd"
+    """Directory on the device under which each run makes (and removes) its own folder."""
     python: str = "python3"
-    """Python on the device; `none` for devices without one (Android: benchmark_model)."""
+    """Python on the device; `none` for devices without one (Android: benchmark_model). The
+    local transport runs `python3` as the Python running edgekd."""
     runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime",
                      "benchmark_model", "trtexec"] = "auto"
+    """Preferred runtime. benchmark_model is used for .tflite files and trtexec for .onnx
+    files; other files fall back to the Python runner with `auto`."""
     benchmark_binary: Path | None = None
     """benchmark_model on the workstation, pushed to the device when the runtime needs it."""
+    trtexec: str = "trtexec"
+    """trtexec on the device (JetPack puts it in /usr/src/tensorrt/bin)."""
     threads: int = Field(1, ge=1)
-    cpu_mask: str | None = None
-    """taskset mask to pin the run to cores, e.g. "f0" for big cores."""
+    cpu_mask: str | None = Field(None, pattern=r"^(0x)?[0-9a-fA-F]+$")
+    """taskset mask (hex) to pin the run to cores, e.g. "f0" for big cores."""
     arch: Literal["x86_64", "aarch64", "armv7l"] = "x86_64"
     ram_mb: int | None = Field(None, ge=1)
     peak_int8_gops: float | None = Field(None, gt=0)
-    """Spec figure used only for estimates: int8 multiply-accumulates per second / 1e9."""
+    """Spec figure used only for estimates: dense int8 operations per second / 1e9, one
+    multiply-accumulate counting as two operations (how vendors quote TOPS)."""
     peak_fp32_gflops: float | None = Field(None, gt=0)
+    """Spec figure used only for estimates: fp32 operations per second / 1e9 (FMA = 2)."""
     memory_bandwidth_gbs: float | None = Field(None, gt=0)
+    """Spec figure used only for estimates: DRAM bandwidth in GB/s."""
+    estimate_efficiency: float = Field(0.2, gt=0, le=1)
+    """Share of the peak figures a batch-1 model reaches; estimates only."""
+    runtime_memory_mb: float = Field(30, ge=0)
+    """Memory of the process and runtime before a model loads; estimates only."""
     timeout_s: float = Field(300, gt=0)
+    """Wall-clock limit for one measurement on the device."""
     retries: int = Field(2, ge=0)
-    """Retries after an infrastructure failure (unreachable, auth, timeout); never after a
-    model failure."""
-    allow_unknown_host_key: bool = False
-    """Accept a host key not yet in known_hosts (trust on first use)."""
+    """Retries after an infrastructure failure (unreachable, auth, offline, timeout); never
+    after a model failure."""
+    retry_delay_s: float = Field(3, ge=0)
+    """Pause before a retry, so a device that rebooted or re-joined the network can answer."""
+    max_cv: float = Field(0.25, gt=0)
+    """Latency coefficient of variation (std / mean) above which a result is marked suspect."""
+    max_temperature_c: float = Field(80, gt=0)
+    """Temperature above which a result is marked suspect."""
+
+    @model_validator(mode="after")
+    def _address_for_transport(self) -> DeviceProfile:
+        if self.transport == "ssh" and not self.host:
+            raise ValueError("host: required for the ssh transport")
+        if self.transport == "adb" and not self.serial:
+            raise ValueError("serial: required for the adb transport")
+        return self
+
+    @property
+    def address(self) -> str:
+        """Where the device is, for messages: user@host:port, the ADB serial, or `local`."""
+        if self.transport == "ssh":
+            user = f"{self.user}@" if self.user else ""
+            port = f":{self.port}" if self.port else ""
+            return f"{user}{self.host}{port}"
+        if self.transport == "adb":
+            return str(self.serial)
+        return "local"
 
 
 def devices_dir() -> Path:
@@ -91,5 +139,17 @@ def load_profile(name_or_path: str, overrides: dict[str, str] | None = None,
         if key not in DeviceProfile.model_fields:
             hint = _did_you_mean(key, DeviceProfile.model_fields)
             raise ConfigError([f"--set {key}: unknown device field{hint}"])
-        raw[key] = value
+        raw[key] = None if value in ("", "null", "none") and key != "python" else value
     return parse(DeviceProfile, raw, str(path))
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`["host=mypi", "port=2222"]` -> {"host": "mypi", "port": "2222"}; ConfigError if an item
+    has no `=`."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError([f"--set {item}: expected key=value, e.g. --set host=mypi"])
+        out[key.strip()] = value
+    return out

@@ -126,7 +126,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def save_model(model: Classifier, cfg: ModelConfig, meta: dict, path: Path) -> None:
     """Save weights with what is needed to rebuild the model (atomically)."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "config": cfg.model_dump(mode="json"),
+    arch = cfg.model_dump(mode="json", include={"arch", "width", "depth"})
+    torch.save({"state_dict": model.state_dict(), "config": arch,
                 "meta": meta}, tmp)
     tmp.replace(path)
 

@@ -1,0 +1,132 @@
+"""The `edgekd` command. Imports nothing heavy at import time: `edgekd --help` and
+`edgekd validate` never load torch.
+
+Exit codes: 0 pass, 1 internal error, 2 usage or config error, 3 a budget gate failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgekd import __version__
+from edgekd.config import STAGE_KINDS, ConfigError
+
+EXIT_INTERNAL, EXIT_USAGE, EXIT_GATE = 1, 2, 3
+
+
+def _fail_config(exc: ConfigError) -> None:
+    for line in exc.lines:
+        click.echo(line, err=True)
+    sys.exit(EXIT_USAGE)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="edgekd")
+def cli() -> None:
+    """Distil a teacher into a small student, quantize it to int8, export it to ONNX and
+    TFLite, and profile it on edge devices, gated on budgets."""
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory [runs/<name>].")
+@click.option("--force", type=click.Choice(("teacher",) + STAGE_KINDS),
+              help="Rerun this stage and every later one, ignoring the cache.")
+@click.option("--no-gate", is_flag=True, help="Record failed budgets and go on (exit 3 at the end).")
+def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> None:
+    """Run a pipeline: teacher, distill, quantize, export, profile, with budgets."""
+    from edgekd import report
+    from edgekd.pipeline import execute
+
+    try:
+        result = execute(pipeline, out=out, force=force, gate=not no_gate,
+                         log=lambda msg: click.echo(msg, err=True))
+    except ConfigError as exc:
+        _fail_config(exc)
+    if result.exit_code == EXIT_USAGE and result.message:
+        click.echo(result.message.split(": ", 1)[1], err=True)
+    doc = report.write(result)
+    if result.traceback:
+        (result.run_dir / "error.log").write_text(result.traceback)
+    _summary(doc, result.run_dir)
+    if result.message and result.exit_code != EXIT_USAGE:
+        click.echo(result.message, err=True)
+    if result.traceback:
+        click.echo(f"details: {result.run_dir / 'error.log'}", err=True)
+    sys.exit(result.exit_code)
+
+
+def _summary(doc: dict, run_dir: Path) -> None:
+    """The few lines a person reads after a run."""
+    click.echo(f"verdict: {doc['verdict'].upper()}  ({run_dir / 'report.html'})")
+    metrics = {s["kind"]: s["metrics"] for s in doc["stages"]}
+    picks = [("teacher", "accuracy", "teacher accuracy"),
+             ("distill", "accuracy", "student fp32 accuracy"),
+             ("distill", "baseline_accuracy", "hard-label baseline accuracy"),
+             ("quantize", "accuracy", "student int8 accuracy (torch)"),
+             ("export", "student_int8_tflite.accuracy", "int8 TFLite accuracy"),
+             ("export", "student_int8_tflite.top1_agreement", "int8 TFLite agreement w/ QAT"),
+             ("profile", "student_int8_tflite.latency_ms_p90", "int8 TFLite p90 ms"),
+             ("profile", "student_int8_tflite.peak_memory_mb", "int8 TFLite peak MB"),
+             ("profile", "student_int8_tflite.int8_speedup", "int8 TFLite speed-up"),
+             ("profile", "student_int8_onnx.int8_speedup", "int8 ONNX speed-up")]
+    for kind, key, label in picks:
+        value = metrics.get(kind, {}).get(key)
+        if value is not None:
+            click.echo(f"  {label:<32} {value:.4g}")
+    for stage in doc["stages"]:
+        for note in stage["notes"]:
+            click.echo(f"  WARNING {note}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check pipeline and device YAML files without running anything."""
+    from edgekd.config import load_pipeline, read_yaml
+    from edgekd.devices.profiles import DeviceProfile
+    from edgekd.config import parse
+
+    problems: list[str] = []
+    for path in files:
+        try:
+            raw = read_yaml(path)
+            if isinstance(raw, dict) and "stages" not in raw and "transport" in raw:
+                parse(DeviceProfile, {"name": path.stem, **raw}, str(path))
+            else:
+                load_pipeline(path)
+        except ConfigError as exc:
+            problems += exc.lines
+    for line in problems:
+        click.echo(line, err=True)
+    if problems:
+        sys.exit(EXIT_USAGE)
+    click.echo(f"ok: {len(files)} file(s) valid")
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def report_command(run_dir: Path) -> None:
+    """Re-render report.html from a run directory's report.json."""
+    from edgekd.report import write_html
+
+    source = run_dir / "report.json"
+    if not source.is_file():
+        click.echo(f"{source}: no report.json in this run directory", err=True)
+        sys.exit(EXIT_USAGE)
+    doc = json.loads(source.read_text())
+    write_html(doc, run_dir / "report.html")
+    click.echo(f"wrote {run_dir / 'report.html'} (verdict {doc['verdict']})")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished stages and the last epoch checkpoint are kept; "
+                   "rerun to resume", err=True)
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Writers for deployable files (ONNX, TFLite) and their evaluation by the real runtimes."""

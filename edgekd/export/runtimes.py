@@ -1,0 +1,62 @@
+"""Run exported files with their own runtimes (onnxruntime, ai-edge-litert) on a whole split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def onnx_logits(path: Path, x: np.ndarray, threads: int = 1, batch_size: int = 256) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
+                           for i in range(0, len(x), batch_size)])
+
+
+def tflite_logits(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Batch-1 inference over `x`; int8 inputs quantized and int8 outputs dequantized with
+    the scale and zero point the file declares."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    logits = []
+    for i in range(len(x)):
+        sample = x[i:i + 1]
+        if np.issubdtype(inp["dtype"], np.integer):
+            scale, zero = inp["quantization"]
+            bounds = np.iinfo(inp["dtype"])
+            sample = np.clip(np.round(sample / scale + zero), bounds.min, bounds.max)
+        interpreter.set_tensor(inp["index"], sample.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if np.issubdtype(y.dtype, np.integer):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        logits.append(y.reshape(1, -1))
+    return np.concatenate(logits)
+
+
+def logits(path: Path, x: np.ndarray) -> np.ndarray:
+    if path.suffix == ".onnx":
+        return onnx_logits(path, x)
+    if path.suffix == ".tflite":
+        return tflite_logits(path, x)
+    raise ValueError(f"{path}: no runtime for {path.suffix} files")
+
+
+def output_step(path: Path) -> float | None:
+    """The output quantization step of an int8 TFLite file (None for float outputs)."""
+    if path.suffix != ".tflite":
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = Interpreter(model_path=str(path)).get_output_details()[0]
+    scale = out["quantization"][0]
+    return float(scale) if scale else None

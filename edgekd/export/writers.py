@@ -1,0 +1,71 @@
+"""ONNX and TFLite writers.
+
+ONNX: torch.onnx.export with dynamo (needs onnxscript), weights inside the file, dynamic batch.
+TFLite: litert-torch. An int8 TFLite comes from the QAT model converted without folding the
+weight quantization (`convert(fold=False)`), handed to litert-torch with a non-QAT PT2E config:
+this is the path that matched the QAT model exactly on this stack (stack.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The converters print pages of progress; keep it out of the user's terminal."""
+    if os.environ.get("EDGEKD_VERBOSE"):
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def write_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int) -> Path:
+    """Export to ONNX with a dynamic batch dimension; written to a temp name, then renamed."""
+    example = torch.zeros(2, *input_shape)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False,
+                          opset_version=opset, input_names=["input"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    tmp.replace(path)
+    return path
+
+
+def write_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path, int8: bool) -> Path:
+    """Convert to TFLite at batch 1; `int8` for a converted (fold=False) PT2E model."""
+    import litert_torch
+
+    example = (torch.zeros(1, *input_shape),)
+    kwargs = {}
+    if int8:
+        from litert_torch.quantize.pt2e_quantizer import (
+            PT2EQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(
+            is_per_channel=True))
+        kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+    else:
+        model = model.eval()
+    tmp = path.with_name(f".{path.name}.tmp")
+    with _quiet():
+        litert_torch.convert(model, example, **kwargs).export(str(tmp))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,209 @@
+"""The one orchestration loop: run stages in order, reuse cached ones, gate, record.
+
+Every stage's output is kept under `runs/<name>/<kind>/` with a `stage.json` naming the cache
+key it was made for. A rerun reuses a stage whose key and files are intact, so after a failed
+gate (or a crash) only the unfinished work runs again. Budgets are not part of the key: a
+changed budget re-gates cached results without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekd import budgets
+from edgekd.artifacts import StageResult, cache_key, write_json
+from edgekd.config import Pipeline, load_pipeline
+from edgekd.context import Context
+from edgekd.data import data_key
+from edgekd.stages import STAGES
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+
+
+@dataclass
+class StageRecord:
+    """One stage as the report shows it."""
+
+    kind: str
+    key: str
+    status: str = "pending"  # done | cached | failed | gate_failed | not_run
+    duration_s: float = 0.0
+    result: StageResult | None = None
+    checks: list[budgets.Check] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    pipeline: Pipeline
+    source: Path
+    run_dir: Path
+    records: list[StageRecord] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    gate: bool = True
+    traceback: str = ""
+    exit_code: int = EXIT_OK
+    message: str = ""
+
+    @property
+    def verdict(self) -> str:
+        failed = any(c for r in self.records for c in r.checks if not c.passed)
+        return "pass" if self.exit_code == EXIT_OK and not failed else "fail"
+
+
+def stage_configs(pipeline: Pipeline) -> list[tuple[str, object]]:
+    """The teacher (trained or loaded like any stage) followed by the pipeline's stages."""
+    return [("teacher", pipeline.teacher)] + [(s.kind, s) for s in pipeline.stages]
+
+
+def _keys(pipeline: Pipeline, source: Path, dkey: str) -> dict[str, str]:
+    """Cache key of every stage: its own config and the keys of everything before it."""
+    keys: dict[str, str] = {}
+    chain = [dkey, str(pipeline.seed)]
+    for kind, cfg in stage_configs(pipeline):
+        inputs = list(chain)
+        if kind == "teacher" and cfg.checkpoint is not None:
+            inputs.append(_file_hash(cfg.checkpoint, source))
+        if kind == "distill":
+            inputs.append(json.dumps(pipeline.student.model_dump(mode="json"), sort_keys=True))
+            if pipeline.student.checkpoint is not None:
+                inputs.append(_file_hash(pipeline.student.checkpoint, source))
+        if kind == "profile":
+            inputs.append(_device_fingerprint(pipeline, source))
+        keys[kind] = cache_key(kind, cfg.model_dump(mode="json"), inputs)
+        chain.append(keys[kind])
+    return keys
+
+
+def _file_hash(path: Path, source: Path) -> str:
+    from edgekd.artifacts import sha256_file
+
+    full = path if path.is_absolute() else source.parent / path
+    return sha256_file(full) if full.is_file() else f"missing:{full}"
+
+
+def _device_fingerprint(pipeline: Pipeline, source: Path) -> str:
+    from edgekd.devices.profiles import find_profile
+
+    return find_profile(pipeline.target, relative_to=source.parent).read_text()
+
+
+def _cached(run_dir: Path, kind: str, key: str) -> StageResult | None:
+    path = run_dir / kind / "stage.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        result = StageResult.from_dict(doc["result"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    if doc.get("key") != key or not all(a.intact() for a in result.artifacts.values()):
+        return None
+    return result
+
+
+def _claim(stage_dir: Path, key: str, fresh: bool) -> None:
+    """Mark `stage_dir` as working on `key`; epoch checkpoints of another key (or any, when a
+    fresh start was asked for) are removed so they cannot be resumed by mistake."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    marker = stage_dir / "key"
+    if fresh or not marker.is_file() or marker.read_text() != key:
+        for ckpt in stage_dir.glob("*.ckpt"):
+            ckpt.unlink()
+    marker.write_text(key)
+
+
+def execute(source: Path, out: Path | None = None, force: str | None = None,
+            gate: bool = True, log=print) -> Run:
+    """Run a pipeline file; returns the Run (its exit_code says how it ended)."""
+    pipeline = load_pipeline(source)
+    run = Run(pipeline, source, out or Path("runs") / pipeline.name, gate=gate)
+    dkey = data_key(pipeline.data, pipeline.seed)
+    keys = _keys(pipeline, source, dkey)
+    ctx = Context(pipeline, source, run.run_dir, dkey)
+    kinds = [k for k, _ in stage_configs(pipeline)]
+    forced_from = kinds.index(force) if force else len(kinds)
+    for index, (kind, cfg) in enumerate(stage_configs(pipeline)):
+        record = StageRecord(kind, keys[kind])
+        run.records.append(record)
+        try:
+            going = _run_stage(run, ctx, record, cfg, index >= forced_from, log)
+        except Exception as exc:  # recorded in the report; the CLI decides how loud to be
+            _fail(run, record, exc)
+            going = False
+        if not going:
+            break
+    if run.exit_code == EXIT_OK and run.verdict == "fail":
+        run.exit_code = EXIT_GATE
+        run.message = "budgets failed (--no-gate: all stages ran)"
+    for kind, _ in stage_configs(pipeline)[len(run.records):]:
+        run.records.append(StageRecord(kind, keys[kind], status="not_run"))
+    return run
+
+
+def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg, forced: bool, log) -> bool:
+    """Run or reuse one stage, then gate it. False stops the pipeline."""
+    kind = record.kind
+    started = time.perf_counter()
+    result = None if forced else _cached(run.run_dir, kind, record.key)
+    if result is not None:
+        record.status = "cached"
+    else:
+        _claim(run.run_dir / kind, record.key, fresh=forced)
+        log(f"[{kind}] running")
+        result = (_run_teacher if kind == "teacher" else STAGES[kind])(cfg, ctx)
+        write_json(run.run_dir / kind / "stage.json",
+                   {"kind": kind, "key": record.key, "result": result.as_dict()})
+        record.status = "done"
+    record.duration_s = time.perf_counter() - started
+    record.result = result
+    ctx.results[kind] = result
+    if kind == "teacher":
+        ctx.teacher_artifact = result.artifacts["teacher"]
+    info = result.info
+    record.checks = budgets.check(getattr(cfg, "budget", None), result.metrics,
+                                  list(result.artifacts) if kind != "profile" else
+                                  list(info.get("artifacts", {})),
+                                  measured_on=info.get("device", "host"),
+                                  estimated=not info.get("measured", True))
+    log(f"[{kind}] {record.status} in {record.duration_s:.1f} s")
+    for check in record.checks:
+        log(f"    {check.describe()}")
+    for note in result.notes:
+        log(f"    WARNING {note}")
+    if all(c.passed for c in record.checks) or not run.gate:
+        return True
+    record.status = "gate_failed"
+    run.exit_code = EXIT_GATE
+    failed = [c for c in record.checks if not c.passed]
+    run.message = f"gate failed at {kind}: " + "; ".join(
+        f"{c.name} = {'missing' if c.value is None else f'{c.value:.4g}'} (limit {c.limit:.4g})"
+        for c in failed)
+    return False
+
+
+def _fail(run: Run, record: StageRecord, exc: Exception) -> None:
+    from edgekd.config import ConfigError
+    from edgekd.devices.measure import DeviceError
+
+    record.status = "failed"
+    if isinstance(exc, ConfigError):
+        run.exit_code, record.error = EXIT_USAGE, str(exc)
+    elif isinstance(exc, DeviceError):
+        run.exit_code, record.error = EXIT_INTERNAL, f"{exc.kind} failure: {exc}"
+    else:
+        import traceback
+
+        run.exit_code = EXIT_INTERNAL
+        record.error = f"{type(exc).__name__}: {exc}"
+        run.traceback = traceback.format_exc()
+    run.message = f"{record.kind} failed: {record.error}"
+
+
+def _run_teacher(cfg, ctx: Context) -> StageResult:
+    from edgekd.stages import teacher
+
+    return teacher.run(cfg, ctx)

@@ -1,0 +1,57 @@
+"""The teacher: loaded from the user's checkpoint, or trained on the data by the pipeline.
+
+Either way it is saved in edgekd's model format and cached like a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd.artifacts import Artifact, StageResult
+from edgekd.config import ConfigError, TeacherConfig
+from edgekd.context import Context
+from edgekd.kd import losses
+from edgekd.kd.train import Schedule, fit, predict
+from edgekd.metrics import accuracy, expected_calibration_error
+from edgekd.models import build, count_macs, count_params, load_model, save_model
+
+
+def run(cfg: TeacherConfig, ctx: Context) -> StageResult:
+    splits, meta = ctx.splits(), ctx.meta()
+    out = ctx.stage_dir("teacher")
+    history = {}
+    if cfg.checkpoint is not None:
+        model = _load_checkpoint(cfg, ctx, meta)
+    else:
+        model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+        schedule = Schedule(cfg.train.epochs, cfg.train.lr, cfg.train.batch_size,
+                            cfg.train.weight_decay)
+
+        def loss(logits, _x, y, _idx):
+            return losses.hinton(logits, None, y, 1.0, 0.0)
+
+        history["teacher"] = fit(model, loss, splits.x_train, splits.y_train, splits.x_val,
+                                 splits.y_val, schedule, ctx.pipeline.seed,
+                                 out / "teacher.ckpt", "teacher")
+    path = out / "teacher.pt"
+    save_model(model, cfg, meta, path)
+    logits = predict(model, splits.x_test)
+    metrics = {
+        "accuracy": accuracy(logits, splits.y_test),
+        "ece": expected_calibration_error(logits, splits.y_test),
+        "params": count_params(model),
+        "macs": count_macs(model, splits.input_shape),
+    }
+    return StageResult({"teacher": Artifact.of("teacher", path, "torch")}, metrics, history)
+
+
+def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):
+    path = cfg.checkpoint if cfg.checkpoint.is_absolute() else ctx.source.parent / cfg.checkpoint
+    if not path.is_file():
+        raise ConfigError([f"{ctx.source}: teacher.checkpoint: file {path} not found"])
+    try:
+        return load_model(Path(path), cfg, meta)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError([f"{ctx.source}: teacher.checkpoint: {path} does not fit "
+                           f"arch {cfg.arch}: {first}"]) from None
