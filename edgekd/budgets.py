@@ -34,7 +34,8 @@ def parse_size(value: str | int | float) -> int:
         return int(value)
     number, unit = _split(value)
     if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit {unit!r} in {value!r} (use B, KB, MB, GB, KiB, MiB, GiB)")
+        raise ValueError(f"unknown size unit {unit!r} in {value!r} "
+                         "(use B, KB, MB, GB, KiB, MiB, GiB)")
     return int(number * _SIZE_UNITS[unit])
 
 
@@ -68,7 +69,8 @@ class Check:
         shown = "missing" if self.value is None else f"{self.value:.4g}"
         how = "estimated" if self.estimated else "measured"
         state = "ok  " if self.passed else "FAIL"
-        return f"{state} {self.name}: {shown} (limit {op} {self.limit:.4g}, {how} on {self.measured_on})"
+        return (f"{state} {self.name}: {shown} (limit {op} {self.limit:.4g}, "
+                f"{how} on {self.measured_on})")
 
 
 def _compare(name: str, value: float | None, limit: float, at_least: bool, where: str,

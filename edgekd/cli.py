@@ -36,7 +36,8 @@ def cli() -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory [runs/<name>].")
 @click.option("--force", type=click.Choice(("teacher",) + STAGE_KINDS),
               help="Rerun this stage and every later one, ignoring the cache.")
-@click.option("--no-gate", is_flag=True, help="Record failed budgets and go on (exit 3 at the end).")
+@click.option("--no-gate", is_flag=True,
+              help="Record failed budgets and go on (exit 3 at the end).")
 def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> None:
     """Run a pipeline: teacher, distill, quantize, export, profile, with budgets."""
     from edgekd import report
@@ -87,9 +88,8 @@ def _summary(doc: dict, run_dir: Path) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
     """Check pipeline and device YAML files without running anything."""
-    from edgekd.config import load_pipeline, read_yaml
+    from edgekd.config import load_pipeline, parse, read_yaml
     from edgekd.devices.profiles import DeviceProfile
-    from edgekd.config import parse
 
     problems: list[str] = []
     for path in files:

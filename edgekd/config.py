@@ -25,7 +25,7 @@ TORCHVISION_ARCHS = (
     "squeezenet1_1", "mnasnet0_5",
 )
 ARCHS = CNN_ARCHS + TORCHVISION_ARCHS
-PERCENTILES = ("mean", "p50", "p90", "p99")
+Percentile = Literal["mean", "p50", "p90", "p99"]
 
 
 class ConfigError(Exception):
@@ -124,7 +124,7 @@ class Budget(Strict):
     """Accuracy lost against the previous stage (fp32 student -> int8)."""
     min_teacher_retention: float | None = Field(None, ge=0)
     """Student accuracy / teacher accuracy, e.g. 0.97."""
-    max_latency_ms: float | str | dict[Literal["mean", "p50", "p90", "p99"], float | str] | None = None
+    max_latency_ms: float | str | dict[Percentile, float | str] | None = None
     """A number or "100 ms" limits p90; a map limits each percentile named."""
     max_peak_memory: str | int | None = None
     """Peak resident memory of the inference process, e.g. "1 GB"."""
@@ -270,7 +270,8 @@ def _unwrap(annotation: Any) -> list[Any]:
     """The model classes an annotation may hold (through Optional, list, dict, Annotated)."""
     origin = get_origin(annotation)
     if origin is None:
-        return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        return [annotation] if is_model else []
     found = []
     for arg in get_args(annotation):
         found.extend(_unwrap(arg))
@@ -310,7 +311,8 @@ def _error_line(source: str, model: type[BaseModel], error: dict) -> str:
         return f"{source}: {where}: unknown key{hint}"
     if kind == "union_tag_invalid":
         tag = error.get("input", {}).get("kind") if isinstance(error.get("input"), dict) else None
-        return f"{source}: {where}.kind: unknown stage kind {tag!r}{_did_you_mean(tag, STAGE_KINDS)}"
+        hint = _did_you_mean(tag, STAGE_KINDS)
+        return f"{source}: {where}.kind: unknown stage kind {tag!r}{hint}"
     if kind == "union_tag_not_found":
         return f"{source}: {where}: missing 'kind' (one of {', '.join(STAGE_KINDS)})"
     if kind == "missing":

@@ -43,6 +43,10 @@ class Context:
     def meta(self) -> dict:
         return self.splits().meta()
 
+    def resolve(self, path: Path) -> Path:
+        """A path from the pipeline file, relative to the file's folder."""
+        return path if path.is_absolute() else self.source.parent / path
+
     def stage_dir(self, kind: str) -> Path:
         path = self.run_dir / kind
         path.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,7 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
             gate: bool = True, log=print) -> Run:
     """Run a pipeline file; returns the Run (its exit_code says how it ended)."""
     pipeline = load_pipeline(source)
-    run = Run(pipeline, source, out or Path("runs") / pipeline.name, gate=gate)
+    run = Run(pipeline, source, (out or Path("runs") / pipeline.name).resolve(), gate=gate)
     dkey = data_key(pipeline.data, pipeline.seed)
     keys = _keys(pipeline, source, dkey)
     ctx = Context(pipeline, source, run.run_dir, dkey)

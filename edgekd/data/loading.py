@@ -17,6 +17,7 @@ import numpy as np
 from edgekd.config import ConfigError, DataConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+Samples = tuple[np.ndarray, np.ndarray, list[str]]  # x, y, class names
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Splits:
                 "input_range": [0.0, 1.0], "layout": "NCHW"}
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _digits() -> Samples:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -53,7 +54,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x, bunch.target.astype(np.int64), [str(c) for c in range(10)]
 
 
-def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _npz(path: Path) -> Samples:
     try:
         blob = np.load(path)
     except (OSError, ValueError) as exc:
@@ -77,7 +78,7 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.ascontiguousarray(x), y, classes
 
 
-def _folder(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _folder(path: Path, size: tuple[int, int], channels: int) -> Samples:
     from PIL import Image
 
     if not path.is_dir():

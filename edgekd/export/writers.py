@@ -8,37 +8,19 @@ this is the path that matched the QAT model exactly on this stack (stack.md).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-
-@contextlib.contextmanager
-def _quiet():
-    """The converters print pages of progress; keep it out of the user's terminal."""
-    if os.environ.get("EDGEKD_VERBOSE"):
-        yield
-        return
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            yield
-    finally:
-        logging.disable(previous)
+from edgekd.console import quiet
 
 
 def write_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int) -> Path:
     """Export to ONNX with a dynamic batch dimension; written to a temp name, then renamed."""
     example = torch.zeros(2, *input_shape)
     tmp = path.with_name(f".{path.name}.tmp")
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False,
                           opset_version=opset, input_names=["input"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
@@ -65,7 +47,7 @@ def write_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path, int
     else:
         model = model.eval()
     tmp = path.with_name(f".{path.name}.tmp")
-    with _quiet():
+    with quiet():
         litert_torch.convert(model, example, **kwargs).export(str(tmp))
     tmp.replace(path)
     return path

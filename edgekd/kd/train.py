@@ -7,8 +7,6 @@ finished epoch and reaches the same result as an uninterrupted run.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd.console import progress
 from edgekd.metrics import accuracy
 
 # loss(model_logits, x, y, index_of_samples) -> scalar loss
@@ -52,15 +51,6 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512,
         for i in range(0, len(x), batch_size):
             out.append(model(torch.from_numpy(x[i:i + batch_size])).float().numpy())
     return np.concatenate(out)
-
-
-def progress(total: int, desc: str):
-    """A tqdm bar on stderr, quiet when EDGEKD_PROGRESS=0 or stderr is not a terminal."""
-    from tqdm import tqdm
-
-    show = os.environ.get("EDGEKD_PROGRESS", "auto")
-    disable = show == "0" or (show == "auto" and not sys.stderr.isatty())
-    return tqdm(total=total, desc=desc, unit="ep", leave=False, disable=disable)
 
 
 def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,

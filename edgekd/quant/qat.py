@@ -40,6 +40,9 @@ def convert(prepared: torch.fx.GraphModule, fold: bool = True) -> torch.fx.Graph
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    from edgekd.console import quiet
+
     model = copy.deepcopy(prepared)
     set_mode(model, training=False)
-    return convert_pt2e(model, fold_quantize=fold)
+    with quiet():
+        return convert_pt2e(model, fold_quantize=fold)

@@ -56,8 +56,7 @@ def new_student(ctx: Context):
     cfg = ctx.pipeline.student
     set_seed(ctx.pipeline.seed)
     if cfg.checkpoint is not None:
-        path = cfg.checkpoint if cfg.checkpoint.is_absolute() else ctx.source.parent / cfg.checkpoint
-        return load_model(path, cfg, meta)
+        return load_model(ctx.resolve(cfg.checkpoint), cfg, meta)
     return build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
 
 

@@ -13,10 +13,11 @@ from tqdm import tqdm
 
 from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import ExportStage
+from edgekd.console import progress
 from edgekd.context import Context
 from edgekd.export import runtimes
 from edgekd.export.writers import write_onnx, write_tflite
-from edgekd.kd.train import predict, progress
+from edgekd.kd.train import predict
 from edgekd.metrics import accuracy, max_abs_diff, top1_agreement
 from edgekd.models import load_model
 from edgekd.quant import qat

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from edgekd.artifacts import StageResult
 from edgekd.config import ProfileStage
+from edgekd.console import progress
 from edgekd.context import Context
 from edgekd.devices.measure import profile
 from edgekd.devices.profiles import load_profile
-from edgekd.kd.train import progress
 
 SIBLINGS = {"student_int8_onnx": "student_fp32_onnx",
             "student_int8_tflite": "student_fp32_tflite"}

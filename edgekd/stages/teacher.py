@@ -46,7 +46,7 @@ def run(cfg: TeacherConfig, ctx: Context) -> StageResult:
 
 
 def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):
-    path = cfg.checkpoint if cfg.checkpoint.is_absolute() else ctx.source.parent / cfg.checkpoint
+    path = ctx.resolve(cfg.checkpoint)
     if not path.is_file():
         raise ConfigError([f"{ctx.source}: teacher.checkpoint: file {path} not found"])
     try:

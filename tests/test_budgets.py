@@ -1,0 +1,71 @@
+import pytest
+
+from edgekd.budgets import check, parse_duration_ms, parse_size
+from edgekd.config import Budget
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2 MB", 2_000_000), ("1.5GiB", int(1.5 * 2**30)), ("<1 GB", 10**9), (512, 512),
+    ("100kb", 100_000), ("3 MiB", 3 * 2**20),
+])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("100 ms", 100.0), ("<0.5 s", 500.0), ("250us", 0.25), (7, 7.0), ("12", 12.0),
+])
+def test_parse_duration(text, expected):
+    assert parse_duration_ms(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", ["2 parsecs", "fast", "MB 2"])
+def test_bad_units_are_rejected(bad):
+    with pytest.raises(ValueError):
+        parse_size(bad)
+
+
+def test_stage_level_checks_pass_and_fail():
+    budget = Budget(min_accuracy=0.95, max_accuracy_drop=0.01, min_teacher_retention=0.97)
+    checks = check(budget, {"accuracy": 0.96, "accuracy_drop": 0.02,
+                            "teacher_retention": 0.99}, [])
+    by_name = {c.name: c for c in checks}
+    assert by_name["min_accuracy"].passed
+    assert not by_name["max_accuracy_drop"].passed
+    assert by_name["max_accuracy_drop"].value == 0.02 and by_name["max_accuracy_drop"].limit == 0.01
+    assert by_name["min_teacher_retention"].passed
+
+
+def test_per_artifact_checks_with_units_and_filter():
+    budget = Budget(max_size="2 MB", max_latency_ms={"p90": "10 ms", "p50": 5},
+                    max_peak_memory="1 GB", artifacts=["a"])
+    metrics = {"a.bytes": 3e6, "a.latency_ms_p90": 9.0, "a.latency_ms_p50": 6.0,
+               "a.peak_memory_mb": 100.0, "b.bytes": 1.0}
+    checks = {c.name: c for c in check(budget, metrics, ["a", "b"])}
+    assert set(checks) == {"a.max_size", "a.max_latency_ms_p90", "a.max_latency_ms_p50",
+                           "a.max_peak_memory_mb"}
+    assert not checks["a.max_size"].passed
+    assert checks["a.max_latency_ms_p90"].passed
+    assert not checks["a.max_latency_ms_p50"].passed
+    assert checks["a.max_peak_memory_mb"].limit == pytest.approx(1e9 / 2**20)
+
+
+def test_plain_latency_number_means_p90_and_missing_metric_fails():
+    checks = check(Budget(max_latency_ms=50), {}, ["x"])
+    assert [(c.name, c.value, c.passed) for c in checks] == [
+        ("x.max_latency_ms_p90", None, False)]
+
+
+def test_min_accuracy_per_artifact_when_stage_has_none():
+    checks = check(Budget(min_accuracy=0.9), {"x.accuracy": 0.95, "y.accuracy": 0.5}, ["x", "y"])
+    assert {c.name: c.passed for c in checks} == {"x.min_accuracy": True, "y.min_accuracy": False}
+
+
+def test_estimated_flag_is_carried():
+    (c,) = check(Budget(max_latency_ms=5), {"x.latency_ms_p90": 1.0}, ["x"],
+                 measured_on="rpi4", estimated=True)
+    assert c.estimated and c.measured_on == "rpi4" and "estimated on rpi4" in c.describe()
+
+
+def test_no_budget_no_checks():
+    assert check(None, {"accuracy": 0.1}, ["a"]) == []

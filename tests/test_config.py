@@ -1,0 +1,133 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekd.config import STAGE_KINDS, ConfigError, Pipeline, load_pipeline
+from edgekd.devices.profiles import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
+DEVICES = sorted((ROOT / "devices").glob("*.yaml"))
+
+MINIMAL = """\
+name: t
+teacher: {arch: cnn, width: 8, depth: 2, train: {epochs: 1}}
+student: {arch: cnn, width: 4, depth: 1}
+stages:
+  - kind: distill
+    epochs: 1
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def errors(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path)
+    return info.value.lines
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_every_shipped_pipeline_is_valid(path):
+    assert isinstance(load_pipeline(path), Pipeline)
+
+
+@pytest.mark.parametrize("path", DEVICES, ids=lambda p: p.name)
+def test_every_shipped_device_profile_is_valid(path):
+    assert load_profile(str(path)).name == path.stem
+
+
+def test_misspelled_budget_key_names_file_field_and_suggestion(tmp_path):
+    path = write(tmp_path, MINIMAL + "    budget: {max_acuracy_drop: 0.01}\n")
+    assert errors(path) == [
+        f"{path}: stages[0].budget.max_acuracy_drop: unknown key (did you mean max_accuracy_drop?)"
+    ]
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    text = MINIMAL.replace("width: 4", "widht: 4") + "    temprature: 3\n  - kind: quantise\n"
+    lines = errors(write(tmp_path, text))
+    assert len(lines) == 3
+    assert any("student.widht: unknown key (did you mean width?)" in line for line in lines)
+    assert any("stages[0].temprature: unknown key (did you mean temperature?)" in line
+               for line in lines)
+    assert any("stages[1].kind: unknown stage kind 'quantise' (did you mean quantize?)" in line
+               for line in lines)
+
+
+def test_unknown_target_device_suggests_a_known_one(tmp_path):
+    lines = errors(write(tmp_path, MINIMAL + "target: lokal\n"))
+    assert len(lines) == 1 and "target: unknown device 'lokal' (did you mean local?)" in lines[0]
+
+
+def test_unknown_architecture_and_bad_units(tmp_path):
+    text = MINIMAL.replace("arch: cnn, width: 4, depth: 1", "arch: resnet81") + \
+        "    budget: {max_size: 2 parsecs}\n"
+    lines = errors(write(tmp_path, text))
+    assert any("student.arch: unknown architecture 'resnet81' (did you mean resnet18?)" in line
+               for line in lines)
+    assert any("stages[0].budget.max_size" in line and "parsecs" in line for line in lines)
+
+
+def test_stage_order_and_dependencies_are_checked(tmp_path):
+    text = MINIMAL.replace("  - kind: distill\n    epochs: 1\n", "  - kind: export\n")
+    (line,) = errors(write(tmp_path, text))
+    assert "export stage needs a distill stage" in line
+
+
+def test_teacher_needs_exactly_one_source(tmp_path):
+    text = MINIMAL.replace(", train: {epochs: 1}", "")
+    (line,) = errors(write(tmp_path, text))
+    assert "teacher" in line and "exactly one of checkpoint or train" in line
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    (line,) = errors(write(tmp_path, "name: t\nstages: [\n"))
+    assert line.startswith(f"{tmp_path / 'p.yaml'}: line") and "YAML syntax error" in line
+
+
+def test_validate_command_does_not_import_torch():
+    code = ("import sys; from click.testing import CliRunner; from edgekd.cli import cli; "
+            f"r = CliRunner().invoke(cli, ['validate', {str(PIPELINES[0])!r}]); "
+            "assert r.exit_code == 0, r.output; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print('clean')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "clean" in out.stdout
+
+
+def test_validate_command_exit_2_with_one_line_per_problem(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+
+    path = write(tmp_path, MINIMAL + "    budget: {max_acuracy_drop: 0.01}\n")
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"{path}: stages[0].budget.max_acuracy_drop: unknown key (did you mean max_accuracy_drop?)"
+    ]
+
+
+def test_stage_table_matches_config_union():
+    from edgekd.config import Stage
+    from edgekd.stages import STAGES
+
+    union = Stage.__origin__.__args__
+    kinds = {cls.model_fields["kind"].annotation.__args__[0] for cls in union}
+    assert set(STAGES) == kinds == set(STAGE_KINDS)
+
+
+def test_architecture_names_exist_in_torchvision():
+    import torchvision
+
+    from edgekd.config import TORCHVISION_ARCHS
+
+    for name in TORCHVISION_ARCHS:
+        assert callable(getattr(torchvision.models, name)), name
