@@ -173,6 +173,9 @@ class DistillStage(Strict):
     weight_decay: float = Field(5e-4, ge=0)
     baseline: bool = True
     """Also train the same student on hard labels alone (same epochs and seed)."""
+    cache_teacher: bool = True
+    """Compute the teacher's outputs once and reuse them (valid because edgekd trains without
+    random augmentation); false runs the teacher on every batch."""
     budget: Budget | None = None
 
 

@@ -17,11 +17,11 @@ from edgekd.models import build, count_macs, count_params, load_model, save_mode
 def run(cfg: DistillStage, ctx: Context) -> StageResult:
     splits, out = ctx.splits(), ctx.stage_dir("distill")
     schedule = Schedule(cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay)
-    soft = torch.from_numpy(ctx.teacher_logits())
     teacher_test = predict(ctx.teacher(), splits.x_test)
+    soft = teacher_outputs(ctx, cfg.cache_teacher)
 
-    def kd_loss(logits, _x, y, idx):
-        return losses.hinton(logits, soft[idx], y, cfg.temperature, cfg.alpha)
+    def kd_loss(logits, x, y, idx):
+        return losses.hinton(logits, soft(x, idx), y, cfg.temperature, cfg.alpha)
 
     def hard_loss(logits, _x, y, _idx):
         return losses.hinton(logits, None, y, 1.0, 0.0)
@@ -48,6 +48,20 @@ def run(cfg: DistillStage, ctx: Context) -> StageResult:
             result.metrics["student_macs"] = count_macs(model, splits.input_shape)
     result.metrics.update(_teacher_comparison(result.metrics, teacher_test, splits.y_test, ctx))
     return result
+
+
+def teacher_outputs(ctx: Context, cached: bool):
+    """soft(x, idx) -> teacher logits for a batch: looked up in the cache or computed online."""
+    if cached:
+        table = torch.from_numpy(ctx.teacher_logits())
+        return lambda _x, idx: table[idx]
+    teacher = ctx.teacher()
+
+    def online(x, _idx):
+        with torch.no_grad():
+            return teacher(x)
+
+    return online
 
 
 def new_student(ctx: Context):

@@ -14,16 +14,17 @@ from edgekd.kd.train import Schedule, fit, predict
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import load_model
 from edgekd.quant import qat
+from edgekd.stages.distill import teacher_outputs
 
 
 def run(cfg: QuantizeStage, ctx: Context) -> StageResult:
     splits, out = ctx.splits(), ctx.stage_dir("quantize")
     student = load_model(ctx.results["distill"].artifacts["student_fp32"].path)
     prepared = qat.prepare(student, splits.input_shape)
-    soft = torch.from_numpy(ctx.teacher_logits())
+    soft = teacher_outputs(ctx, cached=True)
 
-    def kd_loss(logits, _x, y, idx):
-        return losses.hinton(logits, soft[idx], y, cfg.temperature, cfg.alpha)
+    def kd_loss(logits, x, y, idx):
+        return losses.hinton(logits, soft(x, idx), y, cfg.temperature, cfg.alpha)
 
     schedule = Schedule(cfg.epochs, cfg.lr, cfg.batch_size, 0.0)
     history = fit(prepared, kd_loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
