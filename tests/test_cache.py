@@ -1,0 +1,42 @@
+from pathlib import Path
+
+from edgekd.artifacts import Artifact, StageResult, cache_key
+from edgekd.config import load_pipeline
+from edgekd.data import data_key
+from edgekd.pipeline import _cached, _keys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_budget_is_not_part_of_the_key_but_config_and_inputs_are():
+    base = cache_key("distill", {"epochs": 3, "budget": {"min_accuracy": 0.9}}, ["a"])
+    assert base == cache_key("distill", {"epochs": 3, "budget": {"min_accuracy": 0.1}}, ["a"])
+    assert base != cache_key("distill", {"epochs": 4, "budget": None}, ["a"])
+    assert base != cache_key("distill", {"epochs": 3}, ["b"])
+    assert base != cache_key("quantize", {"epochs": 3}, ["a"])
+
+
+def test_changing_a_stage_changes_it_and_every_later_key(tmp_path):
+    source = ROOT / "pipelines" / "mobile.yaml"
+    pipeline = load_pipeline(source)
+    keys = _keys(pipeline, source, data_key(pipeline.data, pipeline.seed))
+    edited = tmp_path / "mobile.yaml"
+    edited.write_text(source.read_text().replace("epochs: 4\n", "epochs: 5\n"))  # quantize
+    changed = load_pipeline(edited)
+    new = _keys(changed, edited, data_key(changed.data, changed.seed))
+    assert [k for k in keys if keys[k] == new[k]] == ["teacher", "distill"]
+
+
+def test_cached_result_needs_matching_key_and_intact_files(tmp_path):
+    import json
+
+    stage = tmp_path / "export"
+    stage.mkdir()
+    model = stage / "m.onnx"
+    model.write_bytes(b"abc")
+    result = StageResult({"m": Artifact.of("m", model, "onnx")}, {"x": 1.0})
+    (stage / "stage.json").write_text(json.dumps({"key": "k1", "result": result.as_dict()}))
+    assert _cached(tmp_path, "export", "k1").metrics == {"x": 1.0}
+    assert _cached(tmp_path, "export", "k2") is None
+    model.write_bytes(b"abd")  # same size, other content
+    assert _cached(tmp_path, "export", "k1") is None

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from edgekd.config import ConfigError, DataConfig
+from edgekd.data import data_key, load
+
+
+def test_digits_split_is_stratified_deterministic_and_disjoint():
+    a, b = load(DataConfig(), seed=3), load(DataConfig(), seed=3)
+    assert np.array_equal(a.y_test, b.y_test) and np.array_equal(a.x_train, b.x_train)
+    assert a.x_train.dtype == np.float32 and a.x_train.shape[1:] == (1, 8, 8)
+    assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    total = len(a.y_train) + len(a.y_val) + len(a.y_test)
+    assert total == 1797
+    assert abs(len(a.y_test) / total - 0.25) < 0.01
+    # every class is present in each split in about the same proportion
+    for split in (a.y_train, a.y_val, a.y_test):
+        counts = np.bincount(split, minlength=10)
+        assert counts.min() > 0 and counts.max() / counts.min() < 1.3
+    other = load(DataConfig(), seed=4)
+    assert not np.array_equal(a.y_test, other.y_test)
+
+
+def test_meta_records_normalisation_from_train_split():
+    splits = load(DataConfig(), seed=0)
+    meta = splits.meta()
+    assert meta["num_classes"] == 10 and meta["input_shape"] == [1, 8, 8]
+    assert meta["mean"][0] == pytest.approx(float(splits.x_train.mean()), rel=1e-5)
+
+
+def test_npz_nhwc_uint8_is_scaled_and_transposed(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(60, 6, 5, 3), dtype=np.uint8)
+    y = np.repeat(np.arange(3), 20)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=y)
+    splits = load(DataConfig(source="npz", path=path), seed=0)
+    assert splits.x_train.shape[1:] == (3, 6, 5)
+    assert splits.x_train.max() <= 1.0
+    assert splits.classes == ["0", "1", "2"]
+
+
+def test_npz_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, images=np.zeros((4, 2, 2)))
+    with pytest.raises(ConfigError) as info:
+        load(DataConfig(source="npz", path=path), seed=0)
+    assert info.value.lines == [f"{path}: .npz is missing array(s) x, y (has images)"]
+
+
+def test_image_folder_resized(tmp_path):
+    from PIL import Image
+
+    for label, colour in (("cat", 30), ("dog", 220)):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            image = Image.new("RGB", (17 + i, 11), (colour, colour, colour))
+            image.save(tmp_path / label / f"{i}.png")
+    cfg = DataConfig(source="folder", path=tmp_path, image_size=(8, 8), channels=1)
+    splits = load(cfg, seed=0)
+    assert splits.classes == ["cat", "dog"]
+    assert splits.x_train.shape[1:] == (1, 8, 8)
+    x = np.concatenate([splits.x_train, splits.x_val, splits.x_test])
+    y = np.concatenate([splits.y_train, splits.y_val, splits.y_test])
+    assert x[y == 0].mean() < 0.2 < 0.8 < x[y == 1].mean()
+
+
+def test_data_key_changes_with_file_content(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((4, 2, 2)), y=np.array([0, 1, 0, 1]))
+    first = data_key(DataConfig(source="npz", path=path), 0)
+    np.savez(path, x=np.ones((4, 2, 2)), y=np.array([0, 1, 0, 1]))
+    assert data_key(DataConfig(source="npz", path=path), 0) != first
+    assert data_key(DataConfig(), 0) != data_key(DataConfig(), 1)

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from edgekd.config import DataConfig, ModelConfig
+from edgekd.data import load
+from edgekd.kd.losses import hinton
+from edgekd.kd.train import Schedule, fit, predict
+from edgekd.metrics import accuracy, expected_calibration_error
+from edgekd.models import build
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load(DataConfig(), seed=0)
+
+
+def fresh(splits):
+    torch.manual_seed(0)
+    meta = splits.meta()
+    return build(ModelConfig(arch="cnn", width=4, depth=2), 10, 1, meta["mean"], meta["std"])
+
+
+def loss(logits, _x, y, _idx):
+    return hinton(logits, None, y, 1.0, 0.0)
+
+
+def test_hinton_loss_terms():
+    s, t, y = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert torch.allclose(hinton(s, t, y, 4.0, 0.0), ce)
+    assert torch.allclose(hinton(s, None, y, 4.0, 0.9), ce)
+    assert hinton(t, t, y, 4.0, 1.0).abs() < 1e-6  # identical distributions: no soft loss
+    # T^2 scaling keeps the soft term's size comparable across temperatures
+    soft2 = hinton(s, t, y, 2.0, 1.0) / 4
+    soft8 = hinton(s, t, y, 8.0, 1.0) / 64
+    assert soft8 < soft2
+
+
+def test_fit_learns(splits, tmp_path):
+    model = fresh(splits)
+    before = accuracy(predict(model, splits.x_test), splits.y_test)
+    history = fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+                  Schedule(4, 0.01, 64), 0, tmp_path / "a.ckpt", "t")
+    after = accuracy(predict(model, splits.x_test), splits.y_test)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert after > max(0.5, before + 0.2)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(splits, tmp_path):
+    schedule = Schedule(4, 0.01, 64)
+    whole = fresh(splits)
+    fit(whole, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val, schedule, 0,
+        tmp_path / "whole.ckpt", "t")
+
+    calls = {"n": 0}
+    batches_per_epoch = -(-len(splits.x_train) // 64)
+
+    def dies_in_epoch_3(logits, x, y, idx):
+        calls["n"] += 1
+        if calls["n"] > 2 * batches_per_epoch + 3:
+            raise KeyboardInterrupt
+        return loss(logits, x, y, idx)
+
+    broken = fresh(splits)
+    with pytest.raises(KeyboardInterrupt):
+        fit(broken, dies_in_epoch_3, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+            schedule, 0, tmp_path / "resume.ckpt", "t")
+    resumed = fresh(splits)
+    history = fit(resumed, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+                  schedule, 0, tmp_path / "resume.ckpt", "t")
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def test_ece_bounds():
+    labels = np.array([0, 1, 0, 1])
+    confident_right = np.array([[9.0, 0], [0, 9.0], [9.0, 0], [0, 9.0]])
+    assert expected_calibration_error(confident_right, labels) < 0.01
+    confident_wrong = confident_right[:, ::-1]
+    assert expected_calibration_error(confident_wrong, labels) > 0.9
