@@ -178,12 +178,14 @@ def _plot_accuracy(doc: dict, ax) -> bool:
                 values[f"{key.removesuffix('.accuracy')} ({kind})"] = value
     if not values:
         return False
-    ax.barh(list(values), list(values.values()), color="#4a7")
-    ax.set_xlim(max(0.0, min(values.values()) - 0.1), 1.0)
+    bars = ax.barh(list(values), list(values.values()), color="#4a7")
+    ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    ax.set_xlim(max(0.0, min(values.values()) - 0.1), 1.02)
+    ax.tick_params(axis="y", labelsize=8)
     limit = _limit(doc, "min_accuracy")
     if limit is not None:
         ax.axvline(limit, color="#b00", linestyle="--", label=f"budget {limit:.3g}")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_xlabel("test accuracy")
     return True
 
@@ -195,15 +197,18 @@ def _plot_latency(doc: dict, ax) -> bool:
         return False
     width = 0.27
     for i, pct in enumerate(("p50", "p90", "p99")):
-        ax.bar([n + (i - 1) * width for n in range(len(names))],
-               [metrics.get(f"{name}.latency_ms_{pct}", 0) for name in names], width, label=pct)
+        bars = ax.bar([n + (i - 1) * width for n in range(len(names))],
+                      [metrics.get(f"{name}.latency_ms_{pct}", 0) for name in names], width,
+                      label=pct)
+        ax.bar_label(bars, fmt="%.3g", fontsize=6, padding=1)
     ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")  # budgets are often orders of magnitude above small models' latency
+    ax.set_ylabel("latency (ms, log)")
     for pct in ("p50", "p90", "p99"):
         limit = _limit(doc, f"max_latency_ms_{pct}")
         if limit is not None:
             ax.axhline(limit, color="#b00", linestyle="--", label=f"budget {pct} {limit:.3g} ms")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return True
 
 
