@@ -251,6 +251,10 @@ class Pipeline(Strict):
         for kind, before in needs.items():
             if kind in kinds and before not in kinds:
                 raise ValueError(f"stages: a {kind} stage needs a {before} stage before it")
+        export = self.stage("export")
+        int8 = [f for f in (export.formats if export else []) if f.endswith("int8")]
+        if int8 and "quantize" not in kinds:
+            raise ValueError(f"stages: export formats {', '.join(int8)} need a quantize stage")
         return self
 
     def stage(self, kind: str) -> Any:

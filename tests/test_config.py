@@ -131,3 +131,9 @@ def test_architecture_names_exist_in_torchvision():
 
     for name in TORCHVISION_ARCHS:
         assert callable(getattr(torchvision.models, name)), name
+
+
+def test_int8_export_needs_quantize(tmp_path):
+    text = MINIMAL + "  - kind: export\n    formats: [onnx_fp32, tflite_int8]\n"
+    (line,) = errors(write(tmp_path, text))
+    assert "export formats tflite_int8 need a quantize stage" in line

@@ -52,6 +52,7 @@ def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):
     try:
         return load_model(Path(path), cfg, meta)
     except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        first = (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0])
         raise ConfigError([f"{ctx.source}: teacher.checkpoint: {path} does not fit "
                            f"arch {cfg.arch}: {first}"]) from None
