@@ -2,7 +2,8 @@
 # Install the Debian packages the device tests use, when they are missing and we can.
 set -u
 want=()
-command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || want+=(openssh-server openssh-client)
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || want+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 && command -v scp >/dev/null 2>&1 || want+=(openssh-client)
 command -v adb >/dev/null 2>&1 || want+=(adb)
 command -v qemu-aarch64-static >/dev/null 2>&1 || want+=(qemu-user-static)
 command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)

@@ -1,73 +1,203 @@
 """Profile a model file on a device: the one entry point the profile stage and CLI use.
 
-The measurement itself is edgekd/devices/runner.py, run in a fresh process on the device so
-load time and peak memory belong to the model alone.
+The measurement itself runs on the device in a fresh process, so load time and peak memory
+belong to the model alone: edgekd/devices/runner.py where the device has Python, TFLite's
+`benchmark_model` on Android without Python, `trtexec` on Jetson. Infrastructure failures are
+retried a bounded number of times; model failures never are.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from dataclasses import dataclass, field
+import time
+import uuid
 from pathlib import Path
 from typing import Literal
 
+from edgekd.devices.errors import DeviceError
 from edgekd.devices.profiles import DeviceProfile
+from edgekd.devices.result import ProfileResult, Request, pick_metrics, suspect_reasons
+from edgekd.devices.transports import Transport, open_transport
+
+__all__ = ["DeviceError", "ProfileResult", "profile", "measure_once"]
 
 RUNNER = Path(__file__).with_name("runner.py")
-
-
-class DeviceError(Exception):
-    """A profiling failure. `kind` keeps infrastructure (unreachable, auth, timeout) apart
-    from model failures (the runtime rejected the model or produced bad output)."""
-
-    def __init__(self, message: str, kind: Literal["infrastructure", "model"]):
-        super().__init__(message)
-        self.kind = kind
-
-
-@dataclass
-class ProfileResult:
-    """What a device measured (or, when `measured` is False, what was estimated)."""
-
-    metrics: dict[str, float]
-    device: str
-    runtime: str
-    measured: bool = True
-    conditions: dict = field(default_factory=dict)
-    attempts: int = 1
-    suspect: list[str] = field(default_factory=list)
+SUFFIXES = (".tflite", ".onnx")
 
 
 def profile(model: Path, device: DeviceProfile, *, runs: int = 100, warmup: int = 10,
-            threads: int | None = None, data: Path | None = None) -> ProfileResult:
-    """Measure `model` on `device` in a fresh process and return its metrics."""
-    if device.transport != "local":
-        raise DeviceError(f"device {device.name}: transport {device.transport} is not supported "
-                          "yet", "infrastructure")
-    cmd = [sys.executable, str(RUNNER), str(model), "--runs", str(runs), "--warmup",
-           str(warmup), "--threads", str(threads or device.threads), "--runtime", device.runtime]
-    if data is not None:
-        cmd += ["--data", str(data)]
+            threads: int | None = None, data: Path | None = None,
+            on_unreachable: Literal["fail", "estimate"] = "fail",
+            estimate_inputs: dict | None = None, benchmark_binary: Path | None = None,
+            op_profile: Path | None = None) -> ProfileResult:
+    """Measure `model` (.tflite or .onnx) on `device` in a fresh process and return its metrics.
+
+    runs / warmup: timed and untimed inferences; threads: default the profile's; data: an .npz
+    with `x` and `y` for on-device accuracy.
+    on_unreachable: "fail" raises the DeviceError once the retries are spent; "estimate"
+    returns an estimate instead (`measured=False`, runtime "estimate") from `estimate_inputs`
+    ({"macs", "params", "activation_bytes", optional "precision": "int8" | "fp32"}; counted
+    from the file itself for .onnx when not given) and the device's spec figures.
+    benchmark_binary: the TFLite benchmark_model to push (default the profile's).
+    op_profile: where to save benchmark_model's per-op CSV (benchmark_model runs only).
+
+    Raises DeviceError: kind "infrastructure" (reason unreachable, auth, host_key, offline,
+    disconnected, timeout, setup) after `device.retries` retries, or kind "model" at once.
+    `error.attempts` says how many tries were made.
+    """
+    model = Path(model)
+    if model.suffix not in SUFFIXES:
+        raise DeviceError(f"{model}: expected a .tflite or .onnx file", "model")
+    if not model.is_file():
+        raise DeviceError(f"{model}: no such file", "model")
+    request = Request(model=model, runs=runs, warmup=warmup, threads=threads or device.threads,
+                      data=Path(data) if data else None,
+                      benchmark_binary=benchmark_binary or device.benchmark_binary,
+                      op_profile=op_profile)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=device.timeout_s)
-    except subprocess.TimeoutExpired:
-        raise DeviceError(f"device {device.name}: timed out after {device.timeout_s:.0f} s",
-                          "infrastructure") from None
-    doc = _last_json(proc.stdout)
+        return with_retries(lambda: measure_once(request, device), device)
+    except DeviceError as exc:
+        if exc.kind != "infrastructure" or on_unreachable != "estimate":
+            raise
+        from edgekd.devices.estimate import estimate
+
+        result = estimate(model, device, estimate_inputs, why=str(exc))
+        result.attempts = exc.attempts
+        return result
+
+
+def with_retries(attempt, device: DeviceProfile) -> ProfileResult:
+    """Call `attempt` until it succeeds, a model failure, or `device.retries` retries of
+    transient infrastructure failures; attempts are counted on the result or the error."""
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            result = attempt()
+        except DeviceError as exc:
+            exc.attempts = tries
+            if not exc.retriable or tries > device.retries:
+                raise
+            time.sleep(device.retry_delay_s)
+            continue
+        result.attempts = tries
+        return result
+
+
+def measure_once(request: Request, device: DeviceProfile) -> ProfileResult:
+    """One measurement: connect, make a fresh work dir, run, always remove the work dir."""
+    transport = open_transport(device)
+    try:
+        transport.connect()
+        work = f"{device.work_dir.rstrip('/')}/run-{uuid.uuid4().hex[:12]}"
+        _check(transport.run(["mkdir", "-p", work], device.connect_timeout_s + 20),
+               f"cannot create {work} on the device")
+        try:
+            result = _method(request, device)(transport, work, request, device)
+        finally:
+            _remove(transport, work, device)
+    finally:
+        transport.close()
+    result.conditions.update({"threads": request.threads, "transport": device.transport,
+                              "address": device.address})
+    result.suspect += suspect_reasons(result.metrics, result.conditions, device.max_cv,
+                                      device.max_temperature_c)
+    return result
+
+
+def _method(request: Request, device: DeviceProfile):
+    """The measuring tool for this model on this device."""
+    suffix = request.model.suffix
+    if device.runtime == "benchmark_model" and suffix == ".tflite":
+        from edgekd.devices.benchmark_model import run_benchmark_model
+
+        return run_benchmark_model
+    if device.runtime == "trtexec" and suffix == ".onnx":
+        from edgekd.devices.trtexec import run_trtexec
+
+        return run_trtexec
+    if device.python == "none":
+        tools = {"benchmark_model": ".tflite", "trtexec": ".onnx"}
+        can = tools.get(device.runtime)
+        raise DeviceError(f"device {device.name} has no Python (python: none) and its runtime "
+                          f"{device.runtime} " + (f"runs {can} files only" if can else
+                                                  "needs Python"), "model")
+    return run_runner
+
+
+def run_runner(transport: Transport, work: str, request: Request,
+               device: DeviceProfile) -> ProfileResult:
+    """Push runner.py, the model and the data; run the runner; read its JSON."""
+    model = f"{work}/model{request.model.suffix}"
+    transport.push(RUNNER, f"{work}/runner.py")
+    transport.push(request.model, model)
+    runtime = device.runtime if device.runtime not in ("benchmark_model", "trtexec") else "auto"
+    argv = [python_for(device), f"{work}/runner.py", model, "--runs", str(request.runs),
+            "--warmup", str(request.warmup), "--threads", str(request.threads),
+            "--runtime", runtime]
+    if request.data is not None:
+        transport.push(request.data, f"{work}/data.npz")
+        argv += ["--data", f"{work}/data.npz"]
+    if device.cpu_mask:
+        argv = ["taskset", device.cpu_mask, *argv]
+    proc = transport.run(argv, device.timeout_s)
+    doc = last_json(proc.stdout)
     if doc is None:
-        raise DeviceError(f"device {device.name}: runner printed no result "
-                          f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}", "model")
+        raise _no_result(proc, device)
     if not doc.get("ok"):
-        raise DeviceError(f"device {device.name}: {doc.get('error')}", "model")
-    numbers = {k: float(v) for k, v in doc.items()
-               if isinstance(v, int | float) and not isinstance(v, bool)}
-    return ProfileResult(metrics=numbers, device=device.name, runtime=doc["runtime"],
-                         conditions=doc.get("conditions", {}))
+        kind = "model" if doc.get("kind") == "model" else "infrastructure"
+        raise DeviceError(f"device {device.name}: {doc.get('error')}", kind,
+                          "model" if kind == "model" else "setup")
+    return ProfileResult(metrics=pick_metrics(doc), device=device.name, runtime=doc["runtime"],
+                         conditions=runner_conditions(doc))
 
 
-def _last_json(stdout: str) -> dict | None:
+def python_for(device: DeviceProfile) -> str:
+    """The device's Python; locally, `python3` means the Python running edgekd."""
+    if device.transport == "local" and device.python == "python3":
+        return sys.executable
+    return device.python
+
+
+def runner_conditions(doc: dict) -> dict:
+    """The runner's before/after thermal readings and system facts, flattened."""
+    conditions = {k: doc[k] for k in ("python", "machine", "bits", "cpu_count", "board",
+                                       "governor", "numpy", "runs", "samples") if k in doc}
+    for when in ("before", "after"):
+        state = doc.get("conditions", {}).get(when, {})
+        if "temperature_c" in state:
+            conditions[f"temperature_c_{when}"] = state["temperature_c"]
+        if "throttled" in state:
+            conditions[f"throttled_{when}"] = state["throttled"]
+    return conditions
+
+
+def _no_result(proc, device: DeviceProfile) -> DeviceError:
+    text = (proc.stderr or proc.stdout).strip()
+    if proc.returncode == 127 or "not found" in text and device.python in text:
+        return DeviceError(f"device {device.name}: Python {device.python!r} not found on the "
+                           "device (set python: in the profile or --set python=PATH)",
+                           "infrastructure", "setup")
+    return DeviceError(f"device {device.name}: the runner printed no result (exit "
+                       f"{proc.returncode}): {text[-500:]}", "model")
+
+
+def _check(proc, what: str) -> None:
+    if proc.returncode != 0:
+        raise DeviceError(f"{what}: {proc.stderr.strip()[-300:]}", "infrastructure", "setup")
+
+
+def _remove(transport: Transport, work: str, device: DeviceProfile) -> None:
+    """Remove the run's work dir; a lost connection must not hide the original error."""
+    try:
+        transport.run(["rm", "-rf", work], device.connect_timeout_s + 20)
+    except DeviceError:
+        pass
+
+
+def last_json(stdout: str) -> dict | None:
+    """The last line of `stdout` that is a JSON object."""
     for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             try:

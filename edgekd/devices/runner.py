@@ -25,7 +25,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # reported as a setup problem by main(), not as a traceback
+    np = None
 
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 ONNX_RUNTIMES = ("onnxruntime",)
@@ -68,6 +71,25 @@ def thermal() -> dict:
     if temps:
         state["temperature_c"] = max(temps)
     return state
+
+
+def system() -> dict:
+    """What the device is: board, CPU governor, 32/64-bit user space."""
+    info = {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "bits": platform.architecture()[0],
+            "numpy": np.__version__ if np is not None else None}
+    for key, path in (("board", "/proc/device-tree/model"),
+                      ("governor", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")):
+        try:
+            with open(path) as f:
+                info[key] = f.read().strip("\x00\n ")
+        except OSError:
+            pass
+    return info
+
+
+class SetupError(RuntimeError):
+    """The device lacks something the run needs (a runtime); not the model's fault."""
 
 
 def available_runtimes() -> list[str]:
@@ -144,12 +166,13 @@ def choose_runtime(path: str, wanted: str) -> str:
         if wanted not in candidates:
             raise RuntimeError(f"runtime {wanted} cannot run {os.path.basename(path)}")
         if wanted not in found:
-            raise RuntimeError(f"runtime {wanted} is not installed (found: {found or 'none'})")
+            raise SetupError(f"runtime {wanted} is not installed (found: "
+                             f"{', '.join(found) or 'none'})")
         return wanted
     for name in candidates:
         if name in found:
             return name
-    raise RuntimeError(f"no runtime for {os.path.basename(path)} is installed; install one of "
+    raise SetupError(f"no runtime for {os.path.basename(path)} is installed; install one of "
                        f"{', '.join(candidates)} (found: {', '.join(found) or 'none'})")
 
 
@@ -229,7 +252,7 @@ def evaluate(model, data, outputs_path: str | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="?")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
@@ -238,15 +261,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs")
     parser.add_argument("--list-runtimes", action="store_true")
     args = parser.parse_args(argv)
-    info = {"python": platform.python_version(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count()}
+    info = system()
     if args.list_runtimes:
         print(json.dumps({"ok": True, "runtimes": available_runtimes(), **info}))
         return 0
+    if args.model is None:
+        parser.error("MODEL is required")
+    if np is None:
+        print(json.dumps({"ok": False, "kind": "setup", "error": "numpy is not installed for "
+                          f"{sys.executable}", **info}))
+        return 1
     conditions = {"before": thermal()}
     try:
         result = measure(args)
-    except Exception as exc:  # any failure here is the model's or the runtime's, not transport
+    except SetupError as exc:
+        print(json.dumps({"ok": False, "kind": "setup", "error": str(exc), **info}))
+        return 1
+    except Exception as exc:  # any other failure is the model's or the runtime's
         print(json.dumps({"ok": False, "kind": "model", "error": f"{type(exc).__name__}: {exc}",
                           **info}))
         return 1

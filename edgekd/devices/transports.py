@@ -10,10 +10,10 @@ offline, disconnected, timeout).
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -80,9 +80,7 @@ class Local:
         shutil.copyfile(local, remote)
 
     def run(self, argv: list[str], timeout: float) -> Completed:
-        if argv and argv[0] == "python3":
-            argv = [sys.executable, *argv[1:]]
-        return _run(argv, timeout, "local run")
+        return _run(argv, timeout, f"local {argv[0]}", stdin=subprocess.DEVNULL)
 
     def pull(self, remote: str, local: Path) -> None:
         shutil.copyfile(remote, local)
@@ -159,8 +157,12 @@ class Ssh:
 
     def _fail(self, what: str, stderr: str) -> DeviceError:
         reason = classify_ssh(stderr)
+        advice = SSH_ADVICE[reason]
+        if "HAS CHANGED" in stderr:
+            advice = ("the host key CHANGED since it was recorded in known_hosts (check why; "
+                      "`ssh-keygen -R HOST` removes the old one)")
         detail = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
-        return DeviceError(f"ssh {self.device.address}: {what}: {SSH_ADVICE[reason]} ({detail})",
+        return DeviceError(f"ssh {self.device.address}: {what}: {advice} ({detail})",
                            "infrastructure", reason)
 
     def connect(self) -> None:
@@ -250,6 +252,13 @@ def classify_adb(text: str) -> str:
     return "disconnected"
 
 
+STATUS_MARK = "edgekd-status="
+
+
+def _strip_status(text: str) -> str:
+    return re.sub(rf"^{STATUS_MARK}\d+\n?", "", text, flags=re.M)
+
+
 class Adb:
     """The system `adb -s SERIAL`; a host:port serial is connected first (`adb connect`)."""
 
@@ -287,11 +296,20 @@ class Adb:
             raise self._fail("connect", state)
 
     def run(self, argv: list[str], timeout: float) -> Completed:
-        proc = self._adb(["shell", shlex.join(argv)], timeout, argv[0])
-        # adb's own errors come as `error: ...` or `adb: ...` on stderr with status 1 or 255.
+        # The command echoes its own status: without shell_v2 `adb shell` always exits 0, and
+        # a connection lost mid-command can also end in status 0 with no output at all.
+        command = f"{shlex.join(argv)}; echo {STATUS_MARK}$? >&2"
+        proc = self._adb(["shell", command], timeout, argv[0])
         if proc.returncode != 0 and proc.stderr.startswith(("error:", "adb: error")):
             raise self._fail(f"running {argv[0]}", proc.stderr)
-        return proc
+        out, err, status = _strip_status(proc.stdout), _strip_status(proc.stderr), None
+        for text in (proc.stderr, proc.stdout):  # stderr is merged into stdout without v2
+            found = re.findall(rf"^{STATUS_MARK}(\d+)$", text, re.M)
+            status = int(found[-1]) if found else status
+        if status is None:
+            raise DeviceError(f"adb {self.serial}: running {argv[0]}: connection lost before "
+                              "the command finished", "infrastructure", "disconnected")
+        return Completed(proc.args, status, out, err)
 
     def push(self, local: Path, remote: str) -> None:
         proc = self._adb(["push", str(local), remote], self.device.timeout_s, "push")

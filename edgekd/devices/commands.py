@@ -1,0 +1,186 @@
+"""`edgekd profile` and `edgekd devices`: click commands the CLI registers.
+
+Exit codes: 0 done, 1 internal error, 2 bad input (model, data, profile, --set), 4 device
+unavailable (unreachable, auth refused, offline, timeout, missing Python / runtime / tool),
+5 the model failed on the device. Nothing heavy is imported here at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+
+EXIT_INTERNAL, EXIT_USAGE, EXIT_DEVICE, EXIT_MODEL = 1, 2, 4, 5
+
+
+def _load(device: str, overrides: tuple[str, ...]):
+    from edgekd.config import ConfigError
+    from edgekd.devices.profiles import load_profile, parse_overrides
+
+    try:
+        return load_profile(device, parse_overrides(overrides))
+    except ConfigError as exc:
+        for line in exc.lines:
+            click.echo(line, err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _usage(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _check_inputs(model: Path, data: Path | None) -> None:
+    if model.suffix not in (".tflite", ".onnx"):
+        _usage(f"{model}: expected a .tflite or .onnx file")
+    if not model.is_file():
+        _usage(f"{model}: no such file")
+    if data is None:
+        return
+    if not data.is_file():
+        _usage(f"--data {data}: no such file")
+    import numpy as np
+
+    try:
+        with np.load(data) as arrays:
+            missing = [k for k in ("x", "y") if k not in arrays.files]
+    except (OSError, ValueError) as exc:
+        _usage(f"--data {data}: not an .npz file ({exc})")
+    if missing:
+        _usage(f"--data {data}: missing array(s) {', '.join(missing)} (expected x and y)")
+
+
+@click.command("profile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--device", "device_name", required=True,
+              help="Profile name from devices/ or a path to a profile YAML.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a profile field, e.g. --set host=mypi (repeatable).")
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Default: the profile's threads.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help=".npz with x and y: also measure accuracy on the device.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the result as JSON here.")
+@click.option("--benchmark-binary", type=click.Path(path_type=Path),
+              help="TFLite benchmark_model to push (devices using benchmark_model).")
+@click.option("--op-profile", type=click.Path(path_type=Path),
+              help="Save benchmark_model's per-op profile CSV here.")
+@click.option("--on-unreachable", type=click.Choice(["fail", "estimate"]), default="fail",
+              show_default=True, help="estimate: fall back to a spec-sheet estimate.")
+def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], runs: int,
+                    warmup: int, threads: int | None, data: Path | None,
+                    json_path: Path | None, benchmark_binary: Path | None,
+                    op_profile: Path | None, on_unreachable: str) -> None:
+    """Profile a .tflite or .onnx MODEL on a device and print its metrics."""
+    device = _load(device_name, overrides)
+    _check_inputs(model, data)
+    if benchmark_binary is not None and not benchmark_binary.is_file():
+        _usage(f"--benchmark-binary {benchmark_binary}: no such file")
+    from edgekd.devices.measure import DeviceError, profile
+
+    try:
+        result = profile(model, device, runs=runs, warmup=warmup, threads=threads, data=data,
+                         on_unreachable=on_unreachable, benchmark_binary=benchmark_binary,
+                         op_profile=op_profile)
+    except DeviceError as exc:
+        tries = f" after {exc.attempts} attempt{'s' * (exc.attempts > 1)}"
+        if exc.kind == "infrastructure":
+            click.echo(f"device {device.name} unavailable ({exc.reason}){tries}: {exc}", err=True)
+            sys.exit(EXIT_DEVICE)
+        click.echo(f"{model}: failed on device {device.name}: {exc}", err=True)
+        sys.exit(EXIT_MODEL)
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_INTERNAL)
+    doc = {"model": str(model), **result.to_json()}
+    if json_path is not None:
+        write_json(json_path, doc)
+    click.echo(format_result(model, device, result))
+
+
+def write_json(path: Path, doc: dict) -> None:
+    """Write atomically: a temp file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def format_result(model: Path, device, result) -> str:
+    """The table `edgekd profile` prints."""
+    c = result.conditions
+    source = "measured" if result.measured else "ESTIMATED (not measured)"
+    lines = [f"model      {model}",
+             f"device     {device.name} ({device.transport} {device.address})",
+             f"runtime    {result.runtime}, {c.get('threads', '?')} thread(s), {source}, "
+             f"{result.attempts} attempt(s)"]
+    temps = [c.get(f"temperature_c_{w}") for w in ("before", "after")]
+    if any(t is not None for t in temps):
+        lines.append("temp       " + " -> ".join(f"{t:.1f} C" if t is not None else "?"
+                                                 for t in temps))
+    throttle = [c.get(f"throttled_{w}") for w in ("before", "after")]
+    if any(t is not None for t in throttle):
+        lines.append("throttled  " + " -> ".join(str(t) for t in throttle))
+    if c.get("unreachable"):
+        lines.append(f"why        {c['unreachable']}")
+    lines.append("")
+    width = max((len(k) for k in result.metrics), default=6)
+    lines += [f"{name:<{width}}  {value:>12.5g}" for name, value in result.metrics.items()]
+    lines += [f"SUSPECT: {why}" for why in result.suspect]
+    return "\n".join(lines)
+
+
+@click.group("devices", invoke_without_command=True)
+@click.option("--no-check", is_flag=True, help="List without trying to reach each device.")
+@click.pass_context
+def devices_group(ctx: click.Context, no_check: bool) -> None:
+    """List device profiles, their transport and whether each is reachable now."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgekd.config import ConfigError
+    from edgekd.devices.check import reachable
+    from edgekd.devices.profiles import load_profile, profile_names
+
+    rows, profiles = [], {}
+    for name in profile_names():
+        try:
+            profiles[name] = load_profile(name)
+        except ConfigError as exc:
+            rows.append((name, "?", "?", f"invalid profile: {exc.lines[0]}"))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = {n: (pool.submit(reachable, d) if not no_check else None)
+                   for n, d in profiles.items()}
+        for name, device in profiles.items():
+            state = answers[name].result()[1] if answers[name] else "not checked"
+            rows.append((name, device.transport, device.address, state))
+    rows.sort()
+    click.echo(f"{'name':<20} {'transport':<9} {'address':<28} reachable")
+    for name, transport, address, state in rows:
+        click.echo(f"{name:<20} {transport:<9} {address:<28} {state}")
+
+
+@devices_group.command("check")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a profile field, e.g. --set host=mypi (repeatable).")
+@click.option("--benchmark-binary", type=click.Path(path_type=Path))
+def check_command(name: str, overrides: tuple[str, ...], benchmark_binary: Path | None) -> None:
+    """Say precisely what works on device NAME: connection, work dir, Python, runtimes, tools."""
+    from edgekd.devices.check import check_device
+
+    device = _load(name, overrides)
+    click.echo(f"device {device.name}: {device.transport} {device.address}")
+    findings = check_device(device, benchmark_binary)
+    for f in findings:
+        click.echo(f"  {f.status:<5} {f.name:<18} {f.detail}")
+    if any(f.status == "FAIL" for f in findings):
+        sys.exit(EXIT_DEVICE)

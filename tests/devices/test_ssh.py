@@ -1,0 +1,144 @@
+"""The SSH transport against a real OpenSSH server on 127.0.0.1 (see conftest.Sshd)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import descendants
+
+from edgekd.devices.measure import DeviceError, profile
+from edgekd.devices.profiles import load_profile
+
+
+def assert_measured(result, runs: int) -> None:
+    m = result.metrics
+    assert result.measured and result.attempts == 1
+    assert 0 < m["latency_ms_min"] <= m["latency_ms_p50"] <= m["latency_ms_p90"] \
+        <= m["latency_ms_p99"] <= m["latency_ms_max"]
+    assert m["peak_memory_mb"] > m["baseline_memory_mb"] > 0
+    assert m["load_ms"] > 0 and m["first_inference_ms"] > 0
+    assert result.conditions["runs"] == runs and result.conditions["transport"] == "ssh"
+
+
+@pytest.mark.parametrize("name, runtime", [("tflite_int8", "ai_edge_litert"),
+                                           ("onnx_int8", "onnxruntime")])
+def test_int8_models_over_ssh(sshd, models, tmp_path, name, runtime):
+    device = load_profile(str(sshd.profile(tmp_path)))
+    result = profile(models[name], device, runs=30, warmup=3, data=models["data"])
+    assert_measured(result, 30)
+    assert result.runtime == runtime
+    assert result.metrics["accuracy"] >= 0.8  # int8 against the fp32 model's own labels
+    assert result.conditions["samples"] == 64
+    assert list((tmp_path / "device-work").iterdir()) == []  # the run's folder was removed
+
+
+def test_wrong_key_is_an_auth_failure_retried_then_reported(sshd, models, tmp_path):
+    device = load_profile(str(sshd.profile(tmp_path, identity_file=str(sshd.other_key),
+                                           retries=1)))
+    with pytest.raises(DeviceError) as err:
+        profile(models["onnx_int8"], device, runs=5)
+    assert err.value.kind == "infrastructure" and err.value.reason == "auth"
+    assert err.value.attempts == 2
+    assert "authentication refused" in str(err.value) and "127.0.0.1" in str(err.value)
+
+
+def test_unknown_host_key_refused_unless_allowed(sshd, models, tmp_path):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    device = load_profile(str(sshd.profile(tmp_path, known_hosts=str(empty), retries=0)))
+    with pytest.raises(DeviceError) as err:
+        profile(models["onnx_fp32"], device, runs=5)
+    assert err.value.reason == "host_key"
+    assert empty.read_text() == ""
+    trusting = device.model_copy(update={"allow_unknown_host_key": True})
+    assert profile(models["onnx_fp32"], trusting, runs=5).measured
+    assert "ssh-ed25519" in empty.read_text()  # trusted on first use, and remembered
+
+
+def test_closed_port_is_unreachable(sshd, models, tmp_path):
+    from conftest import free_port
+
+    device = load_profile(str(sshd.profile(tmp_path, port=free_port(), retries=2)))
+    with pytest.raises(DeviceError) as err:
+        profile(models["onnx_fp32"], device, runs=5)
+    assert (err.value.kind, err.value.reason, err.value.attempts) == \
+        ("infrastructure", "unreachable", 3)
+
+
+def test_unreachable_device_can_be_estimated(sshd, models, tmp_path):
+    from conftest import free_port
+
+    device = load_profile(str(sshd.profile(tmp_path, port=free_port(), retries=0,
+                                           peak_int8_gops=50, peak_fp32_gflops=25,
+                                           memory_bandwidth_gbs=4)))
+    result = profile(models["onnx_int8"], device, runs=5, on_unreachable="estimate")
+    assert not result.measured and result.runtime == "estimate" and result.attempts == 1
+    assert result.metrics["latency_ms_p90"] > 0 and result.metrics["peak_memory_mb"] > 0
+    assert "load_ms" not in result.metrics and "accuracy" not in result.metrics
+    assert result.conditions["precision"] == "int8" and result.conditions["macs"] > 0
+    assert "unreachable" in result.conditions["unreachable"]
+
+
+def test_model_failure_is_not_retried(sshd, tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    device = load_profile(str(sshd.profile(tmp_path, retries=3)))
+    with pytest.raises(DeviceError) as err:
+        profile(bad, device, runs=5)
+    assert err.value.kind == "model" and err.value.attempts == 1
+    assert list((tmp_path / "device-work").iterdir()) == []
+
+
+def test_missing_python_is_a_setup_failure(sshd, models, tmp_path):
+    device = load_profile(str(sshd.profile(tmp_path, python="/nonexistent/python3")))
+    with pytest.raises(DeviceError) as err:
+        profile(models["onnx_fp32"], device, runs=5)
+    assert (err.value.kind, err.value.reason, err.value.attempts) == \
+        ("infrastructure", "setup", 1)
+    assert "/nonexistent/python3" in str(err.value)
+
+
+def test_names_and_paths_cannot_inject_commands(sshd, models, tmp_path):
+    marker = tmp_path / "pwned"
+    work = tmp_path / f"odd dir; touch {marker}; $(touch {marker}) `touch {marker}`"
+    model = tmp_path / "my model; rm -rf ~.onnx"
+    model.write_bytes(models["onnx_fp32"].read_bytes())
+    device = load_profile(str(sshd.profile(tmp_path, work_dir=str(work))))
+    result = profile(model, device, runs=5)
+    assert result.measured
+    assert not marker.exists()
+    assert list(work.iterdir()) == []
+
+
+def test_killing_sshd_mid_run_is_retried(own_sshd, models, tmp_path):
+    """sshd and its connections die while the runner is running; the retry, against the
+    restarted server, measures."""
+    device = load_profile(str(own_sshd.profile(tmp_path, retries=2, retry_delay_s=0.5)))
+    work = str(tmp_path / "device-work")
+    killed = threading.Event()
+
+    def kill_when_runner_starts():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed.is_set():
+            for pid in descendants(own_sshd.proc.pid):
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"runner.py" in cmdline and work.encode() in cmdline:
+                    own_sshd.kill()
+                    own_sshd.start()
+                    killed.set()
+                    return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_when_runner_starts, daemon=True)
+    watcher.start()
+    result = profile(models["onnx_fp32"], device, runs=200, warmup=5)
+    watcher.join(5)
+    assert killed.is_set()
+    assert result.attempts == 2 and result.measured
+    assert result.metrics["latency_ms_p99"] > 0
