@@ -31,7 +31,7 @@ _ONNX_INT_OPS = frozenset({"QGemm", "QAttention", "ConvInteger", "MatMulInteger"
                            "MatMulIntegerToFloat", "QLinearMatMul"})
 
 
-def _onnx_optimised(path: Path, level: str) -> "onnx.ModelProto":  # noqa: F821
+def _onnx_optimised(path: Path, level: str) -> onnx.ModelProto:  # noqa: F821
     import onnx
     import onnxruntime as ort
 
@@ -139,15 +139,48 @@ def tflite_op_classes(path: str | Path) -> Counter:
     return classes
 
 
+def _execution_plan(ops: list[dict], outputs: list[int]) -> list[dict]:
+    """The nodes the interpreter runs after delegation, walking back from the outputs.
+
+    `_get_ops_details()` lists the original nodes and, after them, one DELEGATE node per
+    partition; a node replaced by a partition is no longer run, but stays in that list.
+    """
+    producer = {}
+    for op in ops:  # DELEGATE nodes come last, so they win for the tensors they produce
+        for t in op["outputs"]:
+            producer[int(t)] = op
+    plan: dict[int, dict] = {}
+    needed = list(outputs)
+    while needed:
+        op = producer.get(int(needed.pop()))
+        if op is None or op["index"] in plan:
+            continue
+        plan[op["index"]] = op
+        needed.extend(int(t) for t in op["inputs"] if t >= 0)
+    return list(plan.values())
+
+
 def tflite_delegate_partitions(path: str | Path) -> tuple[int, int]:
-    """(XNNPACK delegate partitions, ops left outside them) with LiteRT's default delegate."""
+    """(XNNPACK delegate partitions, ops run outside them) with LiteRT's default delegate."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
-    ops = interpreter._get_ops_details()
-    partitions = sum(1 for op in ops if op["op_name"] == "DELEGATE")
-    return partitions, len(ops) - partitions
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    plan = _execution_plan(interpreter._get_ops_details(), outputs)
+    partitions = sum(1 for op in plan if op["op_name"] == "DELEGATE")
+    return partitions, len(plan) - partitions
+
+
+def tflite_ops_outside_delegate(path: str | Path) -> Counter:
+    """`Counter` of the op names LiteRT runs outside the XNNPACK delegate."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    plan = _execution_plan(interpreter._get_ops_details(), outputs)
+    return Counter(op["op_name"] for op in plan if op["op_name"] != "DELEGATE")
 
 
 def tflite_op_counts(path: str | Path) -> dict[str, int]:

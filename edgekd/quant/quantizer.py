@@ -1,22 +1,198 @@
-"""The one place edgekd names torchao's quantizer.
+"""The one place edgekd names torchao's quantizer, and what it adds to it.
 
 XNNPACKQuantizer lives under a private torchao path (`torchao.testing.pt2e`) that warns it is
 deprecated; torchao is pinned exactly in constraints.txt and nothing else imports it.
+
+XNNPACKQuantizer alone leaves ops in float that both runtimes can run in int8, and every
+float op costs a dequantize / quantize pair and (LiteRT) a split of the XNNPACK delegate:
+
+- conv[-bn]-hardtanh (ReLU6) is not a fused pattern: the conv output gets its own Q/DQ and the
+  clamp runs in float behind it. Observing after the clamp instead lets onnxruntime drop the
+  Clip as made redundant by the Q, and the TFLite converter fuse it into the conv.
+- hardswish, hardsigmoid and sigmoid are not annotated at all (mobilenet_v3's activations and
+  squeeze-excite gate); hardsigmoid / sigmoid get the fixed output parameters TFLite needs for
+  a [0, 1] output (scale 1/256, zero point -128).
+- standalone hardtanh / relu, mean and sub are not annotated either.
+
+`edge_quantizer()` adds those annotations around XNNPACKQuantizer's own; `qat_quantizer()`
+is what QAT trains with. Activations are signed int8 as LiteRT wants them; the ONNX export
+flips them to uint8 afterwards (`edgekd.quant.onnx_qdq.optimize_qdq_onnx`), which is exact.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Literal
+
+import torch
+
+_HARDTANH = ("hardtanh.default", "hardtanh_.default")
+_HARD_ACTIVATIONS = ("hardsigmoid.default", "hardsigmoid_.default", "hardswish.default",
+                     "hardswish_.default")
+_FIXED_01 = ("sigmoid.default", "sigmoid_.default")
+_OWN_RANGE = ("relu.default", "relu_.default",
+              "mean.dim", "mean.default", "sub.Tensor")
 
 
-def qat_quantizer():
-    """XNNPACK-style int8: symmetric, per-channel weights, with fake-quant for training."""
+def _xnnpack():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from torchao.testing.pt2e._xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
+        from torchao.testing.pt2e import _xnnpack_quantizer as xnnpack
+    return xnnpack
 
-    return XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_qat=True, is_per_channel=True))
+
+def _target(node) -> str:
+    """`aten.hardtanh_.default` -> `hardtanh_.default` (empty for non-aten nodes)."""
+    name = str(node.target)
+    return name[len("aten."):] if node.op == "call_function" and name.startswith("aten.") else ""
+
+
+def _annotation(node):
+    return node.meta.get("quantization_annotation")
+
+
+def _set(node, inputs: dict, output=None) -> None:
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    node.meta["quantization_annotation"] = QuantizationAnnotation(
+        input_qspec_map=inputs, output_qspec=output, _annotated=True)
+
+
+def _decompose_hard_activations(model: torch.fx.GraphModule) -> None:
+    """hardsigmoid(x) -> hardtanh(x + 3, 0, 6) * (1/6) and hardswish(x) -> x * hardsigmoid(x),
+    in place, so that every step is an int8 ADD(RELU6) / MUL both runtimes fuse.
+
+    Evidence (mobilenet_v3_small, 96x96): litert-torch lowers an aten hardsigmoid to ADD / MUL
+    that stay float between Q/DQ; LiteRT's XNNPACK delegate does not take int8 HARD_SWISH, so
+    each of the 19 splits the delegate (20 partitions); onnxruntime has no integer HardSigmoid
+    or HardSwish kernel and runs them in float between DQ and Q.
+    """
+    aten = torch.ops.aten
+    for node in list(model.graph.nodes):
+        target = _target(node)
+        if target not in _HARD_ACTIVATIONS:
+            continue
+        x = node.args[0]
+        with model.graph.inserting_before(node):
+            shifted = model.graph.call_function(aten.add.Tensor, (x, 3.0))
+            clamped = model.graph.call_function(aten.hardtanh.default, (shifted, 0.0, 6.0))
+            out = model.graph.call_function(aten.mul.Tensor, (clamped, 1.0 / 6.0))
+            new = [shifted, clamped, out]
+            if target.startswith("hardswish"):
+                out = model.graph.call_function(aten.mul.Tensor, (x, out))
+                new.append(out)
+        for n in new:
+            n.meta = {k: v for k, v in node.meta.items() if k != "quantization_annotation"}
+        node.replace_all_uses_with(out)
+        model.graph.erase_node(node)
+    model.graph.lint()
+    model.recompile()
+
+
+def _annotate_op_clamp(model: torch.fx.GraphModule, config) -> None:
+    """conv[-bn]-hardtanh and add-hardtanh as one quantized op each: int8 inputs (and conv
+    weight), one int8 output after the clamp, nothing in between.
+
+    Runs before XNNPACKQuantizer's own patterns, which skip nodes already annotated.
+    """
+    for clamp in model.graph.nodes:
+        if _target(clamp) not in _HARDTANH or _annotation(clamp):
+            continue
+        chain = [clamp]
+        node = clamp.args[0]
+        if _target(node) == "batch_norm.default" and len(node.users) == 1:
+            chain.append(node)
+            node = node.args[0]
+        if len(node.users) != 1 or _annotation(node):
+            continue
+        if _target(node) == "conv2d.default":
+            inputs = {node.args[0]: config.input_activation, node.args[1]: config.weight}
+            if len(node.args) > 2 and isinstance(node.args[2], torch.fx.Node):
+                inputs[node.args[2]] = config.bias
+        elif _target(node) in ("add.Tensor", "add_.Tensor") and len(chain) == 1:
+            inputs = {a: config.input_activation for a in node.args if _is_float_tensor(a)}
+        else:
+            continue
+        _set(node, inputs)
+        for mid in chain[1:]:
+            _set(mid, {})
+        _set(clamp, {}, config.output_activation)
+
+
+def _fixed_01_spec():
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+
+    return FixedQParamsQuantizationSpec(dtype=torch.int8, scale=1.0 / 256.0, zero_point=-128,
+                                        quant_min=-128, quant_max=127,
+                                        qscheme=torch.per_tensor_affine)
+
+
+def _is_float_tensor(arg) -> bool:
+    value = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+    return isinstance(value, torch.Tensor) and value.dtype == torch.float32
+
+
+def _annotate_rest(model: torch.fx.GraphModule, config) -> None:
+    """Give every activation op XNNPACKQuantizer skipped int8 inputs and an int8 output."""
+    for node in model.graph.nodes:
+        target = _target(node)
+        if target not in _FIXED_01 + _OWN_RANGE + _HARDTANH or _annotation(node):
+            continue
+        args = [a for a in node.args if _is_float_tensor(a)]
+        if not args:
+            continue
+        inputs = {a: config.input_activation for a in args}
+        output = _fixed_01_spec() if target in _FIXED_01 else config.output_activation
+        _set(node, inputs, output)
+
+
+def edge_quantizer(mode: Literal["qat", "ptq"] = "qat", fixes: bool = True):
+    """The int8 quantizer edgekd uses: XNNPACKQuantizer (symmetric per-channel int8 weights,
+    int8 activations) plus the annotations above; fake-quant for QAT (`mode="qat"`) or
+    observers for post-training calibration (`mode="ptq"`). `fixes=False` is plain
+    XNNPACKQuantizer, kept for comparison (bench/int8_speed.py)."""
+    xnnpack = _xnnpack()
+    config = xnnpack.get_symmetric_quantization_config(is_qat=mode == "qat",
+                                                       is_per_channel=True)
+
+    class EdgeQuantizer(xnnpack.XNNPACKQuantizer):
+        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            if fixes:
+                _decompose_hard_activations(model)
+            return super().transform_for_annotation(model)
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            if fixes:
+                _annotate_op_clamp(model, config)
+            model = super().annotate(model)
+            if fixes:
+                _annotate_rest(model, config)
+            return model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EdgeQuantizer().set_global(config)
+
+
+def qat_quantizer(fixes: bool = True):
+    """The quantizer QAT trains with (edgekd.quant.qat.prepare)."""
+    return edge_quantizer("qat", fixes=fixes)
+
+
+def ptq_quantizer(fixes: bool = True):
+    """The same annotations with min/max observers, for PT2E post-training quantization."""
+    return edge_quantizer("ptq", fixes=fixes)
+
+
+def litert_quantizer():
+    """The quantizer litert-torch's converter is told the model was quantized with.
+
+    litert-torch reads the Q/DQ ops already in a converted model; its own PT2EQuantizer
+    config only has to describe the same scheme (symmetric per-channel int8).
+    """
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))

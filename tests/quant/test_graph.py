@@ -1,0 +1,83 @@
+"""edgekd.quant.graph: op counts on real onnxruntime / LiteRT graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.quant import graph
+from edgekd.quant.onnx_qdq import optimize_qdq_onnx
+from edgekd.quant.ptq import onnx_static
+
+from .models import Residual, SlowInt8, export_onnx
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def fp32_residual(tmp_path_factory):
+    torch.manual_seed(0)
+    return export_onnx(Residual(), SHAPE, tmp_path_factory.mktemp("g") / "residual.onnx")
+
+
+def calibration(n: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).random((n, *SHAPE), dtype=np.float32)
+
+
+def test_fp32_onnx_counts_no_int8(fp32_residual):
+    counts = graph.onnx_op_counts(fp32_residual)
+    assert counts["ops_int8"] == 0
+    assert counts["ops_float"] >= 4  # 3 convs + gemm at least (fused or not)
+    assert counts["quantize_nodes"] == counts["dequantize_nodes"] == 0
+
+
+def test_signed_qdq_leaves_float_ops_and_uint8_rewrite_fuses_them(fp32_residual, tmp_path):
+    """PT2E-style signed int8 activations: onnxruntime leaves the residual ops in float; the
+    uint8 rewrite makes every conv / add integer, with bit-identical outputs."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgekd.quant.ptq import _Reader
+
+    signed = tmp_path / "signed.onnx"
+    quantize_static(str(fp32_residual), str(signed), _Reader("x", calibration()),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    unsigned = optimize_qdq_onnx(signed, tmp_path / "unsigned.onnx")
+    before, after = graph.onnx_op_counts(signed), graph.onnx_op_counts(unsigned)
+    assert after["ops_int8"] > before["ops_int8"]
+    assert after["ops_float"] < before["ops_float"]
+    classes = graph.onnx_op_classes(unsigned)
+    assert classes[("int8", "QLinearConv")] == 3
+    assert classes[("float", "Conv")] == 0
+
+    x = calibration(4)
+    outs = []
+    for path in (signed, unsigned):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        outs.append(np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(4)]))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_slow_int8_model_is_mostly_float_islands(tmp_path):
+    """The model built to make int8 slower: its int8 graph keeps one float op per layer with
+    a Q and a DQ around it, which is what the report must show."""
+    fp32 = export_onnx(SlowInt8(layers=6), SHAPE, tmp_path / "slow.onnx")
+    int8 = onnx_static(fp32, calibration(), tmp_path / "slow.int8.onnx")
+    counts = graph.onnx_op_counts(int8)
+    classes = graph.onnx_op_classes(int8)
+    assert classes[("float", "Tanh")] == 6
+    assert counts["quantize_nodes"] >= 6 and counts["dequantize_nodes"] >= 6
+    assert counts["ops_int8"] >= 7  # the convs themselves are integer
+
+
+def test_tflite_counts_fp32(tmp_path):
+    litert_torch = pytest.importorskip("litert_torch")
+    torch.manual_seed(0)
+    path = tmp_path / "residual.tflite"
+    litert_torch.convert(Residual().eval(), (torch.rand(1, *SHAPE),)).export(str(path))
+    counts = graph.tflite_op_counts(path)
+    assert counts["ops_int8"] == 0 and counts["ops_float"] >= 4
+    assert counts["delegate_partitions"] == 1 and counts["ops_outside_delegate"] == 0
