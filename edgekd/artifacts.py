@@ -10,6 +10,9 @@ from pathlib import Path
 
 from edgekd import __version__
 
+DEPLOYABLE = ("onnx", "tflite")
+"""Formats that run on a device; per-artifact budgets and profiling apply to these."""
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -27,6 +30,10 @@ class Artifact:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "path": str(self.path)}
+
+    @property
+    def deployable(self) -> bool:
+        return self.format in DEPLOYABLE
 
     def intact(self) -> bool:
         return self.path.is_file() and self.path.stat().st_size == self.bytes \

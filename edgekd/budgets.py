@@ -124,6 +124,11 @@ def _artifact_checks(budget: Budget, name: str, metrics: dict[str, float], where
     if budget.min_top1_agreement is not None:
         out.append(_compare(f"{name}.min_top1_agreement", get("top1_agreement"),
                             budget.min_top1_agreement, True, where, False))
+    for arch in ("arm64",):
+        if budget.min_top1_agreement is not None and get(f"{arch}_top1_agreement") is not None:
+            out.append(_compare(f"{name}.min_{arch}_top1_agreement",
+                                get(f"{arch}_top1_agreement"), budget.min_top1_agreement, True,
+                                f"{arch} (emulated)", False))
     if budget.min_accuracy is not None and with_accuracy:
         out.append(_compare(f"{name}.min_accuracy", get("accuracy"), budget.min_accuracy,
                             True, where, estimated))

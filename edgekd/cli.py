@@ -38,8 +38,20 @@ def cli() -> None:
               help="Rerun this stage and every later one, ignoring the cache.")
 @click.option("--no-gate", is_flag=True,
               help="Record failed budgets and go on (exit 3 at the end).")
-def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> None:
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Train the distill and quantize stages in N processes (torchrun, DDP).")
+def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
+        nproc: int | None) -> None:
     """Run a pipeline: teacher, distill, quantize, export, profile, with budgets."""
+    from edgekd.kd import distributed
+
+    if nproc and nproc > 1 and not distributed.launched():
+        sys.exit(distributed.launch(nproc, ["run", str(pipeline)]
+                                    + (["--out", str(out)] if out else [])
+                                    + (["--force", force] if force else [])
+                                    + (["--no-gate"] if no_gate else [])))
+    if distributed.launched() and not distributed.init():
+        sys.exit(distributed.serve())  # ranks > 0 follow rank 0's distributed stages
     from edgekd import report
     from edgekd.pipeline import execute
 
@@ -121,6 +133,19 @@ def report_command(run_dir: Path) -> None:
     doc = json.loads(source.read_text())
     write_html(doc, run_dir / "report.html")
     click.echo(f"wrote {run_dir / 'report.html'} (verdict {doc['verdict']})")
+
+
+def _add_commands() -> None:
+    """Commands that live with their concern; importing them loads nothing heavy."""
+    from edgekd.arch.commands import validate_arch_command
+    from edgekd.devices.commands import devices_group, profile_command
+
+    cli.add_command(profile_command, "profile")
+    cli.add_command(devices_group, "devices")
+    cli.add_command(validate_arch_command, "validate-arch")
+
+
+_add_commands()
 
 
 def main() -> None:

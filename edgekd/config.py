@@ -161,8 +161,86 @@ class Budget(Strict):
         return {"p90": parse_duration_ms(self.max_latency_ms)}
 
 
+class LayerPair(Strict):
+    """A student layer and the teacher layer it learns from, both named by module path as
+    `model.named_modules()` lists them (e.g. `net.0.5` for the cnn's second block)."""
+
+    student: str
+    teacher: str
+
+
+class HintConfig(LayerPair):
+    """Feature (hint) distillation, FitNets-style: the student layer's output, through a learned
+    adapter (1x1 conv or linear) where channels differ, matches the teacher layer's output;
+    spatial sizes are reconciled by average pooling the larger map."""
+
+    loss: Literal["mse", "cosine"] = "mse"
+    weight: float = Field(1.0, gt=0)
+
+
+class AttentionConfig(Strict):
+    """Attention transfer (Zagoruyko & Komodakis 2017): the normalised spatial map
+    mean_c |f|^p of each paired layer, matched by squared error."""
+
+    pairs: list[LayerPair] = Field(min_length=1)
+    p: float = Field(2.0, gt=0)
+    weight: float = Field(1000.0, gt=0)
+    """The paper's beta; the maps are unit-norm, so the raw loss is small."""
+
+
+class RelationalConfig(Strict):
+    """Relational KD (Park et al. 2019): pairwise distances and triplet angles between the
+    samples of a batch, student against teacher. Layers are flattened to one vector per
+    sample; omit both to use the logits."""
+
+    student: str | None = None
+    teacher: str | None = None
+    distance_weight: float = Field(25.0, ge=0)
+    angle_weight: float = Field(50.0, ge=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> RelationalConfig:
+        if (self.student is None) != (self.teacher is None):
+            raise ValueError("student: give both student and teacher layers, or neither")
+        if self.distance_weight == 0 and self.angle_weight == 0:
+            raise ValueError("distance_weight: distance_weight and angle_weight are both 0")
+        return self
+
+
+class EnsembleTeacher(TeacherConfig):
+    """Another teacher whose soft targets are averaged with the pipeline teacher's; any
+    architecture, given by checkpoint or trained by the distill stage (`train:`)."""
+
+    weight: float = Field(1.0, gt=0)
+
+
+class SelfDistillConfig(Strict):
+    """Self-distillation: the student's own past teaches it, no external model needed.
+    `ema`: an exponential moving average of its weights (updated every step);
+    `checkpoint`: born-again, the student trained once (generation 1) teaches a fresh copy."""
+
+    teacher: Literal["ema", "checkpoint"] = "ema"
+    decay: float = Field(0.99, gt=0, lt=1)
+    """EMA decay per step (ema only)."""
+    temperature: float = Field(4.0, gt=0)
+    weight: float = Field(1.0, gt=0)
+
+
+class MutualConfig(Strict):
+    """Deep mutual learning: a peer student trained at the same time; each learns from the
+    other's softened outputs as well as from the labels."""
+
+    peer: ModelConfig | None = None
+    """The peer's architecture; default the same as the student (different initial weights)."""
+    temperature: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0)
+
+
 class DistillStage(Strict):
-    """Hinton KD: loss = alpha * T^2 * KL(student_T || teacher_T) + (1 - alpha) * CE."""
+    """Train the student from the teacher(s), and the same student on hard labels alone as
+    the baseline. The loss is a weighted sum: Hinton KD
+    (alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE) plus every method given
+    below. Layer paths are checked against the built models when the stage starts."""
 
     kind: Literal["distill"]
     temperature: float = Field(4.0, gt=0)
@@ -174,16 +252,57 @@ class DistillStage(Strict):
     baseline: bool = True
     """Also train the same student on hard labels alone (same epochs and seed)."""
     cache_teacher: bool = True
-    """Compute the teacher's outputs once and reuse them (valid because edgekd trains without
-    random augmentation); false runs the teacher on every batch."""
+    """Compute the teachers' outputs (soft targets, and hinted features that fit in 256 MiB)
+    once, memory-mapped on disk keyed by teacher and data, and reuse them across epochs and
+    runs. Valid because edgekd trains without random augmentation; false runs the teachers on
+    every batch."""
+    teacher_weight: float = Field(1.0, gt=0)
+    """Weight of the pipeline teacher in the ensemble when `teachers:` adds others."""
+    teachers: list[EnsembleTeacher] = []
+    """More teachers: the soft target is the weighted mean of all teachers' softened outputs."""
+    hints: list[HintConfig] = []
+    attention: AttentionConfig | None = None
+    relational: RelationalConfig | None = None
+    assistants: list[ModelConfig] = []
+    """Teacher-assistant chain: each is distilled (logit KD) from the one before (the first
+    from the teacher(s)) and teaches the next; the last teaches the student."""
+    self_distillation: SelfDistillConfig | None = None
+    mutual: MutualConfig | None = None
     budget: Budget | None = None
+
+    @model_validator(mode="after")
+    def _chain_uses_logits(self) -> DistillStage:
+        named = self.hints or self.attention or (self.relational and self.relational.teacher)
+        if self.assistants and named:
+            raise ValueError("assistants: a teacher-assistant chain distils logits; it cannot "
+                             "be combined with hints, attention or relational layers, which "
+                             "name layers of the pipeline teacher")
+        return self
+
+
+class Calibration(Strict):
+    """Post-training calibration. The int8 ONNX file is calibrated by onnxruntime with
+    `method` and its options; the int8 TFLite by PT2E min/max observers (litert-torch)."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(99.999, gt=50, le=100)
+    """percentile: the |activation| percentile taken as the range."""
+    num_bins: int = Field(2048, ge=16)
+    """entropy / percentile: histogram bins collected per tensor."""
+    num_quantized_bins: int = Field(128, ge=2)
+    """entropy: bins of the quantized distribution the KL search compares against."""
+    samples: int = Field(512, ge=1)
+    """Training samples used for calibration."""
 
 
 class QuantizeStage(Strict):
-    """int8 quantization-aware fine-tuning (torchao PT2E, symmetric per-channel weights)."""
+    """int8: quantization-aware fine-tuning (`qat`, torchao PT2E, symmetric per-channel
+    weights, teacher still on) or post-training calibration (`ptq`)."""
 
     kind: Literal["quantize"]
-    method: Literal["qat"] = "qat"
+    method: Literal["qat", "ptq"] = "qat"
+    calibration: Calibration = Calibration()
+    """ptq only."""
     epochs: int = Field(3, ge=1)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -202,8 +321,13 @@ class ExportStage(Strict):
     """Write deployable files and check each against the PyTorch model it came from."""
 
     kind: Literal["export"]
-    formats: list[ExportFormat] = ["onnx_fp32", "onnx_int8", "tflite_int8"]
+    formats: list[ExportFormat] = ["onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8"]
     opset: int = Field(18, ge=13)
+    validate_arch: Literal["arm64"] | None = None
+    """Also run every file with the arm64 builds of its runtime under user-mode emulation
+    (qemu) and compare with x86 (edgekd validate-arch); min_top1_agreement gates it too."""
+    validate_cpu: Literal["cortex-a72", "cortex-a76", "cortex-a53", "neoverse-n1"] = "cortex-a72"
+    """The emulated CPU (cortex-a72: Raspberry Pi 4, cortex-a76: Pi 5)."""
     budget: Budget | None = None
 
 

@@ -21,6 +21,7 @@ from edgekd.data import data_key
 from edgekd.stages import STAGES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+EXIT_DEVICE_UNAVAILABLE, EXIT_MODEL_FAILED_ON_DEVICE = 4, 5  # as `edgekd profile`
 
 
 @dataclass
@@ -155,6 +156,7 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg, forced: bool, l
         _claim(run.run_dir / kind, record.key, fresh=forced)
         log(f"[{kind}] running")
         result = (_run_teacher if kind == "teacher" else STAGES[kind])(cfg, ctx)
+        result.info["compute_s"] = round(time.perf_counter() - started, 3)
         write_json(run.run_dir / kind / "stage.json",
                    {"kind": kind, "key": record.key, "result": result.as_dict()})
         record.status = "done"
@@ -164,9 +166,9 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg, forced: bool, l
     if kind == "teacher":
         ctx.teacher_artifact = result.artifacts["teacher"]
     info = result.info
-    record.checks = budgets.check(getattr(cfg, "budget", None), result.metrics,
-                                  list(result.artifacts) if kind != "profile" else
-                                  list(info.get("artifacts", {})),
+    gated = [n for n, a in result.artifacts.items() if a.deployable] if kind != "profile" \
+        else list(info.get("artifacts", {}))
+    record.checks = budgets.check(getattr(cfg, "budget", None), result.metrics, gated,
                                   measured_on=info.get("device", "host"),
                                   estimated=not info.get("measured", True))
     log(f"[{kind}] {record.status} in {record.duration_s:.1f} s")
@@ -193,7 +195,9 @@ def _fail(run: Run, record: StageRecord, exc: Exception) -> None:
     if isinstance(exc, ConfigError):
         run.exit_code, record.error = EXIT_USAGE, str(exc)
     elif isinstance(exc, DeviceError):
-        run.exit_code, record.error = EXIT_INTERNAL, f"{exc.kind} failure: {exc}"
+        run.exit_code = EXIT_DEVICE_UNAVAILABLE if exc.kind == "infrastructure" \
+            else EXIT_MODEL_FAILED_ON_DEVICE
+        record.error = f"{exc.kind} failure: {exc}"
     else:
         import traceback
 

@@ -49,6 +49,7 @@ def build(run) -> dict:
         stages.append({
             "kind": record.kind, "status": record.status, "key": record.key,
             "duration_s": round(record.duration_s, 3), "error": record.error,
+            "compute_s": result.info.get("compute_s") if result else None,
             "metrics": result.metrics if result else {},
             "checks": stage_checks,
             "artifacts": [a.as_dict() for a in result.artifacts.values()] if result else [],

@@ -35,15 +35,11 @@ def write_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path, int
     example = (torch.zeros(1, *input_shape),)
     kwargs = {}
     if int8:
-        from litert_torch.quantize.pt2e_quantizer import (
-            PT2EQuantizer,
-            get_symmetric_quantization_config,
-        )
         from litert_torch.quantize.quant_config import QuantConfig
 
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(
-            is_per_channel=True))
-        kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+        from edgekd.quant.quantizer import litert_quantizer
+
+        kwargs["quant_config"] = QuantConfig(pt2e_quantizer=litert_quantizer())
     else:
         model = model.eval()
     tmp = path.with_name(f".{path.name}.tmp")

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from edgekd.artifacts import Artifact, StageResult
+from edgekd.artifacts import Artifact, StageResult, write_json
 from edgekd.config import ExportStage
 from edgekd.console import progress
 from edgekd.context import Context
@@ -21,6 +20,7 @@ from edgekd.kd.train import predict
 from edgekd.metrics import accuracy, max_abs_diff, top1_agreement
 from edgekd.models import load_model
 from edgekd.quant import qat
+from edgekd.quant.onnx_qdq import optimize_qdq_onnx
 
 FILE_NAMES = {
     "onnx_fp32": ("student_fp32_onnx", "student_fp32.onnx", "onnx"),
@@ -32,39 +32,98 @@ FILE_NAMES = {
 
 def run(cfg: ExportStage, ctx: Context) -> StageResult:
     splits, out = ctx.splits(), ctx.stage_dir("export")
-    shape = splits.input_shape
     sources = _Sources(ctx)
     result = StageResult({}, {})
-    bar: tqdm
     with progress(len(cfg.formats), "export") as bar:
         for fmt in cfg.formats:
             name, filename, kind = FILE_NAMES[fmt]
             bar.set_postfix_str(name)
-            path = out / filename
-            model = sources.model(fmt)
-            if kind == "onnx":
-                write_onnx(model, shape, path, cfg.opset)
-            else:
-                write_tflite(model, shape, path, int8=fmt.endswith("int8"))
+            path = _write(fmt, out / filename, sources, cfg, ctx)
             result.artifacts[name] = Artifact.of(name, path, kind)
             result.metrics.update(_compare(name, path, sources.reference(fmt), splits))
+            result.metrics.update({f"{name}.{k}": float(v) for k, v in op_counts(path).items()})
             bar.update(1)
+    if cfg.validate_arch:
+        result.notes += _validate_arch(cfg, ctx, result)
+    meta = out / "student_meta.json"
+    write_json(meta, {**ctx.meta(), "files": {a.name: a.path.name for a in
+                                              result.artifacts.values()},
+                      "note": "inputs are raw pixels in [0, 1], NCHW; the normalisation "
+                              "(mean, std) is inside every file"})
+    result.artifacts["student_meta"] = Artifact.of("student_meta", meta, "json")
     return result
+
+
+def _write(fmt: str, path: Path, sources: _Sources, cfg: ExportStage, ctx: Context) -> Path:
+    shape = ctx.splits().input_shape
+    if fmt == "onnx_int8" and sources.ptq:
+        return _onnx_ptq(path, sources, cfg, ctx)
+    model = sources.model(fmt)
+    if fmt.startswith("onnx"):
+        write_onnx(model, shape, path, cfg.opset)
+        if fmt == "onnx_int8":
+            # int8 activations -> uint8, exactly: what onnxruntime's x86 kernels fuse.
+            optimize_qdq_onnx(path)
+        return path
+    return write_tflite(model, shape, path, int8=fmt.endswith("int8"))
+
+
+def _onnx_ptq(path: Path, sources: _Sources, cfg: ExportStage, ctx: Context) -> Path:
+    """Post-training int8 ONNX: onnxruntime static QDQ on the fp32 file, with the pipeline's
+    calibration method and options."""
+    from edgekd.quant import ptq
+    from edgekd.stages.quantize import calibration_samples
+
+    fp32 = path.with_name(FILE_NAMES["onnx_fp32"][1])
+    if not fp32.is_file():
+        write_onnx(sources.model("onnx_fp32"), ctx.splits().input_shape, fp32, cfg.opset)
+    quantize = ctx.pipeline.stage("quantize")
+    options = quantize.calibration.model_dump(exclude={"samples"})
+    return ptq.onnx_static(fp32, calibration_samples(ctx, quantize), path,
+                           ptq.Calibration(**options))
+
+
+def _validate_arch(cfg: ExportStage, ctx: Context, result: StageResult) -> list[str]:
+    """Run each file with the arm64 builds of its runtime under qemu and compare with x86."""
+    from edgekd.arch import validate
+
+    notes = []
+    for name, artifact in result.artifacts.items():
+        doc = validate(artifact.path, cfg.validate_arch, ctx.test_npz(), cpu=cfg.validate_cpu)
+        prefix = f"{name}.{cfg.validate_arch}"
+        result.metrics[f"{prefix}_top1_agreement"] = doc["top1_agreement"]
+        result.metrics[f"{prefix}_max_abs_diff"] = doc["max_abs_diff"]
+        if not doc["passed"]:
+            notes.append(f"{name}: {cfg.validate_arch} (emulated {cfg.validate_cpu}) differs "
+                         f"from x86: {'; '.join(doc['reasons'])}")
+    return notes
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    """How much of the graph runs in int8 (and, for LiteRT, in how many delegate pieces)."""
+    from edgekd.quant import graph
+
+    return graph.onnx_op_counts(path) if path.suffix == ".onnx" else graph.tflite_op_counts(path)
 
 
 class _Sources:
     """The PyTorch model behind each format and its test logits, built once each.
 
-    The int8 formats come from the QAT model: ONNX from the folded conversion, TFLite from the
-    unfolded one (what litert-torch expects)."""
+    The int8 formats come from the quantized model: ONNX from the folded conversion, TFLite
+    from the unfolded one (what litert-torch expects). A post-training int8 ONNX file comes
+    from the fp32 file, so it is compared with the fp32 model."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        quantize = ctx.pipeline.stage("quantize")
+        self.ptq = quantize is not None and quantize.method == "ptq"
         self.models: dict[str, object] = {}
         self.logits: dict[str, np.ndarray] = {}
 
     def _key(self, fmt: str) -> str:
-        return "fp32" if fmt.endswith("fp32") else fmt
+        if fmt.endswith("fp32") or (fmt == "onnx_int8" and self.ptq):
+            return "fp32"
+        return fmt
 
     def model(self, fmt: str):
         key = self._key(fmt)

@@ -16,11 +16,14 @@ from edgekd.devices.profiles import load_profile
 
 SIBLINGS = {"student_int8_onnx": "student_fp32_onnx",
             "student_int8_tflite": "student_fp32_tflite"}
+# The ONNX file of the same precision: estimates of a .tflite take its MACs and activations.
+ONNX_TWIN = {"student_int8_tflite": "student_int8_onnx",
+             "student_fp32_tflite": "student_fp32_onnx"}
 
 
 def run(cfg: ProfileStage, ctx: Context) -> StageResult:
     device = load_profile(ctx.pipeline.target, relative_to=ctx.source.parent)
-    artifacts = ctx.results["export"].artifacts
+    artifacts = {n: a for n, a in ctx.results["export"].artifacts.items() if a.deployable}
     data = ctx.test_npz() if cfg.accuracy else None
     result = StageResult({}, {}, info={"device": device.name, "transport": device.transport,
                                        "measured": True, "artifacts": {}})
@@ -28,7 +31,9 @@ def run(cfg: ProfileStage, ctx: Context) -> StageResult:
         for name, artifact in artifacts.items():
             bar.set_postfix_str(name)
             measured = profile(artifact.path, device, runs=cfg.runs, warmup=cfg.warmup,
-                               threads=cfg.threads, data=data)
+                               threads=cfg.threads, data=data,
+                               on_unreachable=ctx.pipeline.on_unreachable,
+                               estimate_inputs=_estimate_inputs(name, artifacts))
             result.metrics.update({f"{name}.{k}": v for k, v in measured.metrics.items()})
             result.info["artifacts"][name] = {
                 "runtime": measured.runtime, "measured": measured.measured,
@@ -40,6 +45,19 @@ def run(cfg: ProfileStage, ctx: Context) -> StageResult:
     result.metrics.update(speedups(result.metrics))
     result.notes += slower_int8_warnings(result.metrics)
     return result
+
+
+def _estimate_inputs(name: str, artifacts: dict) -> dict | None:
+    """MACs, parameters and activation bytes for an estimate, when the device is unreachable.
+    Counted from the ONNX file itself (None) or, for a .tflite, from its ONNX twin."""
+    twin = artifacts.get(ONNX_TWIN.get(name, ""))
+    if twin is None:
+        return None
+    from edgekd.devices.estimate import onnx_figures
+
+    figures = onnx_figures(twin.path)
+    figures["precision"] = "int8" if "int8" in name else "fp32"
+    return figures
 
 
 def speedups(metrics: dict[str, float]) -> dict[str, float]:
