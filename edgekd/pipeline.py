@@ -197,7 +197,9 @@ def _fail(run: Run, record: StageRecord, exc: Exception) -> None:
     elif isinstance(exc, DeviceError):
         run.exit_code = EXIT_DEVICE_UNAVAILABLE if exc.kind == "infrastructure" \
             else EXIT_MODEL_FAILED_ON_DEVICE
-        record.error = f"{exc.kind} failure: {exc}"
+        record.error = f"device {run.pipeline.target}: {exc.kind} failure: {exc}"
+        if exc.kind == "infrastructure" and run.pipeline.on_unreachable == "fail":
+            record.error += " (on_unreachable: estimate would estimate instead)"
     else:
         import traceback
 

@@ -18,12 +18,15 @@ def prepare(model: nn.Module, input_shape: tuple[int, ...], batch: int = 8) -> t
     """Capture `model` and insert fake-quantizers for int8 QAT."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
+    from edgekd.console import quiet
     from edgekd.quant.quantizer import qat_quantizer
 
     example = torch.randn(batch, *input_shape)
     dim = torch.export.Dim("batch", min=1, max=1024)
-    captured = torch.export.export(model.train(), (example,), dynamic_shapes=({0: dim},)).module()
-    return prepare_qat_pt2e(captured, qat_quantizer())
+    with quiet():
+        captured = torch.export.export(model.train(), (example,),
+                                       dynamic_shapes=({0: dim},)).module()
+        return prepare_qat_pt2e(captured, qat_quantizer())
 
 
 def set_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
