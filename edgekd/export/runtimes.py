@@ -52,11 +52,28 @@ def logits(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def output_step(path: Path) -> float | None:
-    """The output quantization step of an int8 TFLite file (None for float outputs)."""
-    if path.suffix != ".tflite":
-        return None
+    """The quantization step of an int8 file's output (None for float outputs): the output
+    tensor's scale in TFLite, the scale of the DequantizeLinear producing the ONNX output."""
+    if path.suffix == ".onnx":
+        return _onnx_output_step(path)
     from ai_edge_litert.interpreter import Interpreter
 
     out = Interpreter(model_path=str(path)).get_output_details()[0]
     scale = out["quantization"][0]
     return float(scale) if scale else None
+
+
+def _onnx_output_step(path: Path) -> float | None:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    output = graph.output[0].name
+    producer = next((n for n in graph.node if output in n.output), None)
+    if producer is None or producer.op_type != "DequantizeLinear":
+        return None
+    scales = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    scales.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].t.dims == []})
+    scale = scales.get(producer.input[1])
+    return float(scale) if scale is not None and scale.size == 1 else None
