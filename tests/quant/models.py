@@ -32,15 +32,16 @@ class SlowInt8(nn.Module):
     DequantizeLinear and a QuantizeLinear: two extra passes over the map per layer, for
     convolutions too small to win anything back."""
 
-    def __init__(self, layers: int = 8, channels: int = 4):
+    def __init__(self, layers: int = 8, channels: int = 4, activation=torch.tanh):
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(layers))
         self.stem = nn.Conv2d(3, channels, 1)
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for conv in self.convs:
-            x = torch.tanh(conv(x))
+            x = self.activation(conv(x))
         return x.mean((2, 3))
 
 
