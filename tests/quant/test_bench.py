@@ -25,4 +25,4 @@ def test_int8_speed_tiny(tmp_path):
     assert result["ops"]["int8-after.onnx"]["ops_int8"] >= 3
     for runtime in ("onnx", "tflite"):
         parity = result["parity_after"][runtime]
-        assert parity["top1_agreement"] >= 0.99 and parity["max_diff_steps"] <= 1.0
+        assert parity["top1_agreement"] >= 0.99 and parity["max_diff_steps"] <= 1.0 + 1e-3
