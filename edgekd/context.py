@@ -59,25 +59,23 @@ class Context:
             self._teacher = load_model(self.teacher_artifact.path).eval()
         return self._teacher
 
+    def cache_dir(self) -> Path:
+        """Where teacher outputs are cached (kept across stages and reruns of this pipeline)."""
+        return self.run_dir / "cache"
+
     def teacher_logits(self) -> np.ndarray:
-        """The teacher's logits on the train split, computed once and cached on disk.
+        """The teacher's logits on the train split, computed once, memory-mapped from disk.
 
         Valid because edgekd trains without random augmentation: each sample's soft target
-        never changes. Keyed by the teacher file's hash and the data key.
+        never changes. Keyed by hashes of the teacher's weights and of the train array
+        (edgekd.kd.cache), so the file is shared with the distill stage's cache.
         """
         if self._teacher_logits is None:
-            from edgekd.kd.train import predict
+            from edgekd.kd.cache import LOGITS, TeacherOutputs
 
-            path = self.run_dir / "cache" / \
-                f"teacher-logits-{self.teacher_artifact.sha256[:12]}-{self.data_key}.npy"
-            if path.is_file():
-                self._teacher_logits = np.load(path)
-            else:
-                self._teacher_logits = predict(self.teacher(), self.splits().x_train)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npy")
-                np.save(tmp, self._teacher_logits)
-                tmp.replace(path)
+            outputs = TeacherOutputs(self.teacher(), [LOGITS], self.splits().x_train,
+                                     self.cache_dir())
+            self._teacher_logits = outputs.table(LOGITS.name)
         return self._teacher_logits
 
     def test_npz(self) -> Path:

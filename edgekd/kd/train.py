@@ -46,20 +46,34 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512,
             mode: ModeFn = default_mode) -> np.ndarray:
     """Logits for every sample, in eval mode, without gradients."""
     mode(model, False)
+    dev = next(model.parameters(), torch.empty(0)).device
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            out.append(model(torch.from_numpy(x[i:i + batch_size])).float().numpy())
+            batch = torch.from_numpy(x[i:i + batch_size]).to(dev)
+            out.append(model(batch).float().cpu().numpy())
     return np.concatenate(out)
 
 
 def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
         y_val: np.ndarray, schedule: Schedule, seed: int, checkpoint: Path, desc: str,
-        mode: ModeFn = default_mode) -> list[dict]:
-    """Train `model` in place; returns the per-epoch history (loss, val accuracy)."""
+        mode: ModeFn = default_mode, extra: nn.Module | None = None,
+        parallel: bool = False) -> list[dict]:
+    """Train `model` in place; returns the per-epoch history (loss, val accuracy).
+
+    `loss_fn` may return the loss alone or `(loss, parts)`, a dict of named float terms whose
+    epoch means join the history as `loss_<name>`. `extra` holds trainable modules the loss
+    uses besides the model (hint adapters, a mutual-learning peer, an EMA copy): optimised with
+    it (where they require gradients) and saved in its checkpoints. `parallel` trains
+    data-parallel over the processes of a torchrun launch (edgekd.kd.distributed): each global
+    batch is split across the ranks, gradients are averaged, rank 0 writes the checkpoints.
+    """
+    from edgekd.kd import distributed
+
     set_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr,
-                                  weight_decay=schedule.weight_decay)
+    bundle = _Bundle(model, extra)
+    optimizer = torch.optim.AdamW([p for p in bundle.parameters() if p.requires_grad],
+                                  lr=schedule.lr, weight_decay=schedule.weight_decay)
     steps = schedule.epochs * -(-len(x) // schedule.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=schedule.lr,
                                                     total_steps=steps, pct_start=0.15)
@@ -68,36 +82,100 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, start = state["history"], state["epoch"]
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    with progress(schedule.epochs, desc) as bar:
+    parallel = parallel and distributed.active()
+    rank, world = (distributed.rank(), distributed.world_size()) if parallel else (0, 1)
+    dev = distributed.device() if parallel else torch.device("cpu")
+    net = _data_parallel(bundle.to(dev)) if parallel else bundle
+    xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+    with progress(schedule.epochs, desc if rank == 0 else "") as bar:
         bar.update(start)
         for epoch in range(start, schedule.epochs):
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch))
             mode(model, True)
-            total, batches = 0.0, 0
+            if extra is not None:
+                extra.train(True)
+            sums: dict[str, float] = {}
             for i in range(0, len(x), schedule.batch_size):
                 idx = order[i:i + schedule.batch_size]
-                loss = loss_fn(model(xt[idx]), xt[idx], yt[idx], idx)
+                if world > 1:
+                    if len(idx) < world:
+                        continue  # a last batch too small to share: skipped on every rank
+                    idx = idx.tensor_split(world)[rank]
+                result = loss_fn(net(xt[idx.to(dev)]), xt[idx.to(dev)], yt[idx.to(dev)], idx)
+                loss, parts = result if isinstance(result, tuple) else (result, {})
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total, batches = total + loss.item(), batches + 1
+                for key, value in {"": loss.item(), **parts, "#": 1.0}.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+            if parallel:
+                sums = _sync_epoch(bundle, sums)
+            batches = sums.pop("#")
             val_acc = accuracy(predict(model, x_val, mode=mode), y_val)
-            history.append({"epoch": epoch + 1, "loss": total / batches, "val_accuracy": val_acc})
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, history, epoch + 1)
-            bar.set_postfix(loss=f"{total / batches:.3f}", val=f"{val_acc:.3f}")
+            history.append({"epoch": epoch + 1, "loss": sums.pop("") / batches,
+                            **{f"loss_{k}": v / batches for k, v in sums.items()},
+                            "val_accuracy": val_acc})
+            if rank == 0:
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, history, epoch + 1,
+                                 extra)
+            if parallel:
+                distributed.barrier()
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc:.3f}")
             bar.update(1)
+    bundle.cpu()
     return history
 
 
+class _Bundle(nn.Module):
+    """The model and the loss's own trainable modules as one module, so one optimizer and one
+    DistributedDataParallel wrapper cover both. Its forward is the model's."""
+
+    def __init__(self, model: nn.Module, extra: nn.Module | None):
+        super().__init__()
+        self.model = model
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _data_parallel(bundle: nn.Module) -> nn.Module:
+    """DDP over the bundle. Parameters of `extra` are used by the loss outside forward; DDP's
+    gradient hooks still fire for them in the same backward, so they are averaged too."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from edgekd.kd import distributed
+
+    dev = distributed.device()
+    # Buffers (BatchNorm statistics) follow rank 0's at every forward, DDP's default.
+    return DistributedDataParallel(bundle, device_ids=[dev] if dev.type == "cuda" else None)
+
+
+def _sync_epoch(bundle: nn.Module, sums: dict[str, float]) -> dict[str, float]:
+    """Average the epoch's loss sums over the ranks, and give every rank rank 0's buffers
+    (BatchNorm running statistics) so validation sees the same model everywhere."""
+    import torch.distributed as dist
+
+    keys = sorted(sums)
+    total = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(total)
+    for buffer in bundle.buffers():
+        dist.broadcast(buffer, src=0)
+    world = dist.get_world_size()
+    return {k: v / world for k, v in zip(keys, total.tolist(), strict=True)}
+
+
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, history: list[dict],
-                     epoch: int) -> None:
+                     epoch: int, extra: nn.Module | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch}, tmp)
+                "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch,
+                "extra": extra.state_dict() if extra is not None else None}, tmp)
     tmp.replace(path)

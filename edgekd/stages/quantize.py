@@ -11,7 +11,7 @@ import torch
 from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import QuantizeStage
 from edgekd.context import Context
-from edgekd.kd import losses
+from edgekd.kd import distributed, losses
 from edgekd.kd.train import Schedule, fit, predict
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import load_model
@@ -44,6 +44,7 @@ def _student(ctx: Context):
 
 def _qat(cfg: QuantizeStage, ctx: Context) -> tuple[torch.fx.GraphModule, StageResult]:
     """Fine-tune with fake-quant, the teacher's soft targets still in the loss."""
+    distributed.dispatch("quantize", cfg, ctx)  # under torchrun the other ranks train with us
     splits, out = ctx.splits(), ctx.stage_dir("quantize")
     prepared = qat.prepare(_student(ctx), splits.input_shape)
     soft = teacher_outputs(ctx, cached=True)
@@ -54,11 +55,14 @@ def _qat(cfg: QuantizeStage, ctx: Context) -> tuple[torch.fx.GraphModule, StageR
     schedule = Schedule(cfg.epochs, cfg.lr, cfg.batch_size, 0.0)
     history = fit(prepared, kd_loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
                   schedule, ctx.pipeline.seed, out / "qat.ckpt", "qat",
-                  mode=lambda m, training: qat.set_mode(m, training))
+                  mode=lambda m, training: qat.set_mode(m, training),
+                  parallel=distributed.active())
     path = out / "student_qat.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(prepared.state_dict(), tmp)
-    tmp.replace(path)
+    if distributed.is_leader():
+        tmp = path.with_suffix(".tmp")
+        torch.save(prepared.state_dict(), tmp)
+        tmp.replace(path)
+    distributed.barrier()
     artifact = Artifact.of("student_qat", path, "torch-qat-state")
     return prepared, StageResult({"student_qat": artifact}, {}, {"qat": history})
 

@@ -1,0 +1,104 @@
+"""Config errors for every method: schema problems at load time (no torch), layer paths that
+the models lack when the distill stage starts, each one line naming file and field."""
+
+import pytest
+import torch
+
+from edgekd.artifacts import Artifact
+from edgekd.config import ConfigError, ModelConfig, load_pipeline
+from edgekd.context import Context
+from edgekd.models import save_model
+
+HEAD = """\
+name: t
+teacher: {arch: cnn, width: 16, depth: 2, train: {epochs: 1}}
+student: {arch: cnn, width: 8, depth: 2}
+stages:
+  - kind: distill
+    epochs: 1
+"""
+
+
+def errors(tmp_path, extra: str) -> list[str]:
+    path = tmp_path / "p.yaml"
+    path.write_text(HEAD + extra)
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path)
+    return info.value.lines
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("    hints: [{student: net.0.5, teacher: net.0.5, wieght: 2}]\n",
+     "stages[0].hints[0].wieght: unknown key (did you mean weight?)"),
+    ("    hints: [{student: net.0.5, teacher: net.0.5, loss: l1}]\n",
+     "stages[0].hints[0].loss: Input should be 'mse' or 'cosine'"),
+    ("    hints: [{student: net.0.5}]\n", "stages[0].hints[0].teacher: required key missing"),
+    ("    attention: {pairs: []}\n", "stages[0].attention.pairs: List should have at least 1"),
+    ("    relational: {student: net.2}\n",
+     "stages[0].relational.student: give both student and teacher layers, or neither"),
+    ("    teachers: [{arch: resnet81, train: {epochs: 1}}]\n",
+     "stages[0].teachers[0].arch: unknown architecture 'resnet81' (did you mean resnet18?)"),
+    ("    teachers: [{arch: cnn}]\n",
+     "stages[0].teachers[0].teacher: give exactly one of checkpoint or train"),
+    ("    assistants: [{arch: cnn, widht: 12}]\n",
+     "stages[0].assistants[0].widht: unknown key (did you mean width?)"),
+    ("    assistants: [{arch: cnn}]\n    hints: [{student: net.0.5, teacher: net.0.5}]\n",
+     "stages[0].assistants: a teacher-assistant chain distils logits"),
+    ("    self_distillation: {teacher: mirror}\n",
+     "stages[0].self_distillation.teacher: Input should be 'ema' or 'checkpoint'"),
+    ("    self_distillation: {decay: 1.5}\n",
+     "stages[0].self_distillation.decay: Input should be less than 1"),
+    ("    mutual: {peer: {arch: cnn, width: 8}, temprature: 2}\n",
+     "stages[0].mutual.temprature: unknown key (did you mean temperature?)"),
+])
+def test_schema_error_names_field(tmp_path, extra, expected):
+    lines = errors(tmp_path, extra)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{tmp_path / 'p.yaml'}: {expected}"), lines[0]
+
+
+def test_several_method_errors_reported_at_once(tmp_path):
+    lines = errors(tmp_path, "    hints: [{student: a, teacher: b, wieght: 1}]\n"
+                             "    relational: {teacher: net.2}\n    mutual: {wieght: 1}\n")
+    assert len(lines) == 3
+
+
+def run_distill_on(tmp_path, splits, teacher, extra: str):
+    from edgekd.stages import distill
+
+    path = tmp_path / "p.yaml"
+    path.write_text(HEAD + extra)
+    pipeline = load_pipeline(path)
+    ctx = Context(pipeline, path, tmp_path / "run", "k")
+    ctx._splits = splits
+    teacher_path = tmp_path / "teacher.pt"
+    save_model(teacher, ModelConfig(arch="cnn", width=16, depth=2), splits.meta(), teacher_path)
+    ctx.teacher_artifact = Artifact.of("teacher", teacher_path, "torch")
+    return distill.run(pipeline.stages[0], ctx)
+
+
+def test_missing_layer_paths_name_field_and_nearest_real_paths(tmp_path, splits, teacher):
+    extra = ("    hints: [{student: net.0.9, teacher: net.0.5}]\n"
+             "    attention: {pairs: [{student: net.0.2, teacher: net.1.7}]}\n"
+             "    relational: {student: net.2, teacher: nett.2}\n")
+    with pytest.raises(ConfigError) as info:
+        run_distill_on(tmp_path, splits, teacher, extra)
+    source = tmp_path / "p.yaml"
+    assert info.value.lines == [
+        f"{source}: stages[0].hints[0].student: no module 'net.0.9' in the student "
+        "(nearest: net.0.6, net.0.5, net.0.4)",
+        f"{source}: stages[0].attention.pairs[0].teacher: no module 'net.1.7' in the teacher "
+        "(nearest: net.1, net.0.6, net.0.5)",
+        f"{source}: stages[0].relational.teacher: no module 'nett.2' in the teacher "
+        "(nearest: net.2, net.0.2, net.3)"]
+    assert not (tmp_path / "run" / "distill" / "student.ckpt").exists()  # nothing trained
+
+
+def test_unloadable_ensemble_checkpoint_is_config_error(tmp_path, splits, teacher):
+    bad = tmp_path / "bad.pt"
+    torch.save({"net.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ConfigError) as info:
+        run_distill_on(tmp_path, splits, teacher,
+                       f"    teachers: [{{arch: cnn, checkpoint: {bad}}}]\n")
+    (line,) = info.value.lines
+    assert line.startswith(f"{tmp_path / 'p.yaml'}: stages[0].teachers[0].checkpoint: {bad}")
