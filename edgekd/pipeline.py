@@ -65,18 +65,29 @@ def _keys(pipeline: Pipeline, source: Path, dkey: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     chain = [dkey, str(pipeline.seed)]
     for kind, cfg in stage_configs(pipeline):
+        config = cfg.model_dump(mode="json")
         inputs = list(chain)
-        if kind == "teacher" and cfg.checkpoint is not None:
-            inputs.append(_file_hash(cfg.checkpoint, source))
         if kind == "distill":
-            inputs.append(json.dumps(pipeline.student.model_dump(mode="json"), sort_keys=True))
-            if pipeline.student.checkpoint is not None:
-                inputs.append(_file_hash(pipeline.student.checkpoint, source))
+            config["student"] = pipeline.student.model_dump(mode="json")
         if kind == "profile":
             inputs.append(_device_fingerprint(pipeline, source))
-        keys[kind] = cache_key(kind, cfg.model_dump(mode="json"), inputs)
+        # The content of every checkpoint file the stage reads (teacher, student, extra
+        # teachers), not just its name: a retrained checkpoint must invalidate the cache.
+        inputs += [_file_hash(Path(p), source) for p in _checkpoints(config)]
+        keys[kind] = cache_key(kind, config, inputs)
         chain.append(keys[kind])
     return keys
+
+
+def _checkpoints(config) -> list[str]:
+    """Every `checkpoint:` path anywhere in a config dump."""
+    if isinstance(config, dict):
+        found = [config["checkpoint"]] if config.get("checkpoint") else []
+        return found + [p for k, v in config.items() if k != "checkpoint"
+                        for p in _checkpoints(v)]
+    if isinstance(config, list):
+        return [p for item in config for p in _checkpoints(item)]
+    return []
 
 
 def _file_hash(path: Path, source: Path) -> str:

@@ -40,3 +40,21 @@ def test_cached_result_needs_matching_key_and_intact_files(tmp_path):
     assert _cached(tmp_path, "export", "k2") is None
     model.write_bytes(b"abd")  # same size, other content
     assert _cached(tmp_path, "export", "k1") is None
+
+
+def test_every_checkpoint_file_content_is_in_the_key(tmp_path):
+    import torch
+
+    from edgekd.models.builders import cnn
+
+    for name in ("t.pt", "extra.pt"):
+        torch.save(cnn(10, 1, width=4, depth=1).state_dict(), tmp_path / name)
+    (tmp_path / "p.yaml").write_text(
+        "name: k\nteacher: {arch: cnn, width: 4, depth: 1, checkpoint: t.pt}\n"
+        "student: {arch: cnn, width: 2, depth: 1}\nstages:\n  - kind: distill\n"
+        "    teachers: [{arch: cnn, width: 4, depth: 1, checkpoint: extra.pt}]\n")
+    pipeline = load_pipeline(tmp_path / "p.yaml")
+    before = _keys(pipeline, tmp_path / "p.yaml", "d")
+    torch.save(cnn(10, 1, width=4, depth=1).state_dict(), tmp_path / "extra.pt")  # retrained
+    after = _keys(pipeline, tmp_path / "p.yaml", "d")
+    assert before["teacher"] == after["teacher"] and before["distill"] != after["distill"]
