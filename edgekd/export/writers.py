@@ -24,8 +24,22 @@ def write_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset
         torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False,
                           opset_version=opset, input_names=["input"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    _strip_metadata(tmp)
     tmp.replace(path)
     return path
+
+
+def _strip_metadata(path: Path) -> None:
+    """Drop the exporter's per-node metadata (stack traces, module scopes): for a small model
+    it outweighs the weights (a digits int8 file: 44 KB -> 12 KB). Computation is untouched."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for graph in [model.graph, *(f for f in model.functions)]:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def write_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path, int8: bool) -> Path:

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import BIN
+from devhelpers import BIN
 
 from edgekd.devices.measure import DeviceError, profile
 from edgekd.devices.profiles import DeviceProfile

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import BIN, free_port
+from devhelpers import BIN, free_port
 
 from edgekd.devices.commands import devices_group, profile_command
 from edgekd.devices.profiles import devices_dir

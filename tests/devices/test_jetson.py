@@ -5,7 +5,7 @@ puts them on PATH)."""
 from __future__ import annotations
 
 import pytest
-from conftest import BIN
+from devhelpers import BIN
 
 from edgekd.devices.measure import DeviceError, profile
 from edgekd.devices.profiles import load_profile

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import BIN
+from devhelpers import BIN
 
 from edgekd.devices.benchmark_model import parse_benchmark_model
 from edgekd.devices.estimate import estimate, onnx_figures, roofline

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import free_port
+from devhelpers import free_port
 
 PIPELINE = """\
 name: remote

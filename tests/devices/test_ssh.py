@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import descendants
+from devhelpers import descendants
 
 from edgekd.devices.measure import DeviceError, profile
 from edgekd.devices.profiles import load_profile
@@ -59,7 +59,7 @@ def test_unknown_host_key_refused_unless_allowed(sshd, models, tmp_path):
 
 
 def test_closed_port_is_unreachable(sshd, models, tmp_path):
-    from conftest import free_port
+    from devhelpers import free_port
 
     device = load_profile(str(sshd.profile(tmp_path, port=free_port(), retries=2)))
     with pytest.raises(DeviceError) as err:
@@ -69,7 +69,7 @@ def test_closed_port_is_unreachable(sshd, models, tmp_path):
 
 
 def test_unreachable_device_can_be_estimated(sshd, models, tmp_path):
-    from conftest import free_port
+    from devhelpers import free_port
 
     device = load_profile(str(sshd.profile(tmp_path, port=free_port(), retries=0,
                                            peak_int8_gops=50, peak_fp32_gflops=25,

@@ -1,0 +1,141 @@
+"""Each benchmark runs in its --tiny setting (digits only) and writes well-formed JSON.
+
+No timing is asserted: only that the scripts run, that every figure they report is there and
+of the right kind, and that the README is generated from them. The scripts share one work
+directory, so the tiny student is distilled, quantized and exported once (edgekd's cache).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import (
+    common,
+    distill_quality,
+    gemm,
+    peer,
+    pipeline_cost,
+    quantization,
+    readme,
+    run_all,
+    speed,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-work"), tmp_path_factory.mktemp("bench-results")
+
+
+def run(module, dirs, *extra: str) -> dict:
+    work, results = dirs
+    module.main(["--tiny", "--datasets", "digits", "--work", str(work), "--results",
+                 str(results), *extra])
+    doc = json.loads((results / f"{module.__name__.split('.')[-1]}.json").read_text())
+    assert doc["setting"] == "tiny"
+    assert doc["environment"]["cpu"] and doc["environment"]["packages"]["torch"]
+    assert doc["tables"] and all(t["markdown"].startswith("| ") for t in doc["tables"])
+    return doc
+
+
+def positive(value) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value > 0
+
+
+def test_distill_quality(dirs):
+    doc = run(distill_quality, dirs)
+    students = doc["results"]["digits"]["students"]
+    assert len(students) >= 2
+    sizes = [s["summary"]["student_params"] for s in students.values()]
+    teacher = next(iter(students.values()))["summary"]["teacher_params"]
+    assert all(p < teacher for p in sizes)
+    for entry in students.values():
+        assert len(entry["per_seed"]) == len(distill_quality.TINY_SEEDS)
+        for key in ("accuracy", "baseline_accuracy", "teacher_accuracy", "ece"):
+            assert 0 <= entry["summary"][key]["mean"] <= 1
+            assert entry["summary"][key]["std"] >= 0
+
+
+def test_quantization(dirs):
+    doc = run(quantization, dirs)
+    rows = doc["results"]["digits"]["rows"]
+    kinds = {(r["variant"], r["runtime"]) for r in rows}
+    assert ("int8 QAT (edgekd)", "onnxruntime") in kinds
+    assert ("int8 QAT (edgekd)", "litert") in kinds
+    assert {r["method"] for r in rows} >= set(quantization.ORT_METHODS)
+    assert ("int8 PTQ litert-torch PT2E", "litert") in kinds
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["top1_agreement_fp32"] <= 1
+        assert r["bytes"] > 0
+    fp32 = [r for r in rows if r["variant"] == "fp32"]
+    assert all(r["top1_agreement_fp32"] > 0.99 for r in fp32)  # exports match their source
+
+
+def test_speed(dirs):
+    doc = run(speed, dirs)
+    res = doc["results"]["digits"]
+    assert set(res["files"]) == set(speed.FILES)
+    for f in res["files"].values():
+        for threads in speed.THREADS:
+            assert positive(f[f"threads_{threads}"]["p50_ms"])
+            assert f[f"threads_{threads}"]["p90_ms"] >= f[f"threads_{threads}"]["p50_ms"] * 0.5
+    assert len(res["comparisons"]) == 2 * len(speed.THREADS)
+    assert all(isinstance(c["int8_slower"], bool) for c in res["comparisons"])
+    assert positive(res["macs"]["student"]) and res["macs"]["teacher"] > res["macs"]["student"]
+
+
+def test_gemm_reads_speed(dirs):
+    doc = run(gemm, dirs)
+    peak = doc["results"]["peak"]
+    assert positive(peak["fp32_threads_1"]["gmacs"]) and positive(peak["int8_threads_1"]["gmacs"])
+    achieved = doc["results"]["achieved"]  # from speed.json, written by the test before
+    assert achieved and all(positive(r["gmacs"]) for r in achieved)
+
+
+def test_pipeline_cost(dirs):
+    doc = run(pipeline_cost, dirs)
+    mobile = doc["results"]["mobile"]
+    assert all(s["status"] == "done" for s in mobile["cold"]["stages"].values())
+    assert all(s["status"] == "cached" for s in mobile["warm"]["stages"].values())
+    epochs = doc["results"]["epochs"]["digits"]
+    # Differences of noisy timings: finite, not necessarily positive on a busy machine.
+    assert set(epochs["seconds_per_epoch"]) == {*pipeline_cost.MODES, "plain"}
+    assert all(math.isfinite(v) for v in epochs["seconds_per_epoch"].values())
+    assert all(positive(v) for v in epochs["stage_seconds"].values())
+
+
+def test_peer(dirs):
+    doc = run(peer, dirs, "--olive", "skip")
+    rows = doc["results"]["digits"]
+    assert "onnxruntime quantize_dynamic (defaults)" in rows
+    assert "onnxruntime quantize_static (defaults)" in rows
+    for r in rows.values():
+        assert 0 <= r["accuracy"] <= 1 and positive(r["threads_1"]["p50_ms"])
+    assert doc["olive"]["status"] == "skipped" and doc["olive"]["why"]
+
+
+def test_readme_and_run_all(dirs, tmp_path):
+    work, results = dirs
+    text = readme.render(results)
+    assert "## Goals" in text and "--tiny" in text
+    goals = {row[0] for row in readme.goals(readme.load(results))}
+    assert any("3x faster" in g for g in goals) and any("warm rerun" in g for g in goals)
+    # run_all itself, on the quickest benchmark, writes its record and the README
+    out = tmp_path / "README.md"
+    code = run_all.main(["--tiny", "--only", "gemm", "--datasets", "digits", "--work", str(work),
+                         "--results", str(results), "--readme", str(out)])
+    assert code == 0
+    assert json.loads((results / "run_all.json").read_text())["benchmarks"]["gemm"][
+        "exit_code"] == 0
+    assert "## 4. Where the limit is" in out.read_text()
+
+
+def test_mnist_skipped_with_a_message_when_absent(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "MNIST_DIR", tmp_path / "absent")
+    assert common.available(["digits", "mnist"], tmp_path, tiny=True).keys() == {"digits"}
+    assert "skipping MNIST" in capsys.readouterr().out
