@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.artifacts import sha256_file
 from edgekd.config import ConfigError, DataConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -136,7 +137,7 @@ def data_key(cfg: DataConfig, seed: int) -> str:
     """A hash naming this data and split: config, seed and the content of the input file."""
     h = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), seed], sort_keys=True).encode())
     if cfg.path is not None and cfg.path.is_file():
-        h.update(_file_digest(cfg.path).encode())
+        h.update(sha256_file(cfg.path).encode())
     elif cfg.path is not None and cfg.path.is_dir():
         for file in sorted(cfg.path.rglob("*")):
             if file.is_file():
@@ -145,10 +146,3 @@ def data_key(cfg: DataConfig, seed: int) -> str:
                 h.update(str(file.stat().st_mtime_ns).encode())
     return h.hexdigest()[:16]
 
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
