@@ -19,27 +19,15 @@ def onnx_logits(path: Path, x: np.ndarray, threads: int = 1, batch_size: int = 2
 
 
 def tflite_logits(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Batch-1 inference over `x`; int8 inputs quantized and int8 outputs dequantized with
-    the scale and zero point the file declares."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Batch-1 inference over `x`, with the device runner's own input quantization and output
+    dequantization, so the export check and the devices feed a file the same way."""
+    from edgekd.devices.runner import TfliteModel
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    model = TfliteModel(str(path), "ai_edge_litert", threads)
     logits = []
     for i in range(len(x)):
-        sample = x[i:i + 1]
-        if np.issubdtype(inp["dtype"], np.integer):
-            scale, zero = inp["quantization"]
-            bounds = np.iinfo(inp["dtype"])
-            sample = np.clip(np.round(sample / scale + zero), bounds.min, bounds.max)
-        interpreter.set_tensor(inp["index"], sample.astype(inp["dtype"]))
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        if np.issubdtype(y.dtype, np.integer):
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        logits.append(y.reshape(1, -1))
+        model.run(model.prepare(x[i:i + 1]))
+        logits.append(np.asarray(model.result(), dtype=np.float32).reshape(1, -1))
     return np.concatenate(logits)
 
 
