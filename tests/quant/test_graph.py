@@ -10,15 +10,8 @@ from edgekd.quant import graph
 from edgekd.quant.onnx_qdq import optimize_qdq_onnx
 from edgekd.quant.ptq import onnx_static
 
+from .conftest import SHAPE
 from .models import Residual, SlowInt8, export_onnx
-
-SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(scope="module")
-def fp32_residual(tmp_path_factory):
-    torch.manual_seed(0)
-    return export_onnx(Residual(), SHAPE, tmp_path_factory.mktemp("g") / "residual.onnx")
 
 
 def calibration(n: int = 8) -> np.ndarray:

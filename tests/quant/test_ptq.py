@@ -9,15 +9,8 @@ import torch
 from edgekd.quant import graph
 from edgekd.quant.ptq import Calibration, calibration_ranges, litert_ptq, onnx_static
 
-from .models import Residual, export_onnx
-
-SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(scope="module")
-def fp32(tmp_path_factory):
-    torch.manual_seed(0)
-    return export_onnx(Residual(), SHAPE, tmp_path_factory.mktemp("p") / "residual.onnx")
+from .conftest import SHAPE
+from .models import Residual
 
 
 def data(n: int = 16) -> np.ndarray:
@@ -27,32 +20,32 @@ def data(n: int = 16) -> np.ndarray:
     return x
 
 
-def widths(fp32, cal: Calibration) -> dict[str, float]:
-    ranges = calibration_ranges(fp32, data(), cal)
+def widths(fp32_residual, cal: Calibration) -> dict[str, float]:
+    ranges = calibration_ranges(fp32_residual, data(), cal)
     return {name: float(np.ravel(r.range_value[1] - r.range_value[0])[0])
             for name, r in ranges.data.items()}
 
 
-def test_methods_give_different_ranges(fp32):
-    minmax = widths(fp32, Calibration("minmax"))
-    entropy = widths(fp32, Calibration("entropy"))
-    p_low = widths(fp32, Calibration("percentile", percentile=99.0))
-    p_high = widths(fp32, Calibration("percentile", percentile=99.999))
+def test_methods_give_different_ranges(fp32_residual):
+    minmax = widths(fp32_residual, Calibration("minmax"))
+    entropy = widths(fp32_residual, Calibration("entropy"))
+    p_low = widths(fp32_residual, Calibration("percentile", percentile=99.0))
+    p_high = widths(fp32_residual, Calibration("percentile", percentile=99.999))
     names = sorted(minmax)
     assert any(entropy[n] < 0.99 * minmax[n] for n in names)  # entropy clips some tensors
     assert all(p_low[n] <= p_high[n] + 1e-6 for n in names)
     assert any(p_low[n] < 0.99 * p_high[n] for n in names)
 
 
-def test_onnx_static_int8_and_close(fp32, tmp_path):
+def test_onnx_static_int8_and_close(fp32_residual, tmp_path):
     import onnxruntime as ort
 
-    out = onnx_static(fp32, data(), tmp_path / "q.onnx", Calibration("entropy"))
+    out = onnx_static(fp32_residual, data(), tmp_path / "q.onnx", Calibration("entropy"))
     counts = graph.onnx_op_counts(out)
     assert counts["ops_int8"] >= 4
     x = data(4)
     ref, got = [], []
-    for path, sink in ((fp32, ref), (out, got)):
+    for path, sink in ((fp32_residual, ref), (out, got)):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         sink.extend(sess.run(None, {name: x[i:i + 1]})[0] for i in range(4))
