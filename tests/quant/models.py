@@ -26,6 +26,25 @@ class Residual(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class HardSwishSE(nn.Module):
+    """mobilenet_v3's pieces: conv-hardswish and a squeeze-excite gate (mean, 1x1 convs,
+    hardsigmoid, multiply), whose scalar adds / muls litert-torch kept in NCHW."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 3, padding=1)
+        self.squeeze = nn.Conv2d(channels, 4, 1)
+        self.excite = nn.Conv2d(4, channels, 1)
+        self.out = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.hardswish(self.stem(x))
+        gate = torch.relu(self.squeeze(x.mean((2, 3), keepdim=True)))
+        x = x * nn.functional.hardsigmoid(self.excite(gate))
+        x = nn.functional.hardswish(self.out(x))
+        return nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
 class SlowInt8(nn.Module):
     """int8 slower than fp32 by construction: trivial 1x1 convs on a wide map, each followed
     by tanh, which no int8 kernel covers. Quantized, every tanh runs in float between a

@@ -10,7 +10,7 @@ from edgekd.quant import graph
 from edgekd.quant.ptq import Calibration, calibration_ranges, litert_ptq, onnx_static
 
 from .conftest import SHAPE
-from .models import Residual
+from .models import HardSwishSE, Residual
 
 
 def data(n: int = 16) -> np.ndarray:
@@ -61,3 +61,33 @@ def test_litert_ptq_is_fully_integer(tmp_path):
     counts = graph.tflite_op_counts(out)
     assert counts["ops_float"] == 0 and counts["ops_int8"] >= 4
     assert counts["delegate_partitions"] == 1
+
+
+@pytest.mark.slow
+def test_litert_hardswish_and_gate_stay_in_one_nhwc_partition(tmp_path):
+    """hardswish / hardsigmoid decomposed into int8 ADD / MUL with [1, 1, 1, 1] constants: no
+    float op, one XNNPACK partition, and no TRANSPOSE but the one at the NCHW input."""
+    pytest.importorskip("litert_torch")
+    torch.manual_seed(0)
+    out = litert_ptq(HardSwishSE(), data(), tmp_path / "hs.tflite")
+    counts = graph.tflite_op_counts(out)
+    assert counts["ops_float"] == 0 and counts["delegate_partitions"] == 1
+    assert graph.tflite_op_classes(out)[("layout", "TRANSPOSE")] == 1
+    assert counts["layout_ops"] == 1
+
+
+@pytest.mark.slow
+def test_litert_input_normalisation_runs_before_the_nhwc_transpose(tmp_path):
+    """Per-channel SUB / MUL at the input stay in NCHW, ahead of the TRANSPOSE (in NHWC,
+    XNNPACK's int8 broadcast over 3 channels cost ~25x more)."""
+    pytest.importorskip("litert_torch")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekd.models.builders import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier(Residual(), [0.5, 0.4, 0.3], [0.2, 0.3, 0.4])
+    out = litert_ptq(model, data(), tmp_path / "normalized.tflite")
+    ops = [op["op_name"] for op in Interpreter(model_path=str(out))._get_ops_details()]
+    assert ops[:3] == ["SUB", "MUL", "TRANSPOSE"], ops
+    assert graph.tflite_op_counts(out)["ops_float"] == 0
