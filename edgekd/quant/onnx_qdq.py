@@ -35,6 +35,12 @@ def _weight_dqs(model) -> set[str]:
             and all(op in _WEIGHT_OPS and k >= 1 for op, k in users.get(node.output[0], []))}
 
 
+def _drop_unused_initializers(model) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    for init in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(init)
+
+
 def _activation_zero_points(model) -> set[str]:
     """Zero-point initializers of Q/DQ nodes on activations (not on weight constants)."""
     from onnx import TensorProto
@@ -84,10 +90,6 @@ def activations_to_uint8(model) -> int:
     for info in list(model.graph.value_info) + list(model.graph.output):
         if info.name in uint8_tensors:
             info.type.tensor_type.elem_type = TensorProto.UINT8
-    used = {i for node in model.graph.node for i in node.input}
-    unused = [i for i in model.graph.initializer if i.name not in used]
-    for i in unused:
-        model.graph.initializer.remove(i)
     return len(names)
 
 
@@ -116,6 +118,42 @@ def global_pool_from_reduce_mean(model) -> int:
     return count
 
 
+def add_from_sub(model) -> int:
+    """Sub(a, DQ(constant)) -> Add(a, DQ(-constant)), in place; returns how many.
+
+    onnxruntime has QLinearAdd but no QLinearSub, so a quantized Sub (the model's input
+    normalisation, x - mean) runs in float between DQ and Q, with the constant dequantized on
+    every run. Negating a quantized constant is exact: s * (q - z) = -s * (~q - ~z), where ~ is
+    the bitwise complement (-1 - v for int8, 255 - v for uint8), which stays in range.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    init = {i.name: i for i in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    users: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    count = 0
+    for node in model.graph.node:
+        dq = producer.get(node.input[1]) if node.op_type == "Sub" else None
+        if (dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3
+                or dq.input[0] not in init or dq.input[2] not in init
+                or users[dq.output[0]] != 1):
+            continue
+        for k in (0, 2):  # the constant and its zero point, complemented as new initializers
+            name = f"{dq.input[k]}__negated"
+            if name not in init:
+                init[name] = numpy_helper.from_array(
+                    np.invert(numpy_helper.to_array(init[dq.input[k]])), name)
+                model.graph.initializer.append(init[name])
+            dq.input[k] = name
+        node.op_type = "Add"
+        count += 1
+    return count
+
+
 def optimize_qdq_onnx(src: str | Path, dst: str | Path | None = None) -> Path:
     """Rewrite a QDQ ONNX file (PT2E export) for onnxruntime's CPU kernels; in place unless
     `dst` is given. Outputs are unchanged bit for bit. Returns the written path."""
@@ -126,6 +164,8 @@ def optimize_qdq_onnx(src: str | Path, dst: str | Path | None = None) -> Path:
     model = onnx.load(str(src))
     activations_to_uint8(model)
     global_pool_from_reduce_mean(model)
+    add_from_sub(model)
+    _drop_unused_initializers(model)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:

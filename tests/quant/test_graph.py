@@ -54,6 +54,60 @@ def test_signed_qdq_leaves_float_ops_and_uint8_rewrite_fuses_them(fp32_residual,
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+def qdq_normalize(path, mean: float = 0.5):
+    """x -> Q/DQ -> Sub(DQ(mean)) -> Q/DQ: the exported input normalisation, int8 as PT2E
+    writes it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value, dtype):
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    inits = [const("s_in", 1 / 255, np.float32), const("z_in", -128, np.int8),
+             const("mean_q", [[[[127]], [[0]], [[-64]]]], np.int8),
+             const("s_mean", mean / 255, np.float32), const("z_mean", -128, np.int8),
+             const("s_out", 2 / 255, np.float32), const("z_out", 0, np.int8)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_in", "z_in"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_in", "z_in"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["mean_q", "s_mean", "z_mean"], ["md"]),
+             helper.make_node("Sub", ["xd", "md"], ["d"]),
+             helper.make_node("QuantizeLinear", ["d", "s_out", "z_out"], ["dq"]),
+             helper.make_node("DequantizeLinear", ["dq", "s_out", "z_out"], ["y"])]
+    graph_ = helper.make_graph(
+        nodes, "normalize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE_1)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE_1)], inits)
+    model = helper.make_model(graph_, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(path))
+    return path
+
+
+SHAPE_1 = [1, *SHAPE]
+
+
+def test_sub_of_a_constant_becomes_an_integer_add(tmp_path):
+    """The rewrite is exact (same outputs with onnxruntime's graph optimisations off); the
+    fused QLinearAdd it enables rounds its own way: within one output step."""
+    import onnxruntime as ort
+
+    plain = qdq_normalize(tmp_path / "sub.onnx")
+    rewritten = optimize_qdq_onnx(plain, tmp_path / "add.onnx")
+    assert graph.onnx_op_classes(plain)[("float", "Sub")] == 1
+    classes = graph.onnx_op_classes(rewritten)
+    assert classes[("float", "Sub")] == 0 and classes[("int8", "QLinearAdd")] == 1
+
+    x = np.random.default_rng(1).random((64, *SHAPE_1), dtype=np.float32) * 1.2 - 0.1
+
+    def run(path, level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return np.stack([sess.run(None, {"x": xi})[0] for xi in x])
+
+    off, on = ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    np.testing.assert_array_equal(run(plain, off), run(rewritten, off))
+    assert np.abs(run(rewritten, on) - run(plain, off)).max() <= 2 / 255 + 1e-6
+
+
 def test_slow_int8_model_is_mostly_float_islands(tmp_path):
     """The model built to make int8 slower: its int8 graph keeps one float op per layer with
     a Q and a DQ around it, which is what the report must show."""
