@@ -64,6 +64,11 @@ def test_run_passes_and_writes_report_and_artifacts(first_run):
     assert "baseline_accuracy" in metrics["distill"]
     assert metrics["export"]["student_int8_tflite.top1_agreement"] >= 0.95
     assert metrics["export"]["student_fp32_onnx.max_abs_diff"] < 1e-3
+    export = metrics["export"]
+    for name in ("student_int8_onnx", "student_int8_tflite"):
+        assert export[f"{name}.within_one_step"] >= 0.99
+        assert export[f"{name}.ops_float"] == 0 and export[f"{name}.ops_int8"] >= 4
+    assert export["student_int8_tflite.max_diff_steps_vs_onnx"] <= 1.0 + 1e-3
     for key in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "load_ms",
                 "peak_memory_mb", "accuracy"):
         assert metrics["profile"][f"student_int8_tflite.{key}"] > 0

@@ -93,14 +93,16 @@ def onnx_op_counts(path: str | Path, level: str = "all") -> dict[str, int]:
     `ops_int8`: fused integer kernels (QLinear*, QGemm, ...) and ops that run directly on
     int8 tensors (MaxPool after its Q/DQ pair is dropped); `ops_float`: arithmetic left in
     float, which for a QDQ model means an unfused DQ -> op -> Q group (or float pre/post
-    processing); `quantize` / `dequantize`: the Q / DQ nodes left, each a pass over a tensor.
+    processing); `quantize` / `dequantize`: the Q / DQ nodes left, each a pass over a tensor;
+    `layout_ops`: transposes / reshapes, which move data without arithmetic.
     """
     classes = onnx_op_classes(path, level)
     total: Counter = Counter()
     for (kind, _op), n in classes.items():
         total[kind] += n
     return {"ops_int8": total["int8"], "ops_float": total["float"],
-            "quantize_nodes": total["quantize"], "dequantize_nodes": total["dequantize"]}
+            "quantize_nodes": total["quantize"], "dequantize_nodes": total["dequantize"],
+            "layout_ops": total["layout"]}
 
 
 def _tflite_ops(path: Path) -> list[dict]:
@@ -187,7 +189,8 @@ def tflite_op_counts(path: str | Path) -> dict[str, int]:
     """Integer vs float ops of a .tflite model, and how the XNNPACK delegate splits it.
 
     `delegate_partitions` above 1 means float (or unsupported) ops cut the graph; each cut
-    costs a hand-over between XNNPACK and the reference kernels.
+    costs a hand-over between XNNPACK and the reference kernels. `layout_ops` counts the
+    TRANSPOSE / RESHAPE ops the converter left (an op it kept in NCHW costs two transposes).
     """
     classes = tflite_op_classes(path)
     total: Counter = Counter()
@@ -196,4 +199,5 @@ def tflite_op_counts(path: str | Path) -> dict[str, int]:
     partitions, outside = tflite_delegate_partitions(path)
     return {"ops_int8": total["int8"], "ops_float": total["float"],
             "quantize_nodes": total["quantize"], "dequantize_nodes": total["dequantize"],
-            "delegate_partitions": partitions, "ops_outside_delegate": outside}
+            "layout_ops": total["layout"], "delegate_partitions": partitions,
+            "ops_outside_delegate": outside}

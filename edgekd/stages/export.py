@@ -34,15 +34,24 @@ def run(cfg: ExportStage, ctx: Context) -> StageResult:
     splits, out = ctx.splits(), ctx.stage_dir("export")
     sources = _Sources(ctx)
     result = StageResult({}, {})
+    logits = {}
     with progress(len(cfg.formats), "export") as bar:
         for fmt in cfg.formats:
             name, filename, kind = FILE_NAMES[fmt]
             bar.set_postfix_str(name)
             path = _write(fmt, out / filename, sources, cfg, ctx)
             result.artifacts[name] = Artifact.of(name, path, kind)
-            result.metrics.update(_compare(name, path, sources.reference(fmt), splits))
+            logits[fmt] = runtimes.logits(path, splits.x_test)
+            result.metrics.update(_compare(name, path, logits[fmt], sources.reference(fmt),
+                                           splits))
             result.metrics.update({f"{name}.{k}": float(v) for k, v in op_counts(path).items()})
             bar.update(1)
+    if not sources.ptq and {"onnx_int8", "tflite_int8"} <= logits.keys():
+        # Two independent integer engines, one quantized model: they should agree exactly;
+        # where both differ from PyTorch alike, the difference is PyTorch's float emulation.
+        step = result.metrics["student_int8_tflite.output_step"]
+        result.metrics["student_int8_tflite.max_diff_steps_vs_onnx"] = max_abs_diff(
+            logits["onnx_int8"], logits["tflite_int8"]) / step
     if cfg.validate_arch:
         result.notes += _validate_arch(cfg, ctx, result)
     meta = out / "student_meta.json"
@@ -146,8 +155,8 @@ class _Sources:
         return self.logits[key]
 
 
-def _compare(name: str, path: Path, reference: np.ndarray, splits) -> dict[str, float]:
-    got = runtimes.logits(path, splits.x_test)
+def _compare(name: str, path: Path, got: np.ndarray, reference: np.ndarray,
+             splits) -> dict[str, float]:
     metrics = {
         f"{name}.accuracy": accuracy(got, splits.y_test),
         f"{name}.source_accuracy": accuracy(reference, splits.y_test),
@@ -158,6 +167,8 @@ def _compare(name: str, path: Path, reference: np.ndarray, splits) -> dict[str, 
     step = runtimes.output_step(path)
     if step is not None:
         # int8 kernels requantize with integer arithmetic; parity is judged in output steps.
+        steps = np.abs(got - reference) / step
         metrics[f"{name}.output_step"] = step
-        metrics[f"{name}.max_abs_diff_steps"] = metrics[f"{name}.max_abs_diff"] / step
+        metrics[f"{name}.max_abs_diff_steps"] = float(steps.max())
+        metrics[f"{name}.within_one_step"] = float(np.mean(steps <= 1.001))
     return metrics
