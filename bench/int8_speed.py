@@ -1,22 +1,22 @@
 """int8 vs fp32 latency on onnxruntime and LiteRT, before and after edgekd's quantizer fixes.
 
-    python bench/int8_speed.py [--tiny] [--size 96] [--out bench/results/int8_speed.json]
+    python -m bench.int8_speed [--tiny] [--models cnn_8,resnet18] [--rounds 7] [--runs 50]
 
 For each model: fp32 ONNX / TFLite, and int8 built twice from the same QAT-prepared model:
 "before" = plain XNNPACKQuantizer, PT2E QDQ ONNX as exported; "after" = edgekd's quantizer
 (`edge_quantizer`) and `optimize_qdq_onnx`. Random weights (speed does not depend on them),
-observers calibrated on a few random batches. Latency: batch 1, in-process, the artifacts of a
-model measured interleaved in rounds, median of the round medians (2 shared cores: noisy).
-Prints a markdown table; writes JSON with the environment and op counts (edgekd.quant.graph).
+observers calibrated on a few random batches. Latency: batch 1, in-process, through edgekd's device
+runner (`edgekd.devices.runner`), input converted to the file's layout and dtype before the
+timed call (as benchmark_model does; the conversion is reported apart as `input_ms`), the
+artifacts of a model measured interleaved in rounds, median of the round medians (2 shared
+cores: noisy). `floor` is a one-op (ReLU) model at the same input shape: the per-call cost no
+kernel can remove. Prints a markdown table; writes JSON with the environment, parity and op
+counts (edgekd.quant.graph).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
-import platform
 import tempfile
 import time
 import warnings
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+RUNTIMES = (("onnxruntime", "onnx"), ("litert", "tflite"))
 MODELS = {  # name -> (builder, input shape)
     "cnn_8": ("cnn", (1, 8, 8)),
     "cnn_28": ("cnn", (1, 28, 28)),
@@ -117,67 +118,74 @@ def build_artifacts(name: str, work: Path) -> tuple[dict[str, Path], dict]:
 
 
 def session(path: Path, threads: int):
-    """A callable running one batch-1 input, onnxruntime or LiteRT by suffix."""
+    """edgekd's device runner model for a file (onnxruntime or LiteRT by suffix): `prepare`
+    converts a float NCHW batch to what the file takes (NHWC, int8), `run` is the timed call."""
+    from edgekd.devices.runner import OnnxModel, TfliteModel
+
     if path.suffix == ".onnx":
-        import onnxruntime as ort
+        return OnnxModel(str(path), threads)
+    return TfliteModel(str(path), "ai_edge_litert", threads)
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})[0]
-    from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if tuple(inp["shape"]) != x.shape:
-            x = x.transpose(0, 2, 3, 1)
-        if np.issubdtype(inp["dtype"], np.integer):
-            scale, zero = inp["quantization"]
-            x = np.clip(np.round(x / scale + zero), -128, 127)
-        interp.set_tensor(inp["index"], np.ascontiguousarray(x.astype(inp["dtype"])))
-        interp.invoke()
-        y = interp.get_tensor(out["index"])
-        if np.issubdtype(y.dtype, np.integer):
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y
-    return run
+def outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    model = session(path, 1)
+    results = []
+    for i in range(len(x)):
+        model.run(model.prepare(x[i:i + 1]))
+        results.append(model.result())
+    return np.concatenate(results)
 
 
 def compare(path: Path, x: np.ndarray, reference: np.ndarray) -> dict:
-    """Max |int8 file - converted torch model|, in output quantization steps, and top-1
-    agreement. The step is estimated from the reference's distinct output values."""
-    run = session(path, 1)
-    out = np.concatenate([run(x[i:i + 1]) for i in range(len(x))])
+    """|int8 file - converted torch model| in output quantization steps (max, and the share
+    of outputs within one step), and top-1 agreement. The step is estimated from the
+    reference's distinct output values."""
+    out = outputs(path, x)
     values = np.unique(reference)
     step = float(np.min(np.diff(values))) if len(values) > 1 else 1.0
+    steps = np.abs(out - reference) / step
     return {"max_abs_diff": float(np.abs(out - reference).max()),
-            "max_diff_steps": float(np.abs(out - reference).max() / step),
+            "max_diff_steps": float(steps.max()),
+            "within_one_step": float(np.mean(steps <= 1.001)),
             "top1_agreement": float((out.argmax(1) == reference.argmax(1)).mean())}
 
 
+def floor_files(shape, work: Path) -> dict[str, Path]:
+    """A one-op model (ReLU) per runtime at this input shape: the fixed cost of a call, which
+    no int8 kernel can remove."""
+    relu = torch.nn.ReLU().eval()
+    x = torch.rand(1, *shape)
+    files = {"floor.onnx": work / "floor.onnx", "floor.tflite": work / "floor.tflite"}
+    export_onnx(relu, x, files["floor.onnx"])
+    export_tflite(relu, x, files["floor.tflite"], quantized=False)
+    return files
+
+
 def measure(files: dict[str, Path], shape, threads: int, rounds: int, runs: int) -> dict:
-    """Median latency (ms) per artifact, measured interleaved in `rounds` rounds."""
+    """Median latency (ms) per artifact, measured interleaved in `rounds` rounds; the input is
+    converted (NHWC, int8) before timing, as benchmark_model and edgekd's profiler do, and
+    that conversion is timed on its own (`input_ms`)."""
     x = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
-    runners = {key: session(path, threads) for key, path in files.items()}
-    for run in runners.values():
+    models = {key: session(path, threads) for key, path in files.items()}
+    inputs, input_ms = {}, {}
+    for key, model in models.items():
+        start = time.perf_counter()
+        for _ in range(runs):
+            inputs[key] = model.prepare(x)
+        input_ms[key] = (time.perf_counter() - start) / runs * 1e3
         for _ in range(max(3, runs // 5)):
-            run(x)
-    medians: dict[str, list[float]] = {key: [] for key in runners}
+            model.run(inputs[key])
+    medians: dict[str, list[float]] = {key: [] for key in models}
     for _ in range(rounds):
-        for key, run in runners.items():
+        for key, model in models.items():
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
-                run(x)
+                model.run(inputs[key])
                 times.append(time.perf_counter() - start)
             medians[key].append(float(np.median(times)) * 1e3)
-    return {key: float(np.median(v)) for key, v in medians.items()}
+    return {"latency_ms": {key: float(np.median(v)) for key, v in medians.items()},
+            "input_ms": input_ms}
 
 
 def op_counts(files: dict[str, Path]) -> dict:
@@ -188,65 +196,105 @@ def op_counts(files: dict[str, Path]) -> dict:
             if key.startswith("int8")}
 
 
-def environment() -> dict:
-    from importlib.metadata import version
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    packages = ["torch", "torchao", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert"]
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "packages": {p: version(p) for p in packages}}
-
-
-def table(results: dict) -> str:
-    lines = ["| model | runtime | threads | fp32 ms | int8 before ms | x | int8 after ms | x |"
-             " ops int8/float before | after | partitions before/after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in results["models"].items():
-        for rt, ext in (("onnxruntime", "onnx"), ("litert", "tflite")):
-            b, a = r["ops"][f"int8-before.{ext}"], r["ops"][f"int8-after.{ext}"]
-            part = (f"{b['delegate_partitions']}/{a['delegate_partitions']}" if ext == "tflite"
-                    else "-")
+def speed_rows(models: dict) -> list[list]:
+    """One row per model, runtime and thread count: the one-op floor, latencies, speed-ups."""
+    rows = []
+    for name, r in models.items():
+        for runtime, ext in RUNTIMES:
             for threads, lat in r["latency_ms"].items():
-                fp, lb, la = lat[f"fp32.{ext}"], lat[f"int8-before.{ext}"], lat[f"int8-after.{ext}"]
-                lines.append(
-                    f"| {name} | {rt} | {threads} | {fp:.3f} | {lb:.3f} | {fp / lb:.2f} | "
-                    f"{la:.3f} | {fp / la:.2f} | {b['ops_int8']}/{b['ops_float']} | "
-                    f"{a['ops_int8']}/{a['ops_float']} | {part} |")
-    return "\n".join(lines)
+                fp, before, after = (lat[f"{k}.{ext}"] for k in ("fp32", "int8-before",
+                                                                 "int8-after"))
+                rows.append([name, runtime, int(threads), lat[f"floor.{ext}"], fp, before,
+                             f"{fp / before:.2f}x", after, f"{fp / after:.2f}x"])
+    return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="smoke setting: cnn_8, 1 thread")
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    names, threads, rounds, runs = args.models, (1, 2), args.rounds, args.runs
+def ops_rows(models: dict) -> list[list]:
+    """int8 ops / float ops / layout ops / Q+DQ nodes (and LiteRT delegate partitions)."""
+    rows = []
+    for name, r in models.items():
+        for runtime, ext in RUNTIMES:
+            cells = []
+            for variant in ("before", "after"):
+                c = r["ops"][f"int8-{variant}.{ext}"]
+                cells.append(f"{c['ops_int8']} / {c['ops_float']} / {c['layout_ops']} / "
+                             f"{c['quantize_nodes'] + c['dequantize_nodes']}")
+                cells.append(c.get("delegate_partitions", "-"))
+            rows.append([name, runtime, *cells])
+    return rows
+
+
+def parity_rows(models: dict) -> list[list]:
+    rows = []
+    for name, r in models.items():
+        for runtime, ext in RUNTIMES:
+            p = r["parity_after"][ext]
+            rows.append([name, runtime, p["max_diff_steps"], p["within_one_step"],
+                         p["top1_agreement"]])
+    return rows
+
+
+def notes(models: dict) -> list[str]:
+    """Where int8 misses 2x at 1 thread: how much of the fp32 time is the per-call floor."""
+    found = []
+    for name, r in models.items():
+        lat = r["latency_ms"].get("1") or r["latency_ms"].get(1)
+        if lat is None:
+            continue
+        for runtime, ext in RUNTIMES:
+            fp, after, floor = lat[f"fp32.{ext}"], lat[f"int8-after.{ext}"], lat[f"floor.{ext}"]
+            if fp / after < 2:
+                found.append(
+                    f"{name} on {runtime}: int8 {fp / after:.2f}x at 1 thread; the one-op call "
+                    f"floor is {floor * 1e3:.1f} us = {floor / fp:.0%} of fp32's "
+                    f"{fp * 1e3:.1f} us, so even free kernels would give at most "
+                    f"{fp / floor:.1f}x")
+    return found
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from bench.common import Report, parse_args
+
+    args = parse_args(__doc__, argv, extra=[
+        ("--models", {"default": ",".join(MODELS), "help": "comma-separated subset"}),
+        ("--rounds", {"type": int, "default": 7}),
+        ("--runs", {"type": int, "default": 50})])
+    names, threads, rounds, runs = [m for m in args.models.split(",") if m], (1, 2), \
+        args.rounds, args.runs
     if args.tiny:
         names, threads, rounds, runs = ["cnn_8"], (1,), 2, 5
     warnings.simplefilter("ignore")
-    results = {"environment": environment(), "models": {}}
+    report = Report("int8_speed", args)
+    models = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            files, parity = build_artifacts(name, Path(tmp))
+            work = Path(tmp) / name
+            work.mkdir()
+            files, parity = build_artifacts(name, work)
             shape = MODELS[name][1]
-            results["models"][name] = {
+            files.update(floor_files(shape, work))
+            timed = {str(t): measure(files, shape, t, rounds, runs) for t in threads}
+            models[name] = {
                 "input_shape": [1, *shape], "parity_after": parity["after"],
                 "parity_before": parity["before"], "ops": op_counts(files),
-                "latency_ms": {t: measure(files, shape, t, rounds, runs) for t in threads}}
-    print(table(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = args.out.with_suffix(".tmp")
-        tmp_out.write_text(json.dumps(results, indent=1))
-        tmp_out.replace(args.out)
+                "latency_ms": {t: m["latency_ms"] for t, m in timed.items()},
+                "input_ms": timed[str(threads[0])]["input_ms"]}
+    report.doc["results"] = {"models": models}
+    report.add_table("int8 vs fp32 latency (ms, batch 1) and int8 speed-up, before / after "
+                     "edgekd's quantizer fixes",
+                     ["model", "runtime", "threads", "floor", "fp32", "int8 before", "x",
+                      "int8 after", "x"], speed_rows(models))
+    report.add_table("How much of each int8 graph is integer: int8 / float / layout ops / Q+DQ "
+                     "nodes, and LiteRT's XNNPACK partitions",
+                     ["model", "runtime", "before", "partitions", "after", "partitions"],
+                     ops_rows(models))
+    report.add_table("int8 (after) parity with the converted PyTorch model, random inputs",
+                     ["model", "runtime", "max diff (output steps)", "share within 1 step",
+                      "top-1 agreement"], parity_rows(models))
+    for text in notes(models):
+        report.note(text)
+    report.write()
+    return report.doc
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bench.common import RESULTS, pm, table
 
-ORDER = ("distill_quality", "kd_methods", "quantization", "speed", "gemm", "pipeline_cost", "peer")
+ORDER = ("distill_quality", "kd_methods", "quantization", "speed", "gemm", "pipeline_cost", "peer",
+         "int8_speed")
 TITLES = {
     "distill_quality": "1. Distillation quality",
     "kd_methods": "1b. Distillation methods (issue 6): logit, hint, attention, relational, "
@@ -21,6 +22,9 @@ TITLES = {
     "gemm": "4. Where the limit is: GEMM peak and achieved MAC rate",
     "pipeline_cost": "5. Pipeline cost",
     "peer": "6. A peer in the same run",
+    "int8_speed": "7. int8 vs fp32 on both runtimes, before and after edgekd's quantizer "
+                  "fixes (issue 5): the default student, mobilenet_v2, resnet18, "
+                  "mobilenet_v3_small, random weights",
 }
 
 HOW = """\

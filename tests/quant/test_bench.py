@@ -1,4 +1,4 @@
-"""bench/int8_speed.py --tiny runs end to end (no timing asserted)."""
+"""bench.int8_speed --tiny runs end to end (no timing asserted)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_int8_speed_tiny(tmp_path):
-    out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "int8_speed.py"), "--tiny",
-                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "bench.int8_speed", "--tiny", "--results",
+                           str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| cnn_8 | onnxruntime | 1 |" in proc.stdout
-    result = json.loads(out.read_text())["models"]["cnn_8"]
+    doc = json.loads((tmp_path / "int8_speed.json").read_text())
+    assert len(doc["tables"]) == 3 and doc["setting"] == "tiny"
+    result = doc["results"]["models"]["cnn_8"]
     assert result["ops"]["int8-after.tflite"]["ops_float"] == 0
     assert result["ops"]["int8-after.onnx"]["ops_int8"] >= 3
     for runtime in ("onnx", "tflite"):
         parity = result["parity_after"][runtime]
         assert parity["top1_agreement"] >= 0.99 and parity["max_diff_steps"] <= 1.0 + 1e-3
+        assert parity["within_one_step"] == 1.0
+    latency = result["latency_ms"]["1"]
+    assert set(latency) == {"fp32.onnx", "fp32.tflite", "int8-before.onnx", "int8-before.tflite",
+                            "int8-after.onnx", "int8-after.tflite", "floor.onnx", "floor.tflite"}
+    assert all(v > 0 for v in latency.values())
