@@ -154,6 +154,69 @@ def add_from_sub(model) -> int:
     return count
 
 
+def drop_rescales(model) -> int:
+    """DQ(q, s, z) -> Mul(DQ(constant k)) -> Q(s * k, z): the integers pass through unchanged,
+    so the consumers of the Q read q itself (their DQ already carries s * k); in place,
+    returns how many. edgekd's quantizer gives the `* 1/6` of hardswish / hardsigmoid
+    exactly these parameters (`edgekd.quant.quantizer._annotate_rescale`).
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    users: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def dequantized_constant(name: str):
+        dq = producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 \
+                or not all(i in init for i in dq.input):
+            return None
+        q, s, z = (init[i] for i in dq.input)
+        return (q.astype(np.float64) - z.astype(np.float64)) * s.astype(np.float64)
+
+    removed = []
+    for mul in model.graph.node:
+        if mul.op_type != "Mul" or len(users.get(mul.output[0], [])) != 1:
+            continue
+        q = users[mul.output[0]][0]
+        dq = producer.get(mul.input[0])
+        k = dequantized_constant(mul.input[1])
+        if (q.op_type != "QuantizeLinear" or dq is None or dq.op_type != "DequantizeLinear"
+                or k is None or k.size != 1 or len(q.input) < 3 or len(dq.input) < 3
+                or not all(i in init for i in (*q.input[1:], *dq.input[1:]))):
+            continue
+        s_in, z_in = init[dq.input[1]], init[dq.input[2]]
+        s_out, z_out = init[q.input[1]], init[q.input[2]]
+        if (s_in.size != 1 or z_in.dtype != z_out.dtype or int(z_in) != int(z_out)
+                or abs(float(s_in) * float(k.ravel()[0]) / float(s_out) - 1) > 1e-5):
+            continue
+        for node in users.get(q.output[0], []):
+            for i, name in enumerate(node.input):
+                if name == q.output[0]:
+                    node.input[i] = dq.input[0]
+        removed += [mul, q]
+    for node in removed:
+        model.graph.node.remove(node)
+    _drop_dead_nodes(model)
+    return len(removed) // 2
+
+
+def _drop_dead_nodes(model) -> None:
+    """Remove nodes none of whose outputs is used (repeatedly: a chain dies together)."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [n for n in model.graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for node in dead:
+            model.graph.node.remove(node)
+
+
 def optimize_qdq_onnx(src: str | Path, dst: str | Path | None = None) -> Path:
     """Rewrite a QDQ ONNX file (PT2E export) for onnxruntime's CPU kernels; in place unless
     `dst` is given. Outputs are unchanged bit for bit. Returns the written path."""
@@ -165,6 +228,7 @@ def optimize_qdq_onnx(src: str | Path, dst: str | Path | None = None) -> Path:
     activations_to_uint8(model)
     global_pool_from_reduce_mean(model)
     add_from_sub(model)
+    drop_rescales(model)
     _drop_unused_initializers(model)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".onnx.tmp")
     os.close(fd)

@@ -58,6 +58,9 @@ def _set(node, inputs: dict, output=None) -> None:
         input_qspec_map=inputs, output_qspec=output, _annotated=True)
 
 
+_RESCALE = "edgekd_rescale"  # node meta: this mul only rescales its input by a constant
+
+
 def _decompose_hard_activations(model: torch.fx.GraphModule) -> None:
     """hardsigmoid(x) -> hardtanh(x + 3, 0, 6) * (1/6) and hardswish(x) -> x * hardsigmoid(x),
     in place, so that every step is an int8 ADD(RELU6) / MUL both runtimes fuse.
@@ -76,13 +79,15 @@ def _decompose_hard_activations(model: torch.fx.GraphModule) -> None:
         with model.graph.inserting_before(node):
             shifted = model.graph.call_function(aten.add.Tensor, (x, 3.0))
             clamped = model.graph.call_function(aten.hardtanh.default, (shifted, 0.0, 6.0))
-            out = model.graph.call_function(aten.mul.Tensor, (clamped, 1.0 / 6.0))
-            new = [shifted, clamped, out]
+            sixth = model.graph.call_function(aten.mul.Tensor, (clamped, 1.0 / 6.0))
+            new = [shifted, clamped, sixth]
+            out = sixth
             if target.startswith("hardswish"):
-                out = model.graph.call_function(aten.mul.Tensor, (x, out))
+                out = model.graph.call_function(aten.mul.Tensor, (x, sixth))
                 new.append(out)
         for n in new:
             n.meta = {k: v for k, v in node.meta.items() if k != "quantization_annotation"}
+        sixth.meta[_RESCALE] = 1.0 / 6.0
         node.replace_all_uses_with(out)
         model.graph.erase_node(node)
     model.graph.lint()
@@ -191,6 +196,46 @@ def _annotate_op_clamp(model: torch.fx.GraphModule, config) -> None:
         _set(clamp, {}, config.output_activation)
 
 
+def _annotate_rescale(model: torch.fx.GraphModule, config) -> None:
+    """The `* 1/6` of a decomposed hard activation: its output is quantized on its input's
+    grid divided by 6 (same zero point), so the int8 values pass through unchanged.
+
+    Then the integer op is an identity: onnxruntime drops it (`edgekd.quant.onnx_qdq`), one
+    pass over the tensor less for each hardswish / hardsigmoid; LiteRT still runs it. During
+    QAT a derived output is not fake-quantized, which is exact here: the rescaled value lies
+    on the derived grid.
+    """
+    from torchao.quantization.pt2e.quantizer import (
+        DerivedQuantizationSpec,
+        SharedQuantizationSpec,
+    )
+
+    for node in model.graph.nodes:
+        factor = node.meta.get(_RESCALE)
+        source = node.args[0] if factor is not None else None
+        if source is None or _annotation(node) or not _annotation(source) \
+                or _annotation(source).output_qspec is None:
+            continue
+        output = DerivedQuantizationSpec(
+            derived_from=[source], derive_qparams_fn=_RescaledQParams(factor), dtype=torch.int8,
+            quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine)
+        inputs = {source: SharedQuantizationSpec(source)}
+        inputs.update({a: config.input_activation for a in node.args[1:]
+                       if isinstance(a, torch.fx.Node)})
+        _set(node, inputs, output)
+
+
+class _RescaledQParams:
+    """derive_qparams_fn: the source observer's scale times `factor`, its zero point."""
+
+    def __init__(self, factor: float):
+        self.factor = factor
+
+    def __call__(self, observers) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, zero_point = observers[0].calculate_qparams()
+        return scale * self.factor, zero_point
+
+
 def _fixed_01_spec():
     from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
 
@@ -240,6 +285,7 @@ def edge_quantizer(mode: Literal["qat", "ptq"] = "qat", fixes: bool = True):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             if fixes:
                 _annotate_op_clamp(model, config)
+                _annotate_rescale(model, config)
             model = super().annotate(model)
             if fixes:
                 _annotate_rest(model, config)

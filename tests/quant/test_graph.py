@@ -128,3 +128,42 @@ def test_tflite_counts_fp32(tmp_path):
     counts = graph.tflite_op_counts(path)
     assert counts["ops_int8"] == 0 and counts["ops_float"] >= 4
     assert counts["delegate_partitions"] == 1 and counts["ops_outside_delegate"] == 0
+
+
+@pytest.mark.slow
+def test_hard_activation_rescale_is_dropped_exactly(tmp_path):
+    """hardswish / hardsigmoid's `* 1/6` is quantized on its input's grid / 6, so the ONNX
+    rewrite can drop it: one QLinearMul less per hard activation, same outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgekd.export.writers import write_onnx
+    from edgekd.quant.onnx_qdq import activations_to_uint8
+    from edgekd.quant.ptq import pt2e_ptq
+    from edgekd.quant.qat import convert
+
+    from .models import HardSwishSE
+
+    torch.manual_seed(0)
+    x = calibration(16)
+    converted = convert(pt2e_ptq(HardSwishSE(), x), fold=True)
+    plain = write_onnx(converted, SHAPE, tmp_path / "plain.onnx", opset=18)
+    rewritten = optimize_qdq_onnx(plain, tmp_path / "rewritten.onnx")
+    # the reference: the same file with only the uint8 rewrite, which keeps every Mul
+    reference = onnx.load(str(plain))
+    activations_to_uint8(reference)
+    onnx.save(reference, str(tmp_path / "reference.onnx"))
+    # 2 hardswish + 1 hardsigmoid: 3 rescales dropped, leaving 2 hardswish x-muls + the gate
+    assert graph.onnx_op_classes(tmp_path / "reference.onnx")[("int8", "QLinearMul")] == 6
+    assert graph.onnx_op_classes(rewritten)[("int8", "QLinearMul")] == 3
+
+    outs = []
+    for path in (tmp_path / "reference.onnx", rewritten):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {"input": x})[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    with torch.no_grad():
+        torch_out = converted(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(outs[1], torch_out, atol=1e-6)
