@@ -32,6 +32,8 @@ MODELS = {  # name -> (builder, input shape)
     "mobilenet_v2": ("mobilenet_v2", (3, 96, 96)),
     "resnet18": ("resnet18", (3, 96, 96)),
     "mobilenet_v3_small": ("mobilenet_v3_small", (3, 96, 96)),
+    # The same network with ReLU for hardswish: what hardswish costs int8 on each runtime.
+    "mobilenet_v3_small_relu": ("mobilenet_v3_small_relu", (3, 96, 96)),
 }
 
 
@@ -40,7 +42,14 @@ def build(arch: str, shape: tuple[int, ...]) -> torch.nn.Module:
     from edgekd.models.builders import Classifier, cnn, torchvision_model
 
     torch.manual_seed(0)
-    net = cnn(10, 1, width=12, depth=2) if arch == "cnn" else torchvision_model(arch, 10, 3)
+    if arch == "cnn":
+        net = cnn(10, 1, width=12, depth=2)
+    else:
+        net = torchvision_model(arch.removesuffix("_relu"), 10, 3)
+        for module in net.modules() if arch.endswith("_relu") else ():
+            for child_name, child in module.named_children():
+                if isinstance(child, torch.nn.Hardswish):
+                    setattr(module, child_name, torch.nn.ReLU(inplace=True))
     return Classifier(net, [0.5] * shape[0], [0.25] * shape[0])
 
 
