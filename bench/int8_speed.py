@@ -17,6 +17,7 @@ counts (edgekd.quant.graph).
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 import time
 import warnings
@@ -197,6 +198,59 @@ def measure(files: dict[str, Path], shape, threads: int, rounds: int, runs: int)
             "input_ms": input_ms}
 
 
+def ort_profile(path: Path, runs: int) -> dict[str, float]:
+    """onnxruntime's own profile of one file at 1 thread: microseconds per run by kind of
+    op (convolutions split into dense and depthwise). The profiler adds a fixed cost per node,
+    so compare kinds across files, not the totals with the latencies."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        groups = {node.name: next((helper.get_attribute_value(a) for a in node.attribute
+                                   if a.name == "group"), 1)
+                  for node in onnx.load(options.optimized_model_filepath).graph.node}
+        x = {sess.get_inputs()[0].name: np.random.default_rng(0).random(
+            [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape],
+            dtype=np.float32)}
+        for _ in range(runs):
+            sess.run(None, x)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    kinds: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        op = event["args"]["op_name"]
+        if "Conv" in op:
+            node = event["name"].removesuffix("_kernel_time")
+            kind = "depthwise conv" if groups.get(node, 1) > 1 else "dense conv"
+        elif op in ("QuantizeLinear", "DequantizeLinear"):
+            kind = "quantize / dequantize"
+        elif op in ("Transpose", "Reshape", "ReorderInput", "ReorderOutput"):
+            kind = "layout"
+        else:
+            kind = "other"
+        kinds[kind] = kinds.get(kind, 0.0) + event["dur"] / runs
+    return kinds
+
+
+def profile_rows(models: dict) -> list[list]:
+    kinds = ("dense conv", "depthwise conv", "other", "quantize / dequantize", "layout")
+    rows = []
+    for name, r in models.items():
+        for variant in ("fp32", "int8-after"):
+            p = r["ort_profile_us"][variant]
+            rows.append([name, variant, *(p.get(k, 0.0) for k in kinds)])
+    return rows
+
+
 def op_counts(files: dict[str, Path]) -> dict:
     from edgekd.quant import graph
 
@@ -287,7 +341,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "input_shape": [1, *shape], "parity_after": parity["after"],
                 "parity_before": parity["before"], "ops": op_counts(files),
                 "latency_ms": {t: m["latency_ms"] for t, m in timed.items()},
-                "input_ms": timed[str(threads[0])]["input_ms"]}
+                "input_ms": timed[str(threads[0])]["input_ms"],
+                "ort_profile_us": {v: ort_profile(files[f"{v}.onnx"], runs * rounds)
+                                   for v in ("fp32", "int8-after")}}
     report.doc["results"] = {"models": models}
     report.add_table("int8 vs fp32 latency (ms, batch 1) and int8 speed-up, before / after "
                      "edgekd's quantizer fixes",
@@ -297,6 +353,10 @@ def main(argv: list[str] | None = None) -> dict:
                      "nodes, and LiteRT's XNNPACK partitions",
                      ["model", "runtime", "before", "partitions", "after", "partitions"],
                      ops_rows(models))
+    report.add_table("onnxruntime's profiler, 1 thread: us per run by kind of op (the profiler "
+                     "adds a fixed cost per node; compare rows, not with the latencies)",
+                     ["model", "file", "dense conv", "depthwise conv", "other",
+                      "quantize / dequantize", "layout"], profile_rows(models))
     report.add_table("int8 (after) parity with the converted PyTorch model, random inputs",
                      ["model", "runtime", "max diff (output steps)", "share within 1 step",
                       "top-1 agreement"], parity_rows(models))

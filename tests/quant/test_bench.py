@@ -19,7 +19,7 @@ def test_int8_speed_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| cnn_8 | onnxruntime | 1 |" in proc.stdout
     doc = json.loads((tmp_path / "int8_speed.json").read_text())
-    assert len(doc["tables"]) == 3 and doc["setting"] == "tiny"
+    assert len(doc["tables"]) == 4 and doc["setting"] == "tiny"
     result = doc["results"]["models"]["cnn_8"]
     assert result["ops"]["int8-after.tflite"]["ops_float"] == 0
     assert result["ops"]["int8-after.onnx"]["ops_int8"] >= 3
@@ -31,3 +31,4 @@ def test_int8_speed_tiny(tmp_path):
     assert set(latency) == {"fp32.onnx", "fp32.tflite", "int8-before.onnx", "int8-before.tflite",
                             "int8-after.onnx", "int8-after.tflite", "floor.onnx", "floor.tflite"}
     assert all(v > 0 for v in latency.values())
+    assert result["ort_profile_us"]["int8-after"]["dense conv"] > 0
