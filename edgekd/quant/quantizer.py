@@ -10,9 +10,16 @@ float op costs a dequantize / quantize pair and (LiteRT) a split of the XNNPACK 
   clamp runs in float behind it. Observing after the clamp instead lets onnxruntime drop the
   Clip as made redundant by the Q, and the TFLite converter fuse it into the conv.
 - hardswish, hardsigmoid and sigmoid are not annotated at all (mobilenet_v3's activations and
-  squeeze-excite gate); hardsigmoid / sigmoid get the fixed output parameters TFLite needs for
-  a [0, 1] output (scale 1/256, zero point -128).
+  squeeze-excite gate); hardswish / hardsigmoid are decomposed into int8 add-clamp / mul, and
+  sigmoid gets the fixed output parameters TFLite needs for a [0, 1] output (scale 1/256,
+  zero point -128).
 - standalone hardtanh / relu, mean and sub are not annotated either.
+
+And it shapes what litert-torch and onnxruntime then make of the graph: scalar constants
+become [1, 1, 1, 1] tensors and the input normalisation's constants [C, 1, 1], so the
+converter puts those ops where XNNPACK runs them fast (`_constants_at_rank`,
+`_input_constants_nchw`), and hardsigmoid's `* 1/6` is quantized so that its integers pass
+through unchanged, which the ONNX rewrite drops (`_annotate_rescale`).
 
 `edge_quantizer()` adds those annotations around XNNPACKQuantizer's own; `qat_quantizer()`
 is what QAT trains with. Activations are signed int8 as LiteRT wants them; the ONNX export
