@@ -194,8 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "candidate threshold (the full range), and quantize_static passes no "
                         "option to change the bin counts (onnxruntime 1.32 calibrate.py)"
                         if direct else ""))
+        parity = qat_parity(built.metrics("export"))
         results[dataset] = {"reference": ref, "calibration_samples": len(calib), "rows": rows,
-                            "identical_to_minmax": same}
+                            "identical_to_minmax": same, "qat_parity": parity}
         report.add_table(
             f"int8 accuracy, {dataset} ({ref['test_samples']} test samples; fp32 student "
             f"{ref['fp32_torch_accuracy'] * 100:.2f} %, teacher "
@@ -206,9 +207,29 @@ def main(argv: list[str] | None = None) -> dict:
             [[r["variant"], r["method"], r["runtime"], r["accuracy"] * 100, r["drop_pt"],
               r["top1_agreement_fp32"] * 100, r["teacher_retention"] * 100, r["bytes"] / 1024]
              for r in rows])
+        report.add_table(
+            f"int8 QAT files vs the converted QAT PyTorch model, {dataset} test split",
+            ["file", "max diff (output steps)", "outputs within 1 step %", "top-1 agreement %",
+             "max diff vs the other int8 runtime (steps)"],
+            [[name, p["max_diff_steps"], p["within_one_step"] * 100, p["top1_agreement"] * 100,
+              p.get("vs_onnx_steps")] for name, p in parity.items()])
     report.doc["results"] = results
     report.write()
     return report.doc
+
+
+def qat_parity(export: dict) -> dict[str, dict]:
+    """The export stage's parity figures for the int8 QAT files (against the QAT model)."""
+    parity = {}
+    for name in ("student_int8_onnx", "student_int8_tflite"):
+        if f"{name}.max_abs_diff_steps" in export:
+            parity[name] = {"max_diff_steps": export[f"{name}.max_abs_diff_steps"],
+                            "within_one_step": export[f"{name}.within_one_step"],
+                            "top1_agreement": export[f"{name}.top1_agreement"]}
+    if "student_int8_tflite" in parity:
+        parity["student_int8_tflite"]["vs_onnx_steps"] = export.get(
+            "student_int8_tflite.max_diff_steps_vs_onnx")
+    return parity
 
 
 if __name__ == "__main__":

@@ -155,12 +155,14 @@ def _parity_goal(quant: dict) -> list[list]:
     worst = max(parity, key=lambda item: item[1]["max_diff_steps"])
     within = min(p["within_one_step"] for _, p in parity)
     top1 = min(p["top1_agreement"] for _, p in parity)
+    apart = [p["vs_onnx_steps"] for _, p in parity if p.get("vs_onnx_steps") is not None]
     ok = worst[1]["max_diff_steps"] <= 1.001 and top1 >= 0.99
     return [["int8 files within one output step of the QAT model, top-1 agreement >= 0.99 "
              "(issue 5)", f"worst {worst[1]['max_diff_steps']:.1f} steps ({worst[0]}); "
              f"{within * 100:.2f} % of outputs within one step; top-1 {top1:.4f}",
              "met" if ok else "MISSED",
-             "top-1 met; steps: see section 2" if top1 >= 0.99 and not ok else "-"]]
+             f"{(1 - within) * 100:.2f} % of outputs beyond one step; the two int8 runtimes "
+             f"at most {max(apart):.0f} steps apart (section 2)" if apart else "-"]]
 
 
 def _why_int8(models: dict) -> list[str]:
@@ -184,19 +186,24 @@ def _why_int8(models: dict) -> list[str]:
     prof = models.get("mobilenet_v3_small_relu", {}).get("ort_profile_us", {})
     if v3 and relu and prof:
         fp, q = prof["fp32"], prof["int8-after"]
+        ratio = {k: fp.get(k, 0) / q[k] for k in ("dense conv", "depthwise conv") if q.get(k)}
+        resnet = models.get("resnet18", {}).get("ort_profile_us", {})
+        resnet_dense = (resnet["fp32"]["dense conv"] / resnet["int8-after"]["dense conv"]
+                        if resnet else None)
         lines.append(
             "- **mobilenet_v3_small on onnxruntime.** Even with ReLU for hardswish int8 is "
             f"{relu['fp32.onnx'] / relu['int8-after.onnx']:.2f}x fp32 (with hardswish "
-            f"{v3['fp32.onnx'] / v3['int8-after.onnx']:.2f}x): onnxruntime's profiler puts its "
-            f"dense convolutions at {fp.get('dense conv', 0):.0f} us fp32 vs "
-            f"{q.get('dense conv', 0):.0f} us int8 and the depthwise ones at "
-            f"{fp.get('depthwise conv', 0):.0f} vs {q.get('depthwise conv', 0):.0f} us: at 96x96 "
-            "most layers are 1x1 convs on few channels or squeeze-excite convs on a 1x1 map, "
-            "where MLAS's int8 kernels win little and its int8 depthwise kernel loses to the "
-            "fp32 NCHWc one. hardswish adds two integer passes each (onnxruntime fuses it "
-            "into the fp32 conv, and has lookup-table int8 kernels only for Sigmoid, "
-            "LeakyRelu and Softmax; a Gather lookup table measured 5x slower than the two "
-            "passes).")
+            f"{v3['fp32.onnx'] / v3['int8-after.onnx']:.2f}x). onnxruntime's profiler (it adds "
+            "a fixed cost per node, so read its ratios, not its totals) gives int8 "
+            f"{ratio.get('dense conv', 0):.1f}x on the dense convolutions and "
+            f"{ratio.get('depthwise conv', 0):.1f}x on the depthwise ones"
+            + (f", against {resnet_dense:.1f}x on resnet18's 3x3 convolutions" if resnet_dense
+               else "")
+            + ": at 96x96 this network is depthwise convs, 1x1 convs on few channels and "
+            "squeeze-excite convs on 1x1 maps, where MLAS's int8 kernels gain little. "
+            "hardswish then adds two integer passes each: onnxruntime fuses it into the fp32 "
+            "conv, and has lookup-table int8 kernels only for Sigmoid, LeakyRelu and Softmax "
+            "(a Gather lookup table measured 5x slower than the two passes).")
     if v3:
         lines.append(
             "- **mobilenet_v3_small on LiteRT.** int8 is "
@@ -207,6 +214,26 @@ def _why_int8(models: dict) -> list[str]:
             + (f"; with ReLU the same network gets "
                f"{relu['fp32.tflite'] / relu['int8-after.tflite']:.2f}x." if relu else "."))
     return lines
+
+
+def _why_parity(quant: dict) -> list[str]:
+    beyond = {d: r["qat_parity"] for d, r in quant.items()
+              if any(p["max_diff_steps"] > 1.001 for p in r.get("qat_parity", {}).values())}
+    if not beyond:
+        return []
+    text = "; ".join(
+        f"{d}: {(1 - max(p['within_one_step'] for p in par.values())) * 100:.2f} % of outputs "
+        f"at {max(p['max_diff_steps'] for p in par.values()):.0f} steps, the int8 ONNX and "
+        f"TFLite files {par.get('student_int8_tflite', {}).get('vs_onnx_steps') or 0:.0f} steps "
+        "apart" for d, par in beyond.items())
+    return [
+        "- **int8 within one output step.** " + text + ". The two integer engines agree with "
+        "each other; what they differ from is PyTorch's float emulation of the same quantized "
+        "model (each layer computed in float32, then rounded), which lands on the other side "
+        "of a rounding boundary now and then; a one-step difference inside the network "
+        "(each quantized tensor of the mobile student was within one step of it, checked "
+        "tensor by tensor with onnxruntime) can reach two steps at the output after the last "
+        "layer's weights."]
 
 
 def why(docs: dict) -> str:
@@ -244,6 +271,7 @@ def why(docs: dict) -> str:
         "(XNNPACK) gains less than 2x on these files (section 3). Reaching 3x needs models "
         "where MACs dominate (section 7: resnet18) or batching.")
     lines += _why_int8(docs.get("int8_speed", {}).get("results", {}).get("models", {}))
+    lines += _why_parity(docs.get("quantization", {}).get("results", {}))
     first = next(iter(quality.get("mnist", {}).get("students", {}).values()), None)
     if first:
         s = first["summary"]
@@ -327,7 +355,7 @@ def why(docs: dict) -> str:
 
 def render(results: Path = RESULTS) -> str:
     docs = load(results)
-    parts = ["# edgekd benchmarks (issue 4)\n",
+    parts = ["# edgekd benchmarks (issues 4 and 5)\n",
              "Distillation quality, int8 accuracy, runtime speed, the CPU's limit and the "
              "pipeline's own cost, measured side by side in one run; written by "
              "`python -m bench.run_all` from `bench/results/*.json`.\n"]
