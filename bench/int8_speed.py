@@ -98,6 +98,7 @@ def build_artifacts(name: str, work: Path) -> tuple[dict[str, Path], dict]:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from edgekd.quant.onnx_qdq import optimize_qdq_onnx
+    from edgekd.quant.qat import biases_on_int32_grid
 
     arch, shape = MODELS[name]
     model = build(arch, shape).eval()
@@ -113,6 +114,7 @@ def build_artifacts(name: str, work: Path) -> tuple[dict[str, Path], dict]:
         onnx_path = work / f"{name}.int8-{variant}.onnx"
         tflite_path = work / f"{name}.int8-{variant}.tflite"
         folded = convert_pt2e(copy.deepcopy(prepared), fold_quantize=True)
+        biases_on_int32_grid(folded)  # the reference edgekd's export compares with
         export_onnx(folded, x, onnx_path)
         if fixes:
             optimize_qdq_onnx(onnx_path)
