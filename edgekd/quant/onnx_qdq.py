@@ -219,7 +219,9 @@ def _drop_dead_nodes(model) -> None:
 
 def optimize_qdq_onnx(src: str | Path, dst: str | Path | None = None) -> Path:
     """Rewrite a QDQ ONNX file (PT2E export) for onnxruntime's CPU kernels; in place unless
-    `dst` is given. Outputs are unchanged bit for bit. Returns the written path."""
+    `dst` is given. Returns the written path. The values are unchanged bit for bit under ONNX
+    semantics (onnxruntime with graph optimisations off); fused, the new QLinearAdd rounds its
+    own way, within one step."""
     import onnx
 
     src = Path(src)

@@ -46,10 +46,10 @@ def run(cfg: ExportStage, ctx: Context) -> StageResult:
                                            splits))
             result.metrics.update({f"{name}.{k}": float(v) for k, v in op_counts(path).items()})
             bar.update(1)
-    if not sources.ptq and {"onnx_int8", "tflite_int8"} <= logits.keys():
+    step = result.metrics.get("student_int8_tflite.output_step")
+    if not sources.ptq and step and {"onnx_int8", "tflite_int8"} <= logits.keys():
         # Two independent integer engines, one quantized model: they should agree exactly;
         # where both differ from PyTorch alike, the difference is PyTorch's float emulation.
-        step = result.metrics["student_int8_tflite.output_step"]
         result.metrics["student_int8_tflite.max_diff_steps_vs_onnx"] = max_abs_diff(
             logits["onnx_int8"], logits["tflite_int8"]) / step
     if cfg.validate_arch:
