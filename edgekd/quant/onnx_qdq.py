@@ -35,6 +35,20 @@ def _weight_dqs(model) -> set[str]:
             and all(op in _WEIGHT_OPS and k >= 1 for op, k in users.get(node.output[0], []))}
 
 
+def _producers(model) -> dict:
+    """Tensor name -> the node that outputs it."""
+    return {out: node for node in model.graph.node for out in node.output}
+
+
+def _users(model) -> dict[str, list]:
+    """Tensor name -> the nodes that read it."""
+    users: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    return users
+
+
 def _drop_unused_initializers(model) -> None:
     used = {name for node in model.graph.node for name in node.input}
     for init in [i for i in model.graph.initializer if i.name not in used]:
@@ -130,17 +144,13 @@ def add_from_sub(model) -> int:
     from onnx import numpy_helper
 
     init = {i.name: i for i in model.graph.initializer}
-    producer = {out: node for node in model.graph.node for out in node.output}
-    users: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    producer, users = _producers(model), _users(model)
     count = 0
     for node in model.graph.node:
         dq = producer.get(node.input[1]) if node.op_type == "Sub" else None
         if (dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3
                 or dq.input[0] not in init or dq.input[2] not in init
-                or users[dq.output[0]] != 1):
+                or len(users[dq.output[0]]) != 1):
             continue
         for k in (0, 2):  # the constant and its zero point, complemented as new initializers
             name = f"{dq.input[k]}__negated"
@@ -164,11 +174,7 @@ def drop_rescales(model) -> int:
     from onnx import numpy_helper
 
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    producer = {out: node for node in model.graph.node for out in node.output}
-    users: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    producer, users = _producers(model), _users(model)
 
     def dequantized_constant(name: str):
         dq = producer.get(name)

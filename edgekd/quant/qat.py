@@ -76,7 +76,7 @@ def biases_on_int32_grid(model: torch.fx.GraphModule) -> int:
                 and getattr(w, "target", None) in weight_dq and not isinstance(x.args[1],
                                                                                torch.fx.Node)):
             continue
-        values = _attribute(model, bias.target)
+        values = _constant(model, bias)
         step = float(x.args[1]) * _constant(model, w.args[1]).to(torch.float64)
         with torch.no_grad():
             values.copy_((torch.round(values.to(torch.float64) / step) * step).to(values.dtype))
@@ -84,12 +84,8 @@ def biases_on_int32_grid(model: torch.fx.GraphModule) -> int:
     return count
 
 
-def _attribute(model: torch.nn.Module, target: str) -> torch.Tensor:
-    owner, _, name = target.rpartition(".")
-    return getattr(model.get_submodule(owner) if owner else model, name)
-
-
 def _constant(model: torch.nn.Module, arg) -> torch.Tensor:
-    if isinstance(arg, torch.fx.Node):
-        return _attribute(model, arg.target)
-    return torch.tensor(float(arg))
+    from edgekd.quant.quantizer import attribute
+
+    return attribute(model, arg.target) if isinstance(arg, torch.fx.Node) \
+        else torch.tensor(float(arg))

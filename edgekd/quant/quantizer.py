@@ -149,12 +149,16 @@ def _input_constants_nchw(model: torch.fx.GraphModule) -> None:
     model.recompile()
 
 
+def attribute(model: torch.nn.Module, target: str):
+    """The attribute a get_attr node's dotted `target` names (`net.0.0.weight_bias`)."""
+    owner, _, name = target.rpartition(".")
+    return getattr(model.get_submodule(owner) if owner else model, name)
+
+
 def _constant(model: torch.fx.GraphModule, arg) -> torch.Tensor | None:
     if not (isinstance(arg, torch.fx.Node) and arg.op == "get_attr"):
         return None
-    value = model
-    for part in arg.target.split("."):
-        value = getattr(value, part, None)
+    value = attribute(model, arg.target)
     return value if isinstance(value, torch.Tensor) else None
 
 

@@ -7,11 +7,6 @@ import pytest
 import torch
 
 
-def attribute(model: torch.nn.Module, target: str) -> torch.Tensor:
-    owner, _, name = target.rpartition(".")
-    return getattr(model.get_submodule(owner) if owner else model, name)
-
-
 @pytest.mark.slow
 def test_converted_biases_sit_on_the_int32_grid_the_runtimes_use(tmp_path):
     """Each conv / linear bias is a whole number of (input scale x weight scale) steps, so
@@ -21,6 +16,7 @@ def test_converted_biases_sit_on_the_int32_grid_the_runtimes_use(tmp_path):
     from edgekd.export.writers import write_onnx
     from edgekd.models.builders import Classifier, cnn
     from edgekd.quant import qat
+    from edgekd.quant.quantizer import attribute
 
     torch.manual_seed(0)
     prepared = qat.prepare(Classifier(cnn(10, 1, width=8, depth=2), [0.5], [0.25]), (1, 8, 8))
