@@ -125,11 +125,11 @@ def maker(splits):
 
 def train_teacher(make, splits, cfg: ModelConfig, setting: Setting, seed: int, work: Path):
     from edgekd.kd.methods import hard_labels
-    from edgekd.kd.train import Schedule, fit
+    from edgekd.kd.train import Hyperparameters, fit
 
     model = make(cfg, seed)
     fit(model, hard_labels, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-        Schedule(setting.teacher_epochs, setting.teacher_lr, setting.batch_size, 5e-4), seed,
+        Hyperparameters(setting.teacher_epochs, setting.teacher_lr, setting.batch_size, 5e-4), seed,
         work / f"teacher-{cfg.width}-{cfg.depth}.ckpt", "teacher")
     return model.eval()
 
@@ -138,14 +138,14 @@ def run_method(name: str, fields: dict | None, make, splits, teachers: list, set
                seed: int, work: Path) -> dict:
     """Train the student with one method; its test figures and wall time."""
     from edgekd.kd.methods import Teacher, hard_labels, train_students
-    from edgekd.kd.train import Schedule, fit, predict
+    from edgekd.kd.train import Hyperparameters, fit, predict
 
     work.mkdir(parents=True)
     start = time.perf_counter()
     if fields is None:
         student = make(STUDENT, seed)
         fit(student, hard_labels, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-            Schedule(setting.epochs, setting.lr, setting.batch_size, 5e-4), seed,
+            Hyperparameters(setting.epochs, setting.lr, setting.batch_size, 5e-4), seed,
             work / "baseline.ckpt", "baseline")
     else:
         fields = dict(fields)

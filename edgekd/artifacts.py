@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgekd import __version__
-
-DEPLOYABLE = ("onnx", "tflite")
-"""Formats that run on a device; per-artifact budgets and profiling apply to these."""
+from edgekd.files import sha256_file
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file a stage produced."""
+    """A file a stage produced. `format` is an export-format name (edgekd.export.formats:
+    onnx_int8, tflite_fp32, ...) for deployable files, else what the file holds (torch,
+    int8-graph, json)."""
 
     name: str
     path: Path
@@ -31,9 +30,16 @@ class Artifact:
     def as_dict(self) -> dict:
         return {**asdict(self), "path": str(self.path)}
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> Artifact:
+        return cls(**{**raw, "path": Path(raw["path"])})
+
     @property
     def deployable(self) -> bool:
-        return self.format in DEPLOYABLE
+        """Runs on a device: a format of the export-format table marked deployable."""
+        from edgekd.export.formats import FORMATS
+
+        return self.format in FORMATS and FORMATS[self.format].deployable
 
     def intact(self) -> bool:
         return self.path.is_file() and self.path.stat().st_size == self.bytes \
@@ -42,36 +48,41 @@ class Artifact:
 
 @dataclass
 class StageResult:
-    """What a stage hands to the next ones and to the report."""
+    """What a stage hands to the stages that need it, to the gate and to the report."""
 
-    artifacts: dict[str, Artifact]
-    metrics: dict[str, float]
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Stage-wide metrics by plain name (accuracy), per-artifact ones as `<artifact>.<name>`."""
+    evaluated: list[str] = field(default_factory=list)
+    """Artifacts whose per-artifact metrics this stage reports: per-artifact budgets apply to
+    these (export: the files it wrote; profile: the files it measured)."""
+    measured_on: str = "host"
+    """Where the metrics were taken: "host" or the device profile's name."""
+    estimated: bool = False
+    """True when any metric is an estimate (device unreachable, on_unreachable: estimate)."""
+    warnings: list[str] = field(default_factory=list)
+    """Things a person should see (e.g. int8 slower than fp32, a suspect measurement)."""
+    summary: dict[str, float] = field(default_factory=dict)
+    """The few figures a person reads after a run, by label (the CLI prints them)."""
     history: dict[str, list[dict]] = field(default_factory=dict)
     """Training curves by model name (per-epoch dicts)."""
-    notes: list[str] = field(default_factory=list)
-    """Warnings a person should see (e.g. int8 slower than fp32)."""
     info: dict = field(default_factory=dict)
-    """Non-numeric facts (device, runtime, conditions)."""
+    """Descriptive facts for the report (methods, runtimes, measuring conditions); nothing
+    reads them to decide anything."""
+    compute_s: float | None = None
+    """Seconds the stage took when it last ran (not when it was reused from the cache)."""
 
     def as_dict(self) -> dict:
-        return {"artifacts": {k: a.as_dict() for k, a in self.artifacts.items()},
-                "metrics": self.metrics, "history": self.history, "notes": self.notes,
-                "info": self.info}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["artifacts"] = {k: a.as_dict() for k, a in self.artifacts.items()}
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict) -> StageResult:
-        artifacts = {k: Artifact(**{**a, "path": Path(a["path"])})
-                     for k, a in raw["artifacts"].items()}
-        return cls(artifacts, raw["metrics"], raw.get("history", {}), raw.get("notes", []),
-                   raw.get("info", {}))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        known = {f.name for f in fields(cls)}
+        result = cls(**{k: v for k, v in raw.items() if k in known})
+        result.artifacts = {k: Artifact.from_dict(a) for k, a in raw["artifacts"].items()}
+        return result
 
 
 def cache_key(kind: str, config: dict, inputs: list[str]) -> str:
@@ -79,11 +90,3 @@ def cache_key(kind: str, config: dict, inputs: list[str]) -> str:
     config = {k: v for k, v in config.items() if k != "budget"}
     blob = json.dumps([kind, config, inputs, __version__], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def write_json(path: Path, doc: dict) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)

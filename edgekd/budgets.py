@@ -1,17 +1,22 @@
-"""Budgets: human units ("1 GB", "100 ms") and the pure gate check.
+"""Budgets: one type per stage (each accepts only the limits that stage can check), human
+units ("1 GB", "100 ms") and the pure gate check.
 
 `check()` turns a stage's metrics and its budget into a list of `Check`s; it does no I/O, so a
-gate can be re-evaluated from a report alone.
+gate can be re-evaluated from a report alone. A limit written on a stage that cannot check it
+(`max_latency_ms` on distill) is a config error naming the stages that can.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar, Literal
 
-if TYPE_CHECKING:
-    from edgekd.config import Budget
+from pydantic import Field, field_validator
+
+from edgekd.schema import Strict
+
+Percentile = Literal["mean", "p50", "p90", "p99"]
 
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
@@ -48,6 +53,104 @@ def parse_duration_ms(value: str | int | float) -> float:
     if unit not in _TIME_UNITS:
         raise ValueError(f"unknown time unit {unit!r} in {value!r} (use us, ms, s)")
     return number * _TIME_UNITS[unit]
+
+
+class _Budget(Strict):
+    """Limits a stage must meet; a failed one stops the run (exit 3) unless --no-gate."""
+
+    stage: ClassVar[str]
+    per_artifact: ClassVar[bool] = False
+    """True: accuracy and the other limits apply to each artifact the stage evaluated."""
+
+    @classmethod
+    def misplaced_keys(cls) -> dict[str, str]:
+        """Limits other stages check, each with where it belongs (for the error line)."""
+        owners: dict[str, list[str]] = {}
+        for other in BUDGETS.values():
+            for name in other.model_fields:
+                if name not in cls.model_fields:
+                    owners.setdefault(name, []).append(other.stage)
+        return {name: f"a {cls.stage} budget cannot check {name}; it belongs in the budget "
+                      f"of a {' or '.join(stages)} stage" for name, stages in owners.items()}
+
+
+class DistillBudget(_Budget):
+    """Limits on the distilled fp32 student (measured with PyTorch on the host)."""
+
+    stage: ClassVar[str] = "distill"
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    """Student test accuracy."""
+    min_teacher_retention: float | None = Field(None, ge=0)
+    """Student accuracy / teacher accuracy, e.g. 0.97."""
+
+
+class QuantizeBudget(_Budget):
+    """Limits on the int8 model (the converted PyTorch model, on the host)."""
+
+    stage: ClassVar[str] = "quantize"
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    """Accuracy lost against the fp32 student (fp32 - int8)."""
+
+
+class _PerArtifact(_Budget):
+    per_artifact: ClassVar[bool] = True
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    """Test accuracy of each artifact, by its own runtime."""
+    artifacts: list[str] | None = None
+    """Artifacts the limits apply to; default all of the stage's deployable artifacts. Each
+    name must be one the export stage writes (checked when the pipeline loads)."""
+
+    @field_validator("max_size", "max_peak_memory", check_fields=False)
+    @classmethod
+    def _size(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+
+class ExportBudget(_PerArtifact):
+    """Limits on each exported file, checked on the host by its own runtime."""
+
+    stage: ClassVar[str] = "export"
+    max_size: str | int | None = None
+    """File size of each artifact, e.g. "2 MB"."""
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    """Share of test samples where the file and its PyTorch source agree on the top class
+    (also gates the emulated arm64 run when `validate_arch` is set)."""
+
+
+class ProfileBudget(_PerArtifact):
+    """Limits on each artifact measured (or estimated) on the target device."""
+
+    stage: ClassVar[str] = "profile"
+    max_latency_ms: float | str | dict[Percentile, float | str] | None = None
+    """A number or "100 ms" limits p90; a map limits each percentile named."""
+    max_peak_memory: str | int | None = None
+    """Peak resident memory of the inference process, e.g. "1 GB"."""
+    min_int8_speedup: float | None = Field(None, gt=0)
+    """fp32 latency / int8 latency on the same runtime (p50), for each int8 artifact."""
+
+    @field_validator("max_latency_ms")
+    @classmethod
+    def _latency(cls, value: Any) -> Any:
+        for item in (value.values() if isinstance(value, dict) else [value]):
+            if item is not None:
+                parse_duration_ms(item)
+        return value
+
+    def latency_limits(self) -> dict[str, float] | None:
+        """The latency limit per percentile, in ms."""
+        if self.max_latency_ms is None:
+            return None
+        if isinstance(self.max_latency_ms, dict):
+            return {k: parse_duration_ms(v) for k, v in self.max_latency_ms.items()}
+        return {"p90": parse_duration_ms(self.max_latency_ms)}
+
+
+BUDGETS: dict[str, type[_Budget]] = {
+    b.stage: b for b in (DistillBudget, QuantizeBudget, ExportBudget, ProfileBudget)}
+Budget = DistillBudget | QuantizeBudget | ExportBudget | ProfileBudget
 
 
 @dataclass(frozen=True)
@@ -90,56 +193,49 @@ def check(budget: Budget | None, metrics: dict[str, float], artifacts: list[str]
     """
     if budget is None:
         return []
+    if not budget.per_artifact:
+        plain = [("max_accuracy_drop", "accuracy_drop", False),
+                 ("min_teacher_retention", "teacher_retention", True),
+                 ("min_accuracy", "accuracy", True)]
+        return [_compare(field, metrics.get(metric), getattr(budget, field), at_least,
+                         measured_on, False)
+                for field, metric, at_least in plain if getattr(budget, field, None) is not None]
     out: list[Check] = []
-    plain = [
-        ("max_accuracy_drop", "accuracy_drop", False),
-        ("min_teacher_retention", "teacher_retention", True),
-    ]
-    for field, metric, at_least in plain:
-        limit = getattr(budget, field)
-        if limit is not None:
-            out.append(_compare(field, metrics.get(metric), limit, at_least, measured_on, False))
-    # min_accuracy gates the stage's own accuracy where it has one (distill, quantize), else the
-    # accuracy of each artifact (export, profile).
-    per_artifact_accuracy = "accuracy" not in metrics and bool(artifacts)
-    if budget.min_accuracy is not None and not per_artifact_accuracy:
-        out.append(_compare("min_accuracy", metrics.get("accuracy"), budget.min_accuracy, True,
-                            measured_on, False))
-    chosen = [a for a in artifacts if budget.artifacts is None or a in budget.artifacts]
-    for name in chosen:
-        out.extend(_artifact_checks(budget, name, metrics, measured_on, estimated,
-                                    per_artifact_accuracy))
+    for name in [a for a in artifacts if budget.artifacts is None or a in budget.artifacts]:
+        out.extend(_artifact_checks(budget, name, metrics, measured_on, estimated))
     return out
 
 
 def _artifact_checks(budget: Budget, name: str, metrics: dict[str, float], where: str,
-                     estimated: bool, with_accuracy: bool) -> list[Check]:
+                     estimated: bool) -> list[Check]:
     def get(metric: str) -> float | None:
         return metrics.get(f"{name}.{metric}")
 
+    limit = lambda field: getattr(budget, field, None)  # noqa: E731  (fields vary by stage)
     out: list[Check] = []
-    if budget.max_size is not None:
+    if limit("max_size") is not None:
         out.append(_compare(f"{name}.max_size", get("bytes"), parse_size(budget.max_size),
                             False, where, False))
-    if budget.min_top1_agreement is not None:
+    if limit("min_top1_agreement") is not None:
         out.append(_compare(f"{name}.min_top1_agreement", get("top1_agreement"),
                             budget.min_top1_agreement, True, where, False))
     for arch in ("arm64",):
-        if budget.min_top1_agreement is not None and get(f"{arch}_top1_agreement") is not None:
+        if limit("min_top1_agreement") is not None and get(f"{arch}_top1_agreement") is not None:
             out.append(_compare(f"{name}.min_{arch}_top1_agreement",
                                 get(f"{arch}_top1_agreement"), budget.min_top1_agreement, True,
                                 f"{arch} (emulated)", False))
-    if budget.min_accuracy is not None and with_accuracy:
+    if budget.min_accuracy is not None:
         out.append(_compare(f"{name}.min_accuracy", get("accuracy"), budget.min_accuracy,
                             True, where, estimated))
-    for percentile, limit in (budget.latency_limits() or {}).items():
+    latency = budget.latency_limits() if isinstance(budget, ProfileBudget) else None
+    for percentile, ms in (latency or {}).items():
         out.append(_compare(f"{name}.max_latency_ms_{percentile}",
-                            get(f"latency_ms_{percentile}"), limit, False, where, estimated))
-    if budget.max_peak_memory is not None:
+                            get(f"latency_ms_{percentile}"), ms, False, where, estimated))
+    if limit("max_peak_memory") is not None:
         limit_mb = parse_size(budget.max_peak_memory) / 2**20
         out.append(_compare(f"{name}.max_peak_memory_mb", get("peak_memory_mb"), limit_mb,
                             False, where, estimated))
-    if budget.min_int8_speedup is not None and "int8" in name:
+    if limit("min_int8_speedup") is not None and "int8" in name:
         out.append(_compare(f"{name}.min_int8_speedup", get("int8_speedup"),
                             budget.min_int8_speedup, True, where, estimated))
     return out

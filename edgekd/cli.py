@@ -1,7 +1,5 @@
 """The `edgekd` command. Imports nothing heavy at import time: `edgekd --help` and
-`edgekd validate` never load torch.
-
-Exit codes: 0 pass, 1 internal error, 2 usage or config error, 3 a budget gate failed.
+`edgekd validate` never load torch. Exit codes: edgekd.exits.
 """
 
 from __future__ import annotations
@@ -12,16 +10,15 @@ from pathlib import Path
 
 import click
 
-from edgekd import __version__
-from edgekd.config import STAGE_KINDS, ConfigError
-
-EXIT_INTERNAL, EXIT_USAGE, EXIT_GATE = 1, 2, 3
+from edgekd import __version__, exits
+from edgekd.schema import ConfigError
+from edgekd.stages import STAGES
 
 
 def _fail_config(exc: ConfigError) -> None:
     for line in exc.lines:
         click.echo(line, err=True)
-    sys.exit(EXIT_USAGE)
+    sys.exit(exits.USAGE)
 
 
 @click.group()
@@ -34,7 +31,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory [runs/<name>].")
-@click.option("--force", type=click.Choice(("teacher",) + STAGE_KINDS),
+@click.option("--force", type=click.Choice(tuple(STAGES)),
               help="Rerun this stage and every later one, ignoring the cache.")
 @click.option("--no-gate", is_flag=True,
               help="Record failed budgets and go on (exit 3 at the end).")
@@ -43,16 +40,32 @@ def cli() -> None:
 def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
         nproc: int | None) -> None:
     """Run a pipeline: teacher, distill, quantize, export, profile, with budgets."""
-    from edgekd.kd import distributed
+    from edgekd import parallel
 
-    if nproc and nproc > 1 and not distributed.launched():
-        sys.exit(distributed.launch(nproc, ["run", str(pipeline)]
-                                    + (["--out", str(out)] if out else [])
-                                    + (["--force", force] if force else [])
-                                    + (["--no-gate"] if no_gate else [])))
-    if distributed.launched() and not distributed.init():
-        sys.exit(distributed.serve())  # ranks > 0 follow rank 0's distributed stages
+    if nproc and nproc > 1 and not parallel.launched():
+        sys.exit(parallel.launch(nproc, ["run", str(pipeline)]
+                                 + (["--out", str(out)] if out else [])
+                                 + (["--force", force] if force else [])
+                                 + (["--no-gate"] if no_gate else [])))
+    if not parallel.launched():
+        sys.exit(_run(pipeline, out, force, no_gate))
+    if not parallel.init():
+        from edgekd.pipeline import serve
+
+        sys.exit(serve())  # ranks > 0 follow rank 0's data-parallel stages
+    try:
+        code = _run(pipeline, out, force, no_gate)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        parallel.finish(exits.INTERNAL)
+        raise
+    sys.exit(parallel.finish(code))
+
+
+def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> int:
     from edgekd import report
+    from edgekd.files import write_text
     from edgekd.pipeline import execute
 
     try:
@@ -60,48 +73,37 @@ def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
                          log=lambda msg: click.echo(msg, err=True))
     except ConfigError as exc:
         _fail_config(exc)
-    if result.exit_code == EXIT_USAGE and result.message:
+    if result.exit_code == exits.USAGE and result.message:
         click.echo(result.message.split(": ", 1)[1], err=True)
     doc = report.write(result)
     if result.traceback:
-        (result.run_dir / "error.log").write_text(result.traceback)
+        write_text(result.run_dir / "error.log", result.traceback)
     _summary(doc, result.run_dir)
-    if result.message and result.exit_code != EXIT_USAGE:
+    if result.message and result.exit_code != exits.USAGE:
         click.echo(result.message, err=True)
     if result.traceback:
         click.echo(f"details: {result.run_dir / 'error.log'}", err=True)
-    sys.exit(result.exit_code)
+    return result.exit_code
 
 
 def _summary(doc: dict, run_dir: Path) -> None:
-    """The few lines a person reads after a run."""
+    """The few lines a person reads after a run: each stage's own summary figures."""
     click.echo(f"verdict: {doc['verdict'].upper()}  ({run_dir / 'report.html'})")
-    metrics = {s["kind"]: s["metrics"] for s in doc["stages"]}
-    picks = [("teacher", "accuracy", "teacher accuracy"),
-             ("distill", "accuracy", "student fp32 accuracy"),
-             ("distill", "baseline_accuracy", "hard-label baseline accuracy"),
-             ("quantize", "accuracy", "student int8 accuracy (torch)"),
-             ("export", "student_int8_tflite.accuracy", "int8 TFLite accuracy"),
-             ("export", "student_int8_tflite.top1_agreement", "int8 TFLite agreement w/ QAT"),
-             ("profile", "student_int8_tflite.latency_ms_p90", "int8 TFLite p90 ms"),
-             ("profile", "student_int8_tflite.peak_memory_mb", "int8 TFLite peak MB"),
-             ("profile", "student_int8_tflite.int8_speedup", "int8 TFLite speed-up"),
-             ("profile", "student_int8_onnx.int8_speedup", "int8 ONNX speed-up")]
-    for kind, key, label in picks:
-        value = metrics.get(kind, {}).get(key)
-        if value is not None:
-            click.echo(f"  {label:<32} {value:.4g}")
     for stage in doc["stages"]:
-        for note in stage["notes"]:
-            click.echo(f"  WARNING {note}")
+        for label, value in stage["summary"].items():
+            click.echo(f"  {label:<36} {value:.4g}")
+    for stage in doc["stages"]:
+        for warning in stage["warnings"]:
+            click.echo(f"  WARNING {warning}")
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
     """Check pipeline and device YAML files without running anything."""
-    from edgekd.config import load_pipeline, parse, read_yaml
     from edgekd.devices.profiles import DeviceProfile
+    from edgekd.pipeline import load
+    from edgekd.schema import parse, read_yaml
 
     problems: list[str] = []
     for path in files:
@@ -110,13 +112,13 @@ def validate(files: tuple[Path, ...]) -> None:
             if isinstance(raw, dict) and "stages" not in raw and "transport" in raw:
                 parse(DeviceProfile, {"name": path.stem, **raw}, str(path))
             else:
-                load_pipeline(path)
+                load(path)
         except ConfigError as exc:
             problems += exc.lines
     for line in problems:
         click.echo(line, err=True)
     if problems:
-        sys.exit(EXIT_USAGE)
+        sys.exit(exits.USAGE)
     click.echo(f"ok: {len(files)} file(s) valid")
 
 
@@ -129,7 +131,7 @@ def report_command(run_dir: Path) -> None:
     source = run_dir / "report.json"
     if not source.is_file():
         click.echo(f"{source}: no report.json in this run directory", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(exits.USAGE)
     doc = json.loads(source.read_text())
     write_html(doc, run_dir / "report.html")
     click.echo(f"wrote {run_dir / 'report.html'} (verdict {doc['verdict']})")
@@ -154,4 +156,4 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages and the last epoch checkpoint are kept; "
                    "rerun to resume", err=True)
-        sys.exit(130)
+        sys.exit(exits.INTERRUPTED)

@@ -1,4 +1,4 @@
-"""What a stage can reach while it runs: the pipeline, the data, the teacher, earlier results.
+"""What a stage can reach while it runs besides its inputs: the pipeline, its data, its folders.
 
 Everything heavy is loaded on first use, so a fully cached rerun loads no data and no model.
 """
@@ -9,13 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import Pipeline
 
 if TYPE_CHECKING:
-    from torch import nn
+    import numpy as np
 
     from edgekd.data import Splits
 
@@ -27,13 +24,10 @@ class Context:
     """The pipeline file (relative paths in it are resolved against its folder)."""
     run_dir: Path
     data_key: str
-    results: dict[str, StageResult] = field(default_factory=dict)
-    teacher_artifact: Artifact | None = None
-    _splits: Splits | None = None
-    _teacher: nn.Module | None = None
-    _teacher_logits: np.ndarray | None = None
+    _splits: Splits | None = field(default=None, repr=False)
 
     def splits(self) -> Splits:
+        """The pipeline's data, split (train / val / test), loaded once."""
         if self._splits is None:
             from edgekd.data import load
 
@@ -41,50 +35,41 @@ class Context:
         return self._splits
 
     def meta(self) -> dict:
+        """What a saved model records about the data (classes, channels, mean, std)."""
         return self.splits().meta()
 
     def resolve(self, path: Path) -> Path:
         """A path from the pipeline file, relative to the file's folder."""
         return path if path.is_absolute() else self.source.parent / path
 
+    def where(self, kind: str) -> str:
+        """`FILE: stages[i]` (or `FILE: teacher`) for error lines about stage `kind`."""
+        if kind == "teacher":
+            return f"{self.source}: teacher"
+        index = next(i for i, s in enumerate(self.pipeline.stages) if s.kind == kind)
+        return f"{self.source}: stages[{index}]"
+
     def stage_dir(self, kind: str) -> Path:
         path = self.run_dir / kind
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def teacher(self) -> nn.Module:
-        if self._teacher is None:
-            from edgekd.models import load_model
-
-            self._teacher = load_model(self.teacher_artifact.path).eval()
-        return self._teacher
-
     def cache_dir(self) -> Path:
         """Where teacher outputs are cached (kept across stages and reruns of this pipeline)."""
         return self.run_dir / "cache"
 
-    def teacher_logits(self) -> np.ndarray:
-        """The teacher's logits on the train split, computed once, memory-mapped from disk.
+    def calibration_samples(self, count: int) -> np.ndarray:
+        """`count` training inputs for post-training calibration, the same on every call."""
+        from edgekd.data import calibration_samples
 
-        Valid because edgekd trains without random augmentation: each sample's soft target
-        never changes. Keyed by hashes of the teacher's weights and of the train array
-        (edgekd.kd.cache), so the file is shared with the distill stage's cache.
-        """
-        if self._teacher_logits is None:
-            from edgekd.kd.cache import LOGITS, TeacherOutputs
-
-            outputs = TeacherOutputs(self.teacher(), [LOGITS], self.splits().x_train,
-                                     self.cache_dir())
-            self._teacher_logits = outputs.table(LOGITS.name)
-        return self._teacher_logits
+        return calibration_samples(self.splits(), self.pipeline.seed, count)
 
     def test_npz(self) -> Path:
         """The test split as an .npz (x, y) for runtimes and devices to read."""
         path = self.run_dir / "data" / f"test-{self.data_key}.npz"
         if not path.is_file():
+            from edgekd.data import save_npz
+
             splits = self.splits()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, x=splits.x_test, y=splits.y_test)
-            tmp.replace(path)
+            save_npz(path, splits.x_test, splits.y_test)
         return path

@@ -3,7 +3,8 @@
 Every stage's output is kept under `runs/<name>/<kind>/` with a `stage.json` naming the cache
 key it was made for. A rerun reuses a stage whose key and files are intact, so after a failed
 gate (or a crash) only the unfinished work runs again. Budgets are not part of the key: a
-changed budget re-gates cached results without retraining.
+changed budget re-gates cached results without retraining. Under torchrun, this loop runs on
+rank 0 and hands data-parallel stages to the other ranks (`serve` is their side).
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekd import budgets
-from edgekd.artifacts import StageResult, cache_key, write_json
+from edgekd import budgets, exits, parallel
+from edgekd.artifacts import StageResult, cache_key
 from edgekd.config import Pipeline, load_pipeline
 from edgekd.context import Context
-from edgekd.data import data_key
+from edgekd.files import sha256_file, write_json
 from edgekd.stages import STAGES
-
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
-EXIT_DEVICE_UNAVAILABLE, EXIT_MODEL_FAILED_ON_DEVICE = 4, 5  # as `edgekd profile`
 
 
 @dataclass
@@ -46,13 +44,22 @@ class Run:
     started: float = field(default_factory=time.time)
     gate: bool = True
     traceback: str = ""
-    exit_code: int = EXIT_OK
+    exit_code: int = exits.OK
     message: str = ""
 
     @property
     def verdict(self) -> str:
         failed = any(c for r in self.records for c in r.checks if not c.passed)
-        return "pass" if self.exit_code == EXIT_OK and not failed else "fail"
+        return "pass" if self.exit_code == exits.OK and not failed else "fail"
+
+
+def load(source: Path) -> Pipeline:
+    """Read and validate a pipeline file, its target device included (ConfigError)."""
+    from edgekd.devices.profiles import check_target
+
+    pipeline = load_pipeline(source)
+    check_target(pipeline.target, Path(source))
+    return pipeline
 
 
 def stage_configs(pipeline: Pipeline) -> list[tuple[str, object]]:
@@ -61,16 +68,21 @@ def stage_configs(pipeline: Pipeline) -> list[tuple[str, object]]:
 
 
 def _keys(pipeline: Pipeline, source: Path, dkey: str) -> dict[str, str]:
-    """Cache key of every stage: its own config and the keys of everything before it."""
+    """Cache key of every stage: its config, the pipeline fields it reads, the content of every
+    checkpoint file those name, and the keys of everything before it."""
     keys: dict[str, str] = {}
     chain = [dkey, str(pipeline.seed)]
     for kind, cfg in stage_configs(pipeline):
         config = cfg.model_dump(mode="json")
         inputs = list(chain)
-        if kind == "distill":
-            config["student"] = pipeline.student.model_dump(mode="json")
-        if kind == "profile":
-            inputs.append(_device_fingerprint(pipeline, source))
+        for name in STAGES[kind].reads:
+            config[name] = getattr(pipeline, name)
+            config[name] = config[name].model_dump(mode="json") \
+                if hasattr(config[name], "model_dump") else config[name]
+            if name == "target":  # a name stands for a file: its content is what counts
+                from edgekd.devices.profiles import check_target
+
+                inputs.append(check_target(pipeline.target, source).read_text())
         # The content of every checkpoint file the stage reads (teacher, student, extra
         # teachers), not just its name: a retrained checkpoint must invalidate the cache.
         inputs += [_file_hash(Path(p), source) for p in _checkpoints(config)]
@@ -91,16 +103,8 @@ def _checkpoints(config) -> list[str]:
 
 
 def _file_hash(path: Path, source: Path) -> str:
-    from edgekd.artifacts import sha256_file
-
     full = path if path.is_absolute() else source.parent / path
     return sha256_file(full) if full.is_file() else f"missing:{full}"
-
-
-def _device_fingerprint(pipeline: Pipeline, source: Path) -> str:
-    from edgekd.devices.profiles import find_profile
-
-    return find_profile(pipeline.target, relative_to=source.parent).read_text()
 
 
 def _cached(run_dir: Path, kind: str, key: str) -> StageResult | None:
@@ -130,35 +134,41 @@ def _claim(stage_dir: Path, key: str, fresh: bool) -> None:
 
 def execute(source: Path, out: Path | None = None, force: str | None = None,
             gate: bool = True, log=print) -> Run:
-    """Run a pipeline file; returns the Run (its exit_code says how it ended)."""
-    pipeline = load_pipeline(source)
+    """Run a pipeline file; returns the Run (its exit_code says how it ended).
+
+    Raises ConfigError when the file itself is invalid (nothing has run then)."""
+    from edgekd.data import data_key
+
+    pipeline = load(source)
     run = Run(pipeline, source, (out or Path("runs") / pipeline.name).resolve(), gate=gate)
     dkey = data_key(pipeline.data, pipeline.seed)
     keys = _keys(pipeline, source, dkey)
     ctx = Context(pipeline, source, run.run_dir, dkey)
     kinds = [k for k, _ in stage_configs(pipeline)]
     forced_from = kinds.index(force) if force else len(kinds)
+    results: dict[str, StageResult] = {}
     for index, (kind, cfg) in enumerate(stage_configs(pipeline)):
         record = StageRecord(kind, keys[kind])
         run.records.append(record)
         try:
-            going = _run_stage(run, ctx, record, cfg, index >= forced_from, log)
+            going = _run_stage(run, ctx, record, cfg, results, index >= forced_from, log)
         except Exception as exc:  # recorded in the report; the CLI decides how loud to be
             _fail(run, record, exc)
             going = False
         if not going:
             break
-    if run.exit_code == EXIT_OK and run.verdict == "fail":
-        run.exit_code = EXIT_GATE
+    if run.exit_code == exits.OK and run.verdict == "fail":
+        run.exit_code = exits.GATE
         run.message = "budgets failed (--no-gate: all stages ran)"
     for kind, _ in stage_configs(pipeline)[len(run.records):]:
         run.records.append(StageRecord(kind, keys[kind], status="not_run"))
     return run
 
 
-def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg, forced: bool, log) -> bool:
+def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
+               results: dict[str, StageResult], forced: bool, log) -> bool:
     """Run or reuse one stage, then gate it. False stops the pipeline."""
-    kind = record.kind
+    kind, spec = record.kind, STAGES[record.kind]
     started = time.perf_counter()
     result = None if forced else _cached(run.run_dir, kind, record.key)
     if result is not None:
@@ -166,31 +176,27 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg, forced: bool, l
     else:
         _claim(run.run_dir / kind, record.key, fresh=forced)
         log(f"[{kind}] running")
-        result = (_run_teacher if kind == "teacher" else STAGES[kind])(cfg, ctx)
-        result.info["compute_s"] = round(time.perf_counter() - started, 3)
+        inputs = {k: results[k] for k in spec.needs if k in results}
+        if spec.parallel:
+            parallel.dispatch(_job(kind, inputs, ctx))
+        result = spec.run(cfg, inputs, ctx)
+        result.compute_s = round(time.perf_counter() - started, 3)
         write_json(run.run_dir / kind / "stage.json",
                    {"kind": kind, "key": record.key, "result": result.as_dict()})
         record.status = "done"
     record.duration_s = time.perf_counter() - started
-    record.result = result
-    ctx.results[kind] = result
-    if kind == "teacher":
-        ctx.teacher_artifact = result.artifacts["teacher"]
-    info = result.info
-    gated = [n for n, a in result.artifacts.items() if a.deployable] if kind != "profile" \
-        else list(info.get("artifacts", {}))
-    record.checks = budgets.check(getattr(cfg, "budget", None), result.metrics, gated,
-                                  measured_on=info.get("device", "host"),
-                                  estimated=not info.get("measured", True))
+    record.result = results[kind] = result
+    record.checks = budgets.check(getattr(cfg, "budget", None), result.metrics,
+                                  result.evaluated, result.measured_on, result.estimated)
     log(f"[{kind}] {record.status} in {record.duration_s:.1f} s")
     for check in record.checks:
         log(f"    {check.describe()}")
-    for note in result.notes:
-        log(f"    WARNING {note}")
+    for warning in result.warnings:
+        log(f"    WARNING {warning}")
     if all(c.passed for c in record.checks) or not run.gate:
         return True
     record.status = "gate_failed"
-    run.exit_code = EXIT_GATE
+    run.exit_code = exits.GATE
     failed = [c for c in record.checks if not c.passed]
     run.message = f"gate failed at {kind}: " + "; ".join(
         f"{c.name} = {'missing' if c.value is None else f'{c.value:.4g}'} (limit {c.limit:.4g})"
@@ -198,29 +204,44 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg, forced: bool, l
     return False
 
 
+def _job(kind: str, inputs: dict[str, StageResult], ctx: Context) -> dict:
+    """A stage call as plain data, for the other ranks (edgekd.parallel.dispatch); they read
+    the stage's config from the same pipeline file."""
+    return {"kind": kind, "source": str(ctx.source), "run_dir": str(ctx.run_dir),
+            "data_key": ctx.data_key, "inputs": {k: r.as_dict() for k, r in inputs.items()}}
+
+
+def serve() -> int:
+    """On ranks > 0 of a torchrun launch: run the stages rank 0 dispatches; the exit code."""
+    import os
+
+    os.environ["EDGEKD_PROGRESS"] = "0"  # one progress bar: rank 0's
+    for job in parallel.jobs():
+        source = Path(job["source"])
+        ctx = Context(load_pipeline(source), source, Path(job["run_dir"]), job["data_key"])
+        inputs = {k: StageResult.from_dict(r) for k, r in job["inputs"].items()}
+        cfg = dict(stage_configs(ctx.pipeline))[job["kind"]]
+        STAGES[job["kind"]].run(cfg, inputs, ctx)
+    return exits.OK
+
+
 def _fail(run: Run, record: StageRecord, exc: Exception) -> None:
-    from edgekd.config import ConfigError
-    from edgekd.devices.measure import DeviceError
+    from edgekd.devices.errors import DeviceError
+    from edgekd.schema import ConfigError
 
     record.status = "failed"
     if isinstance(exc, ConfigError):
-        run.exit_code, record.error = EXIT_USAGE, str(exc)
+        run.exit_code, record.error = exits.USAGE, str(exc)
     elif isinstance(exc, DeviceError):
-        run.exit_code = EXIT_DEVICE_UNAVAILABLE if exc.kind == "infrastructure" \
-            else EXIT_MODEL_FAILED_ON_DEVICE
+        run.exit_code = exits.DEVICE_UNAVAILABLE if exc.kind == "infrastructure" \
+            else exits.MODEL_FAILED_ON_DEVICE
         record.error = f"device {run.pipeline.target}: {exc.kind} failure: {exc}"
         if exc.kind == "infrastructure" and run.pipeline.on_unreachable == "fail":
             record.error += " (on_unreachable: estimate would estimate instead)"
     else:
         import traceback
 
-        run.exit_code = EXIT_INTERNAL
+        run.exit_code = exits.INTERNAL
         record.error = f"{type(exc).__name__}: {exc}"
         run.traceback = traceback.format_exc()
     run.message = f"{record.kind} failed: {record.error}"
-
-
-def _run_teacher(cfg, ctx: Context) -> StageResult:
-    from edgekd.stages import teacher
-
-    return teacher.run(cfg, ctx)

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgekd import __version__
-from edgekd.artifacts import write_json
+from edgekd.files import write_json, write_text
 
 PACKAGES = ("torch", "torchvision", "torchao", "onnx", "onnxruntime", "onnxscript",
             "litert-torch", "ai-edge-litert", "numpy", "pydantic")
@@ -49,11 +49,14 @@ def build(run) -> dict:
         stages.append({
             "kind": record.kind, "status": record.status, "key": record.key,
             "duration_s": round(record.duration_s, 3), "error": record.error,
-            "compute_s": result.info.get("compute_s") if result else None,
+            "compute_s": result.compute_s if result else None,
             "metrics": result.metrics if result else {},
+            "summary": result.summary if result else {},
             "checks": stage_checks,
+            "measured_on": result.measured_on if result else None,
+            "estimated": result.estimated if result else False,
             "artifacts": [a.as_dict() for a in result.artifacts.values()] if result else [],
-            "notes": result.notes if result else [],
+            "warnings": result.warnings if result else [],
             "info": result.info if result else {},
             "history": result.history if result else {},
         })
@@ -97,9 +100,7 @@ def write_html(doc: dict, path: Path) -> None:
     text = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekd "
             f"{html.escape(doc['pipeline'])}</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text(path, text)
 
 
 def _checks_table(checks: list[dict]) -> str:
@@ -118,12 +119,13 @@ def _checks_table(checks: list[dict]) -> str:
 def _stage_section(stage: dict) -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_num(v)}</td></tr>"
                    for k, v in sorted(stage["metrics"].items()))
-    notes = "".join(f"<p class='warn'>WARNING {html.escape(n)}</p>" for n in stage["notes"])
+    warnings = "".join(f"<p class='warn'>WARNING {html.escape(w)}</p>"
+                       for w in stage.get("warnings", []))
     error = f"<p class='fail'>{html.escape(stage['error'])}</p>" if stage.get("error") else ""
     files = "".join(f"<tr><td>{html.escape(a['name'])}</td><td>{html.escape(a['path'])}</td>"
                     f"<td>{a['bytes']:,} B</td></tr>" for a in stage["artifacts"])
     return (f"<h2>{html.escape(stage['kind'])}: {stage['status']} "
-            f"({stage['duration_s']:.1f} s)</h2>{error}{notes}"
+            f"({stage['duration_s']:.1f} s)</h2>{error}{warnings}"
             f"<table>{rows}</table><table>{files}</table>")
 
 

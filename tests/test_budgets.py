@@ -1,7 +1,7 @@
 import pytest
 
 from edgekd.budgets import check, parse_duration_ms, parse_size
-from edgekd.config import Budget
+from edgekd.config import DistillBudget, ExportBudget, ProfileBudget, QuantizeBudget
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -26,9 +26,9 @@ def test_bad_units_are_rejected(bad):
 
 
 def test_stage_level_checks_pass_and_fail():
-    budget = Budget(min_accuracy=0.95, max_accuracy_drop=0.01, min_teacher_retention=0.97)
-    checks = check(budget, {"accuracy": 0.96, "accuracy_drop": 0.02,
-                            "teacher_retention": 0.99}, [])
+    metrics = {"accuracy": 0.96, "accuracy_drop": 0.02, "teacher_retention": 0.99}
+    checks = check(DistillBudget(min_accuracy=0.95, min_teacher_retention=0.97), metrics, []) \
+        + check(QuantizeBudget(max_accuracy_drop=0.01), metrics, [])
     by_name = {c.name: c for c in checks}
     assert by_name["min_accuracy"].passed
     assert not by_name["max_accuracy_drop"].passed
@@ -37,11 +37,13 @@ def test_stage_level_checks_pass_and_fail():
 
 
 def test_per_artifact_checks_with_units_and_filter():
-    budget = Budget(max_size="2 MB", max_latency_ms={"p90": "10 ms", "p50": 5},
-                    max_peak_memory="1 GB", artifacts=["a"])
+    export = ExportBudget(max_size="2 MB", artifacts=["a"])
+    profile = ProfileBudget(max_latency_ms={"p90": "10 ms", "p50": 5}, max_peak_memory="1 GB",
+                            artifacts=["a"])
     metrics = {"a.bytes": 3e6, "a.latency_ms_p90": 9.0, "a.latency_ms_p50": 6.0,
                "a.peak_memory_mb": 100.0, "b.bytes": 1.0}
-    checks = {c.name: c for c in check(budget, metrics, ["a", "b"])}
+    checks = {c.name: c for budget in (export, profile)
+              for c in check(budget, metrics, ["a", "b"])}
     assert set(checks) == {"a.max_size", "a.max_latency_ms_p90", "a.max_latency_ms_p50",
                            "a.max_peak_memory_mb"}
     assert not checks["a.max_size"].passed
@@ -51,21 +53,40 @@ def test_per_artifact_checks_with_units_and_filter():
 
 
 def test_plain_latency_number_means_p90_and_missing_metric_fails():
-    checks = check(Budget(max_latency_ms=50), {}, ["x"])
+    checks = check(ProfileBudget(max_latency_ms=50), {}, ["x"])
     assert [(c.name, c.value, c.passed) for c in checks] == [
         ("x.max_latency_ms_p90", None, False)]
 
 
 def test_min_accuracy_per_artifact_when_stage_has_none():
-    checks = check(Budget(min_accuracy=0.9), {"x.accuracy": 0.95, "y.accuracy": 0.5}, ["x", "y"])
+    checks = check(ExportBudget(min_accuracy=0.9), {"x.accuracy": 0.95, "y.accuracy": 0.5},
+                   ["x", "y"])
     assert {c.name: c.passed for c in checks} == {"x.min_accuracy": True, "y.min_accuracy": False}
 
 
 def test_estimated_flag_is_carried():
-    (c,) = check(Budget(max_latency_ms=5), {"x.latency_ms_p90": 1.0}, ["x"],
+    (c,) = check(ProfileBudget(max_latency_ms=5), {"x.latency_ms_p90": 1.0}, ["x"],
                  measured_on="rpi4", estimated=True)
     assert c.estimated and c.measured_on == "rpi4" and "estimated on rpi4" in c.describe()
 
 
 def test_no_budget_no_checks():
     assert check(None, {"accuracy": 0.1}, ["a"]) == []
+
+
+def test_stage_wide_accuracy_ignores_artifacts_and_per_artifact_ignores_stage_metrics():
+    metrics = {"accuracy": 0.5, "x.accuracy": 0.99}
+    (stage,) = check(QuantizeBudget(min_accuracy=0.9), metrics, ["x"])
+    assert (stage.name, stage.passed) == ("min_accuracy", False)
+    (per_file,) = check(ExportBudget(min_accuracy=0.9), metrics, ["x"])
+    assert (per_file.name, per_file.passed) == ("x.min_accuracy", True)
+
+
+@pytest.mark.parametrize("budget, key, owner", [
+    (DistillBudget, "max_latency_ms", "profile"), (QuantizeBudget, "max_size", "export"),
+    (DistillBudget, "min_top1_agreement", "export"), (QuantizeBudget, "max_peak_memory",
+                                                      "profile"),
+])
+def test_each_stage_names_the_limits_it_cannot_check(budget, key, owner):
+    reason = budget.misplaced_keys()[key]
+    assert f"a {budget.stage} budget cannot check {key}" in reason and owner in reason

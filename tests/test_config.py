@@ -28,8 +28,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def errors(path: Path) -> list[str]:
+    from edgekd.pipeline import load  # the schema and the target device, as `run` checks
+
     with pytest.raises(ConfigError) as info:
-        load_pipeline(path)
+        load(path)
     return info.value.lines
 
 
@@ -43,10 +45,13 @@ def test_every_shipped_device_profile_is_valid(path):
     assert load_profile(str(path)).name == path.stem
 
 
+QUANTIZE_TYPO = "  - kind: quantize\n    budget: {max_acuracy_drop: 0.01}\n"
+
+
 def test_misspelled_budget_key_names_file_field_and_suggestion(tmp_path):
-    path = write(tmp_path, MINIMAL + "    budget: {max_acuracy_drop: 0.01}\n")
+    path = write(tmp_path, MINIMAL + QUANTIZE_TYPO)
     assert errors(path) == [
-        f"{path}: stages[0].budget.max_acuracy_drop: unknown key (did you mean max_accuracy_drop?)"
+        f"{path}: stages[1].budget.max_acuracy_drop: unknown key (did you mean max_accuracy_drop?)"
     ]
 
 
@@ -68,11 +73,11 @@ def test_unknown_target_device_suggests_a_known_one(tmp_path):
 
 def test_unknown_architecture_and_bad_units(tmp_path):
     text = MINIMAL.replace("arch: cnn, width: 4, depth: 1", "arch: resnet81") + \
-        "    budget: {max_size: 2 parsecs}\n"
+        "  - kind: export\n    formats: [onnx_fp32]\n    budget: {max_size: 2 parsecs}\n"
     lines = errors(write(tmp_path, text))
     assert any("student.arch: unknown architecture 'resnet81' (did you mean resnet18?)" in line
                for line in lines)
-    assert any("stages[0].budget.max_size" in line and "parsecs" in line for line in lines)
+    assert any("stages[1].budget.max_size" in line and "parsecs" in line for line in lines)
 
 
 def test_stage_order_and_dependencies_are_checked(tmp_path):
@@ -107,11 +112,11 @@ def test_validate_command_exit_2_with_one_line_per_problem(tmp_path):
 
     from edgekd.cli import cli
 
-    path = write(tmp_path, MINIMAL + "    budget: {max_acuracy_drop: 0.01}\n")
+    path = write(tmp_path, MINIMAL + QUANTIZE_TYPO)
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"{path}: stages[0].budget.max_acuracy_drop: unknown key (did you mean max_accuracy_drop?)"
+        f"{path}: stages[1].budget.max_acuracy_drop: unknown key (did you mean max_accuracy_drop?)"
     ]
 
 
@@ -121,7 +126,10 @@ def test_stage_table_matches_config_union():
 
     union = Stage.__origin__.__args__
     kinds = {cls.model_fields["kind"].annotation.__args__[0] for cls in union}
-    assert set(STAGES) == kinds == set(STAGE_KINDS)
+    assert set(STAGES) == kinds | {"teacher"} and kinds == set(STAGE_KINDS)
+    for spec in STAGES.values():  # a stage only needs stages that run before it
+        order = list(STAGES)
+        assert all(order.index(need) < order.index(spec.kind) for need in spec.needs)
 
 
 def test_architecture_names_exist_in_torchvision():

@@ -5,7 +5,7 @@ import torch
 from edgekd.config import DataConfig, ModelConfig
 from edgekd.data import load
 from edgekd.kd.losses import hinton
-from edgekd.kd.train import Schedule, fit, predict
+from edgekd.kd.train import Hyperparameters, fit, predict
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import build
 
@@ -31,17 +31,18 @@ def test_hinton_loss_terms():
     assert torch.allclose(hinton(s, t, y, 4.0, 0.0), ce)
     assert torch.allclose(hinton(s, None, y, 4.0, 0.9), ce)
     assert hinton(t, t, y, 4.0, 1.0).abs() < 1e-6  # identical distributions: no soft loss
-    # T^2 scaling keeps the soft term's size comparable across temperatures
-    soft2 = hinton(s, t, y, 2.0, 1.0) / 4
-    soft8 = hinton(s, t, y, 8.0, 1.0) / 64
-    assert soft8 < soft2
+    # alpha 1: exactly T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over the batch
+    for temp in (2.0, 8.0):
+        p, q = torch.softmax(t.double() / temp, 1), torch.softmax(s.double() / temp, 1)
+        kl = (p * (p.log() - q.log())).sum(1).mean()
+        assert torch.isclose(hinton(s, t, y, temp, 1.0).double(), temp * temp * kl, rtol=1e-4)
 
 
 def test_fit_learns(splits, tmp_path):
     model = fresh(splits)
     before = accuracy(predict(model, splits.x_test), splits.y_test)
     history = fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                  Schedule(4, 0.01, 64), 0, tmp_path / "a.ckpt", "t")
+                  Hyperparameters(4, 0.01, 64), 0, tmp_path / "a.ckpt", "t")
     after = accuracy(predict(model, splits.x_test), splits.y_test)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]
@@ -49,9 +50,9 @@ def test_fit_learns(splits, tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_weights(splits, tmp_path):
-    schedule = Schedule(4, 0.01, 64)
+    settings = Hyperparameters(4, 0.01, 64)
     whole = fresh(splits)
-    fit(whole, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val, schedule, 0,
+    fit(whole, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val, settings, 0,
         tmp_path / "whole.ckpt", "t")
 
     calls = {"n": 0}
@@ -66,10 +67,10 @@ def test_interrupted_training_resumes_to_the_same_weights(splits, tmp_path):
     broken = fresh(splits)
     with pytest.raises(KeyboardInterrupt):
         fit(broken, dies_in_epoch_3, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-            schedule, 0, tmp_path / "resume.ckpt", "t")
+            settings, 0, tmp_path / "resume.ckpt", "t")
     resumed = fresh(splits)
     history = fit(resumed, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                  schedule, 0, tmp_path / "resume.ckpt", "t")
+                  settings, 0, tmp_path / "resume.ckpt", "t")
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)

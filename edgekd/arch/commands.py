@@ -5,18 +5,15 @@ Exit codes: 0 pass, 1 internal error, 2 usage error (one line on stderr), 3 verd
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
 import click
 
+from edgekd import exits
 from edgekd.arch import sysroot
-
-EXIT_INTERNAL, EXIT_USAGE, EXIT_FAIL = 1, 2, 3
+from edgekd.files import write_json
 
 
 @click.command("validate-arch")
@@ -52,17 +49,17 @@ def validate_arch_command(model: Path, arch: str, data: Path | None, json_path: 
                           max_abs_diff=max_abs_diff, log=lambda m: click.echo(m, err=True))
     except UsageError as exc:
         click.echo(f"validate-arch: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(exits.USAGE)
     except (PrepareError, RunError) as exc:
         click.echo(f"validate-arch: {exc}", err=True)
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(exits.INTERNAL)
     except Exception:  # anything else is a bug here: show it whole
         click.echo(traceback.format_exc(), err=True)
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(exits.INTERNAL)
     if json_path is not None:
-        _write_json(json_path, result)
+        write_json(json_path, result)
     click.echo(_describe(result))
-    sys.exit(0 if result["passed"] else EXIT_FAIL)
+    sys.exit(0 if result["passed"] else exits.GATE)
 
 
 def _describe(result: dict) -> str:
@@ -80,12 +77,3 @@ def _describe(result: dict) -> str:
     lines.append(f"verdict: {result['verdict'].upper()}"
                  + (f" ({'; '.join(result['reasons'])})" if result["reasons"] else ""))
     return "\n".join(lines)
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)

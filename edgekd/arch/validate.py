@@ -18,9 +18,9 @@ from pathlib import Path
 
 from edgekd.arch import sysroot
 from edgekd.arch.compare import agreement, verdict
+from edgekd.export.formats import SUFFIXES
 
 RUNNER = Path(__file__).resolve().parents[1] / "devices" / "runner.py"
-SUFFIXES = (".tflite", ".onnx")
 RANDOM_SAMPLES = 100
 RANDOM_SEED = 0
 TIMEOUT_S = 900.0

@@ -1,5 +1,5 @@
 """Datasets: the built-in digits, image folders and .npz files, split deterministically."""
 
-from edgekd.data.loading import Splits, data_key, load
+from edgekd.data.loading import Splits, calibration_samples, data_key, load, save_npz
 
-__all__ = ["Splits", "data_key", "load"]
+__all__ = ["Splits", "calibration_samples", "data_key", "load", "save_npz"]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.artifacts import sha256_file
-from edgekd.config import ConfigError, DataConfig
+from edgekd.config import DataConfig
+from edgekd.files import atomic_path, sha256_file
+from edgekd.schema import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Samples = tuple[np.ndarray, np.ndarray, list[str]]  # x, y, class names
@@ -146,3 +147,20 @@ def data_key(cfg: DataConfig, seed: int) -> str:
                 h.update(str(file.stat().st_mtime_ns).encode())
     return h.hexdigest()[:16]
 
+
+
+def calibration_samples(splits: Splits, seed: int, count: int) -> np.ndarray:
+    """A fixed, seeded subset of `count` training inputs (all of them if fewer), in their
+    original order: the post-training calibration set. N x C x H x W float32."""
+    x = splits.x_train
+    rng = np.random.default_rng(seed)
+    count = min(count, len(x))
+    return x[np.sort(rng.choice(len(x), size=count, replace=False))]
+
+
+def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """Write arrays `x` and `y` as an uncompressed .npz, atomically (runtimes and devices read
+    the test split this way)."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, x=x, y=y)
+    return path

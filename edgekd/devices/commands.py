@@ -7,38 +7,37 @@ unavailable (unreachable, auth refused, offline, timeout, missing Python / runti
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
 
-EXIT_INTERNAL, EXIT_USAGE, EXIT_DEVICE, EXIT_MODEL = 1, 2, 4, 5
+from edgekd import exits
 
 
 def _load(device: str, overrides: tuple[str, ...]):
-    from edgekd.config import ConfigError
     from edgekd.devices.profiles import load_profile, parse_overrides
+    from edgekd.schema import ConfigError
 
     try:
         return load_profile(device, parse_overrides(overrides))
     except ConfigError as exc:
         for line in exc.lines:
             click.echo(line, err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(exits.USAGE)
 
 
 def _usage(message: str) -> None:
     click.echo(message, err=True)
-    sys.exit(EXIT_USAGE)
+    sys.exit(exits.USAGE)
 
 
 def _check_inputs(model: Path, data: Path | None) -> None:
-    if model.suffix not in (".tflite", ".onnx"):
-        _usage(f"{model}: expected a .tflite or .onnx file")
+    from edgekd.export.formats import SUFFIXES
+
+    if model.suffix not in SUFFIXES:
+        _usage(f"{model}: expected a {' or '.join(SUFFIXES)} file")
     if not model.is_file():
         _usage(f"{model}: no such file")
     if data is None:
@@ -94,25 +93,18 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
         tries = f" after {exc.attempts} attempt{'s' * (exc.attempts > 1)}"
         if exc.kind == "infrastructure":
             click.echo(f"device {device.name} unavailable ({exc.reason}){tries}: {exc}", err=True)
-            sys.exit(EXIT_DEVICE)
+            sys.exit(exits.DEVICE_UNAVAILABLE)
         click.echo(f"{model}: failed on device {device.name}: {exc}", err=True)
-        sys.exit(EXIT_MODEL)
+        sys.exit(exits.MODEL_FAILED_ON_DEVICE)
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(exits.INTERNAL)
     doc = {"model": str(model), **result.to_json()}
     if json_path is not None:
+        from edgekd.files import write_json
+
         write_json(json_path, doc)
     click.echo(format_result(model, device, result))
-
-
-def write_json(path: Path, doc: dict) -> None:
-    """Write atomically: a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def format_result(model: Path, device, result) -> str:
@@ -146,9 +138,9 @@ def devices_group(ctx: click.Context, no_check: bool) -> None:
     """List device profiles, their transport and whether each is reachable now."""
     if ctx.invoked_subcommand is not None:
         return
-    from edgekd.config import ConfigError
     from edgekd.devices.check import reachable
     from edgekd.devices.profiles import load_profile, profile_names
+    from edgekd.schema import ConfigError
 
     rows, profiles = [], {}
     for name in profile_names():
@@ -183,4 +175,4 @@ def check_command(name: str, overrides: tuple[str, ...], benchmark_binary: Path 
     for f in findings:
         click.echo(f"  {f.status:<5} {f.name:<18} {f.detail}")
     if any(f.status == "FAIL" for f in findings):
-        sys.exit(EXIT_DEVICE)
+        sys.exit(exits.DEVICE_UNAVAILABLE)

@@ -19,11 +19,11 @@ from edgekd.devices.errors import DeviceError
 from edgekd.devices.profiles import DeviceProfile
 from edgekd.devices.result import ProfileResult, Request, pick_metrics, suspect_reasons
 from edgekd.devices.transports import Transport, open_transport
+from edgekd.export.formats import SUFFIXES
 
 __all__ = ["DeviceError", "ProfileResult", "profile", "measure_once"]
 
 RUNNER = Path(__file__).with_name("runner.py")
-SUFFIXES = (".tflite", ".onnx")
 
 
 def profile(model: Path, device: DeviceProfile, *, runs: int = 100, warmup: int = 10,
@@ -48,7 +48,7 @@ def profile(model: Path, device: DeviceProfile, *, runs: int = 100, warmup: int 
     """
     model = Path(model)
     if model.suffix not in SUFFIXES:
-        raise DeviceError(f"{model}: expected a .tflite or .onnx file", "model")
+        raise DeviceError(f"{model}: expected a {' or '.join(SUFFIXES)} file", "model")
     if not model.is_file():
         raise DeviceError(f"{model}: no such file", "model")
     request = Request(model=model, runs=runs, warmup=warmup, threads=threads or device.threads,

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgekd.config import ConfigError, Strict, _did_you_mean, parse, read_yaml
+from edgekd.schema import ConfigError, Strict, did_you_mean, parse, read_yaml
 
 
 class DeviceProfile(Strict):
@@ -122,7 +122,7 @@ def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
     path = devices_dir() / f"{name_or_path}.yaml"
     if path.is_file():
         return path
-    hint = _did_you_mean(name_or_path, profile_names())
+    hint = did_you_mean(name_or_path, profile_names())
     raise ConfigError([f"unknown device {name_or_path!r}{hint}; known: "
                        f"{', '.join(profile_names())}"])
 
@@ -137,7 +137,7 @@ def load_profile(name_or_path: str, overrides: dict[str, str] | None = None,
     raw.setdefault("name", path.stem)
     for key, value in (overrides or {}).items():
         if key not in DeviceProfile.model_fields:
-            hint = _did_you_mean(key, DeviceProfile.model_fields)
+            hint = did_you_mean(key, DeviceProfile.model_fields)
             raise ConfigError([f"--set {key}: unknown device field{hint}"])
         raw[key] = None if value in ("", "null", "none") and key != "python" else value
     return parse(DeviceProfile, raw, str(path))
@@ -153,3 +153,12 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
             raise ConfigError([f"--set {item}: expected key=value, e.g. --set host=mypi"])
         out[key.strip()] = value
     return out
+
+
+def check_target(target: str, source: Path) -> Path:
+    """The profile file of a pipeline's `target:`; ConfigError naming the pipeline file and the
+    field (`FILE: target: unknown device ...`) when there is none."""
+    try:
+        return find_profile(target, relative_to=source.parent)
+    except ConfigError as exc:
+        raise ConfigError([f"{source}: target: {line}" for line in exc.lines]) from None

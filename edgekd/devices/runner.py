@@ -32,6 +32,9 @@ except ImportError:  # reported as a setup problem by main(), not as a traceback
 
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 ONNX_RUNTIMES = ("onnxruntime",)
+# Which Python runtimes run a file, by suffix: this standalone file's copy of
+# edgekd.export.formats.RUNTIMES (a test checks the two agree). Any other suffix is refused.
+SUFFIX_RUNTIMES = {".onnx": ONNX_RUNTIMES, ".tflite": TFLITE_RUNTIMES}
 
 
 def memory_mb() -> dict[str, float]:
@@ -161,7 +164,11 @@ class OnnxModel:
 
 def choose_runtime(path: str, wanted: str) -> str:
     found = available_runtimes()
-    candidates = ONNX_RUNTIMES if path.endswith(".onnx") else TFLITE_RUNTIMES
+    suffix = os.path.splitext(path)[1]
+    if suffix not in SUFFIX_RUNTIMES:
+        raise RuntimeError(f"{os.path.basename(path)}: no runtime takes {suffix or 'no'} files "
+                           f"(known: {', '.join(SUFFIX_RUNTIMES)})")
+    candidates = SUFFIX_RUNTIMES[suffix]
     if wanted != "auto":
         if wanted not in candidates:
             raise RuntimeError(f"runtime {wanted} cannot run {os.path.basename(path)}")

@@ -8,6 +8,7 @@ import numpy as np
 
 
 def onnx_logits(path: Path, x: np.ndarray, threads: int = 1, batch_size: int = 256) -> np.ndarray:
+    """onnxruntime (CPU) logits over `x` (N x C x H x W float32), in batches; N x classes."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -19,31 +20,53 @@ def onnx_logits(path: Path, x: np.ndarray, threads: int = 1, batch_size: int = 2
 
 
 def tflite_logits(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Batch-1 inference over `x`, with the device runner's own input quantization and output
-    dequantization, so the export check and the devices feed a file the same way."""
-    from edgekd.devices.runner import TfliteModel
+    """Batch-1 LiteRT logits over `x` (N x C x H x W float32), N x classes.
 
-    model = TfliteModel(str(path), "ai_edge_litert", threads)
-    logits = []
-    for i in range(len(x)):
-        model.run(model.prepare(x[i:i + 1]))
-        logits.append(np.asarray(model.result(), dtype=np.float32).reshape(1, -1))
-    return np.concatenate(logits)
+    Run by the device runner itself (edgekd/devices/runner.py, in a fresh process with
+    `--outputs`), so the export check feeds a file exactly as devices do: the same input
+    quantization, layout and output dequantization, with no second copy of that code."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from importlib.resources import files
+
+    runner = files("edgekd.devices") / "runner.py"
+    with tempfile.TemporaryDirectory(prefix="edgekd-eval-") as tmp:
+        data, out = Path(tmp) / "x.npz", Path(tmp) / "logits.npy"
+        np.savez(data, x=x.astype(np.float32), y=np.zeros(len(x), np.int64))
+        done = subprocess.run(
+            [sys.executable, str(runner), str(path), "--runs", "1", "--warmup", "0",
+             "--threads", str(threads), "--runtime", "ai_edge_litert", "--data", str(data),
+             "--outputs", str(out)], capture_output=True, text=True)
+        lines = done.stdout.strip().splitlines()
+        doc = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        if not doc.get("ok") or not out.is_file():
+            why = doc.get("error") or done.stderr.strip()[-500:] or f"exit {done.returncode}"
+            raise RuntimeError(f"{path}: LiteRT could not run it: {why}")
+        return np.load(out)
 
 
 def logits(path: Path, x: np.ndarray) -> np.ndarray:
-    if path.suffix == ".onnx":
-        return onnx_logits(path, x)
-    if path.suffix == ".tflite":
-        return tflite_logits(path, x)
-    raise ValueError(f"{path}: no runtime for {path.suffix} files")
+    """Logits of a model file over `x` by its own runtime (edgekd.export.formats.RUNTIMES).
+
+    Raises ValueError for a file no runtime takes."""
+    from edgekd.export.formats import runtime_for
+
+    return runtime_for(path).evaluate(path, x)
 
 
-def output_step(path: Path) -> float | None:
-    """The quantization step of an int8 file's output (None for float outputs): the output
-    tensor's scale in TFLite, the scale of the DequantizeLinear producing the ONNX output."""
-    if path.suffix == ".onnx":
-        return _onnx_output_step(path)
+def output_scale(path: Path) -> float | None:
+    """The quantization scale of an int8 file's output (None for float outputs).
+
+    Raises ValueError for a file no runtime takes."""
+    from edgekd.export.formats import runtime_for
+
+    return runtime_for(path).output_scale(path)
+
+
+def tflite_output_scale(path: Path) -> float | None:
+    """The scale of the TFLite output tensor (None when it is float)."""
     from ai_edge_litert.interpreter import Interpreter
 
     out = Interpreter(model_path=str(path)).get_output_details()[0]
@@ -51,7 +74,8 @@ def output_step(path: Path) -> float | None:
     return float(scale) if scale else None
 
 
-def _onnx_output_step(path: Path) -> float | None:
+def onnx_output_scale(path: Path) -> float | None:
+    """The scale of the DequantizeLinear producing the ONNX output (None when there is none)."""
     import onnx
     from onnx import numpy_helper
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.kd import distributed, losses
+from edgekd import parallel
+from edgekd.kd import losses
 from edgekd.kd.hooks import Taps
 
 FEATURE_CACHE_BYTES = 256 * 2**20
@@ -120,16 +121,17 @@ def _cached_tables(model: nn.Module, views: list[View], x: np.ndarray,
     small = [v for v in views
              if probe[v.name].numel() * 4 * len(x) <= FEATURE_CACHE_BYTES]
     missing = [v for v in small if not (folder / _file_name(v)).is_file()]
-    if missing and distributed.is_leader():
-        _write_tables(model, missing, x, folder, {v.name: probe[v.name].shape[1:]
-                                                  for v in missing})
-    distributed.barrier()
+    # Every rank takes part in on_leader's barrier, even one that already sees the files.
+    parallel.on_leader(lambda: missing and _write_tables(
+        model, missing, x, folder, {v.name: probe[v.name].shape[1:] for v in missing}))
     return {v.name: np.load(folder / _file_name(v), mmap_mode="r") for v in small}
 
 
 def _write_tables(model: nn.Module, views: list[View], x: np.ndarray, folder: Path,
                   shapes: dict[str, tuple], batch: int = 512) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    # np.lib.format.open_memmap fills the tables in place, so each is renamed by hand once
+    # complete (the same temp-then-rename as edgekd.files.atomic_path).
     tmp = {v.name: folder / f".{_file_name(v)}.tmp" for v in views}
     tables = {v.name: np.lib.format.open_memmap(tmp[v.name], mode="w+", dtype=np.float32,
                                                 shape=(len(x), *shapes[v.name]))

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd import parallel as ranks
 from edgekd.console import progress
+from edgekd.files import atomic_path
 from edgekd.metrics import accuracy
 
 # loss(model_logits, x, y, index_of_samples) -> scalar loss
@@ -24,13 +26,17 @@ ModeFn = Callable[[nn.Module, bool], None]
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """Optimisation settings shared by teacher training, distillation and QAT."""
+class Hyperparameters:
+    """Optimisation settings shared by teacher training, distillation and QAT: AdamW with a
+    one-cycle learning-rate schedule (Smith & Topin 2019) peaking at `lr`."""
 
     epochs: int
     lr: float
+    """Peak learning rate."""
     batch_size: int
+    """Global batch: under torchrun it is split across the ranks."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay."""
 
 
 def set_seed(seed: int) -> None:
@@ -56,7 +62,7 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512,
 
 
 def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
-        y_val: np.ndarray, schedule: Schedule, seed: int, checkpoint: Path, desc: str,
+        y_val: np.ndarray, settings: Hyperparameters, seed: int, checkpoint: Path, desc: str,
         mode: ModeFn = default_mode, extra: nn.Module | None = None,
         parallel: bool = False) -> list[dict]:
     """Train `model` in place; returns the per-epoch history (loss, val accuracy).
@@ -65,17 +71,15 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
     epoch means join the history as `loss_<name>`. `extra` holds trainable modules the loss
     uses besides the model (hint adapters, a mutual-learning peer, an EMA copy): optimised with
     it (where they require gradients) and saved in its checkpoints. `parallel` trains
-    data-parallel over the processes of a torchrun launch (edgekd.kd.distributed): each global
+    data-parallel over the processes of a torchrun launch (edgekd.parallel): each global
     batch is split across the ranks, gradients are averaged, rank 0 writes the checkpoints.
     """
-    from edgekd.kd import distributed
-
     set_seed(seed)
     bundle = _Bundle(model, extra)
     optimizer = torch.optim.AdamW([p for p in bundle.parameters() if p.requires_grad],
-                                  lr=schedule.lr, weight_decay=schedule.weight_decay)
-    steps = schedule.epochs * -(-len(x) // schedule.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=schedule.lr,
+                                  lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = settings.epochs * -(-len(x) // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
                                                     total_steps=steps, pct_start=0.15)
     history: list[dict] = []
     start = 0
@@ -87,21 +91,21 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, start = state["history"], state["epoch"]
-    parallel = parallel and distributed.active()
-    rank, world = (distributed.rank(), distributed.world_size()) if parallel else (0, 1)
-    dev = distributed.device() if parallel else torch.device("cpu")
+    parallel = parallel and ranks.active()
+    rank, world = (ranks.rank(), ranks.world_size()) if parallel else (0, 1)
+    dev = ranks.device() if parallel else torch.device("cpu")
     net = _data_parallel(bundle.to(dev)) if parallel else bundle
     xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
-    with progress(schedule.epochs, desc if rank == 0 else "") as bar:
+    with progress(settings.epochs, desc if rank == 0 else "") as bar:
         bar.update(start)
-        for epoch in range(start, schedule.epochs):
+        for epoch in range(start, settings.epochs):
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch))
             mode(model, True)
             if extra is not None:
                 extra.train(True)
             sums: dict[str, float] = {}
-            for i in range(0, len(x), schedule.batch_size):
-                idx = order[i:i + schedule.batch_size]
+            for i in range(0, len(x), settings.batch_size):
+                idx = order[i:i + settings.batch_size]
                 if world > 1:
                     if len(idx) < world:
                         continue  # a last batch too small to share: skipped on every rank
@@ -125,7 +129,7 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
                 _save_checkpoint(checkpoint, model, optimizer, scheduler, history, epoch + 1,
                                  extra)
             if parallel:
-                distributed.barrier()
+                ranks.barrier()
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc:.3f}")
             bar.update(1)
     bundle.cpu()
@@ -150,9 +154,7 @@ def _data_parallel(bundle: nn.Module) -> nn.Module:
     gradient hooks still fire for them in the same backward, so they are averaged too."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from edgekd.kd import distributed
-
-    dev = distributed.device()
+    dev = ranks.device()
     # Buffers (BatchNorm statistics) follow rank 0's at every forward, DDP's default.
     return DistributedDataParallel(bundle, device_ids=[dev] if dev.type == "cuda" else None)
 
@@ -173,9 +175,7 @@ def _sync_epoch(bundle: nn.Module, sums: dict[str, float]) -> dict[str, float]:
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, history: list[dict],
                      epoch: int, extra: nn.Module | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch,
-                "extra": extra.state_dict() if extra is not None else None}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch,
+                    "extra": extra.state_dict() if extra is not None else None}, tmp)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from edgekd.config import CNN_ARCHS, TORCHVISION_ARCHS, ModelConfig
+from edgekd.files import atomic_path
 
 
 class Normalize(nn.Module):
@@ -128,11 +129,9 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 def save_model(model: Classifier, cfg: ModelConfig, meta: dict, path: Path) -> None:
     """Save weights with what is needed to rebuild the model (atomically)."""
-    tmp = path.with_suffix(".tmp")
     arch = cfg.model_dump(mode="json", include={"arch", "width", "depth"})
-    torch.save({"state_dict": model.state_dict(), "config": arch,
-                "meta": meta}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "config": arch, "meta": meta}, tmp)
 
 
 def load_model(path: Path, cfg: ModelConfig | None = None, meta: dict | None = None) -> Classifier:

@@ -14,9 +14,9 @@ integer grid is shifted, the real values it represents are the same. Weights sta
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from edgekd.files import atomic_path
 
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -238,12 +238,6 @@ def optimize_qdq_onnx(src: str | Path, dst: str | Path | None = None) -> Path:
     add_from_sub(model)
     drop_rescales(model)
     _drop_unused_initializers(model)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
     return dst

@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from edgekd.files import atomic_path
+
 Method = Literal["minmax", "entropy", "percentile"]
 
 
@@ -117,12 +119,12 @@ def pt2e_ptq(model, data: np.ndarray, batch: int = 8):
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
+    from edgekd.quant.qat import batch_dim
     from edgekd.quant.quantizer import ptq_quantizer
 
     x = torch.from_numpy(data.astype(np.float32))
-    dim = torch.export.Dim("batch", min=1, max=1024)
     captured = torch.export.export(copy.deepcopy(model).eval(), (x[:batch],),
-                                   dynamic_shapes=({0: dim},)).module()
+                                   dynamic_shapes=({0: batch_dim()},)).module()
     prepared = prepare_pt2e(captured, ptq_quantizer())
     with torch.no_grad():
         for chunk in x.split(batch):
@@ -145,7 +147,6 @@ def litert_ptq(model, data: np.ndarray, out: str | Path) -> Path:
     sample = torch.from_numpy(data[:1].astype(np.float32))
     edge = litert_torch.convert(converted, (sample,),
                                 quant_config=QuantConfig(pt2e_quantizer=litert_quantizer()))
-    tmp = out.with_suffix(".tmp.tflite")
-    edge.export(str(tmp))
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        edge.export(str(tmp))
     return out

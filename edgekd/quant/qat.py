@@ -13,6 +13,15 @@ import copy
 import torch
 from torch import nn
 
+MAX_BATCH = 1024
+"""The largest batch a captured (prepared, converted, saved) graph takes: torch.export bakes
+the batch range it was captured with into the graph's guards."""
+
+
+def batch_dim() -> torch.export.Dim:
+    """The dynamic batch dimension every PT2E capture in edgekd uses (1 to MAX_BATCH)."""
+    return torch.export.Dim("batch", min=1, max=MAX_BATCH)
+
 
 def prepare(model: nn.Module, input_shape: tuple[int, ...], batch: int = 8) -> torch.fx.GraphModule:
     """Capture `model` and insert fake-quantizers for int8 QAT."""
@@ -22,10 +31,9 @@ def prepare(model: nn.Module, input_shape: tuple[int, ...], batch: int = 8) -> t
     from edgekd.quant.quantizer import qat_quantizer
 
     example = torch.randn(batch, *input_shape)
-    dim = torch.export.Dim("batch", min=1, max=1024)
     with quiet():
         captured = torch.export.export(model.train(), (example,),
-                                       dynamic_shapes=({0: dim},)).module()
+                                       dynamic_shapes=({0: batch_dim()},)).module()
         return prepare_qat_pt2e(captured, qat_quantizer())
 
 

@@ -1,29 +1,44 @@
-"""One module per stage kind; each exposes `run(cfg, ctx) -> StageResult`.
+"""The stage table: every stage, the teacher included, as one entry.
 
-The table is explicit (no registration by import side effect); a test checks it matches the
-stage kinds the config accepts.
+Each stage is a module with one function `run(cfg, inputs, ctx) -> StageResult`, where
+`inputs` holds the results of the stages its entry `needs` (those the pipeline has), by kind.
+Stages never import each other: what one hands the next is its StageResult (artifacts and
+metrics). The table is explicit (no registration by import side effect); a test checks that it
+matches the stage kinds the config accepts. Adding a stage is one module, one entry here and
+one config model in edgekd.config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from dataclasses import dataclass
 
 from edgekd.artifacts import StageResult
 
 
-def _lazy(module: str) -> Callable:
-    def run(cfg, ctx) -> StageResult:
-        import importlib
+@dataclass(frozen=True)
+class StageSpec:
+    """How the loop runs one kind of stage."""
 
-        return importlib.import_module(f"edgekd.stages.{module}").run(cfg, ctx)
+    kind: str
+    needs: tuple[str, ...] = ()
+    """Stages whose results this one receives (when the pipeline has them); their cache keys
+    are part of this stage's key."""
+    reads: tuple[str, ...] = ()
+    """Top-level pipeline fields besides its own block that the stage reads (part of its cache
+    key): e.g. the student spec, the target device."""
+    parallel: bool = False
+    """Trains data-parallel under `--nproc` (edgekd.parallel): the loop hands it to every rank."""
 
-    run.__name__ = f"{module}.run"
-    return run
+    def run(self, cfg, inputs: dict[str, StageResult], ctx) -> StageResult:
+        module = importlib.import_module(f"edgekd.stages.{self.kind}")
+        return module.run(cfg, inputs, ctx)
 
 
-STAGES: dict[str, Callable] = {
-    "distill": _lazy("distill"),
-    "quantize": _lazy("quantize"),
-    "export": _lazy("export"),
-    "profile": _lazy("profile"),
+STAGES: dict[str, StageSpec] = {
+    "teacher": StageSpec("teacher"),
+    "distill": StageSpec("distill", needs=("teacher",), reads=("student",), parallel=True),
+    "quantize": StageSpec("quantize", needs=("teacher", "distill"), parallel=True),
+    "export": StageSpec("export", needs=("distill", "quantize")),
+    "profile": StageSpec("profile", needs=("export",), reads=("target", "on_unreachable")),
 }

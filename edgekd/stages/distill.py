@@ -1,101 +1,101 @@
-"""distill: train the student from the teacher(s) with the configured methods, and the same
+"""distill: train the student from the teacher(s) with the configured KD terms, and the same
 student on hard labels alone as the baseline it must beat.
 
 Layer paths in the config are checked here, against the built models, before anything
 trains: a wrong one is a ConfigError naming the file, the field and the nearest real paths.
-(`edgekd validate` stays a pure schema check without torch.) Under torchrun, rank 0 hands the
-stage to the other ranks and alone writes checkpoints and artifacts.
+(`edgekd validate` stays a pure schema check without torch.) Under `--nproc`, every rank runs
+this function; rank 0 alone writes (edgekd.parallel.on_leader).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from edgekd import parallel
 from edgekd.artifacts import Artifact, StageResult
-from edgekd.config import ConfigError, DistillStage, EnsembleTeacher, ModelConfig
+from edgekd.config import DistillStage, EnsembleTeacher, ModelConfig
 from edgekd.context import Context
-from edgekd.kd import distributed
-from edgekd.kd.methods import Teacher, Trained, hard_labels, layer_errors, train_students
-from edgekd.kd.train import Schedule, fit, predict, set_seed
+from edgekd.kd.methods import (
+    Teacher,
+    Trained,
+    enabled_methods,
+    hard_labels,
+    layer_errors,
+    train_students,
+)
+from edgekd.kd.train import Hyperparameters, fit, predict, set_seed
 from edgekd.metrics import accuracy, expected_calibration_error, top1_agreement
 from edgekd.models import build, count_macs, count_params, load_model, save_model
+from edgekd.schema import ConfigError
 
 
-def run(cfg: DistillStage, ctx: Context) -> StageResult:
-    _check_layers(cfg, ctx)
-    distributed.dispatch("distill", cfg, ctx)
+def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
+    teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
+    _check_layers(cfg, ctx, teacher)
     splits, out = ctx.splits(), ctx.stage_dir("distill")
-    result = StageResult({}, {}, info={"methods": methods(cfg)})
-    teachers = [Teacher(ctx.teacher(), cfg.teacher_weight)]
+    result = StageResult(info={"methods": enabled_methods(cfg)})
+    teachers = [Teacher(teacher, cfg.teacher_weight)]
     for i, teacher_cfg in enumerate(cfg.teachers, 1):
-        model = _extra_teacher(i, teacher_cfg, cfg, ctx, result)
+        model = _extra_teacher(i, teacher_cfg, ctx, result)
         teachers.append(Teacher(model, teacher_cfg.weight))
-    meta = ctx.meta()
     trained = train_students(
         cfg, splits, teachers, lambda: new_student(ctx), ctx.pipeline.student,
-        lambda c: build(c, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"]),
-        ctx.pipeline.seed, out, ctx.cache_dir() if cfg.cache_teacher else None,
-        parallel=distributed.active())
-    teacher_test = predict(ctx.teacher(), splits.x_test)
+        lambda c: _other_model(c, cfg, ctx), ctx.pipeline.seed, out,
+        ctx.cache_dir() if cfg.cache_teacher else None, parallel=parallel.active())
+    teacher_test = predict(teacher, splits.x_test)
     for name, item in trained.items():
         _record(name, item, ctx, teacher_test, result)
-    result.metrics.update(_teacher_comparison(result.metrics, teacher_test, splits.y_test, ctx))
+    result.metrics.update(_teacher_comparison(result.metrics, teacher, teacher_test, ctx))
     if len(teachers) > 1:
         ensemble = sum(t.weight * _probs(predict(t.model, splits.x_test)) for t in teachers)
         result.metrics["ensemble_accuracy"] = accuracy(ensemble, splits.y_test)
+    result.summary = {"student fp32 accuracy": result.metrics["accuracy"]}
+    if "baseline_accuracy" in result.metrics:
+        result.summary["hard-label baseline accuracy"] = result.metrics["baseline_accuracy"]
     return result
-
-
-def methods(cfg: DistillStage) -> list[str]:
-    """The methods a distill config combines, in the order the report lists them."""
-    named = {"logit_kd": cfg.alpha > 0, "ensemble": bool(cfg.teachers),
-             "hints": bool(cfg.hints), "attention": cfg.attention is not None,
-             "relational": cfg.relational is not None, "assistants": bool(cfg.assistants),
-             "self_distillation": cfg.self_distillation is not None,
-             "mutual": cfg.mutual is not None}
-    return [name for name, on in named.items() if on]
-
-
-def teacher_outputs(ctx: Context, cached: bool):
-    """soft(x, idx) -> teacher logits for a batch: looked up in the cache or computed online."""
-    if cached:
-        table = ctx.teacher_logits()
-        return lambda x, idx: torch.from_numpy(np.ascontiguousarray(table[idx.numpy()])).to(
-            x.device)
-    teacher = ctx.teacher()
-
-    def online(x, _idx):
-        with torch.no_grad():
-            return teacher(x.cpu()).to(x.device)
-
-    return online
 
 
 def new_student(ctx: Context):
     """The student at its starting point: the same weights for the KD run and the baseline."""
-    meta = ctx.meta()
-    cfg = ctx.pipeline.student
     set_seed(ctx.pipeline.seed)
-    if cfg.checkpoint is not None:
-        return load_model(ctx.resolve(cfg.checkpoint), cfg, meta)
-    return build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+    return _build(ctx.pipeline.student, ctx, "student")
 
 
-def _where(ctx: Context) -> str:
-    index = next(i for i, s in enumerate(ctx.pipeline.stages) if s.kind == "distill")
-    return f"{ctx.source}: stages[{index}]"
+def _other_model(model: ModelConfig, cfg: DistillStage, ctx: Context):
+    """An assistant or the mutual peer. The default peer is the student's architecture with
+    fresh weights (never the student's checkpoint: two equal starts would agree)."""
+    if model is ctx.pipeline.student:
+        return _build(model.model_copy(update={"checkpoint": None}), ctx, "mutual.peer")
+    index = next((i for i, a in enumerate(cfg.assistants) if a is model), None)
+    return _build(model, ctx, f"assistants[{index}]" if index is not None else "mutual.peer")
 
 
-def _check_layers(cfg: DistillStage, ctx: Context) -> None:
+def _build(cfg: ModelConfig, ctx: Context, field: str):
+    """A model of `cfg`: from its checkpoint when it names one, else fresh random weights
+    (drawn from the generator as it stands: the caller seeds it). `field`: where `cfg` sits
+    ("student", "assistants[0]", "mutual.peer"), for the error line."""
+    meta = ctx.meta()
+    if cfg.checkpoint is None:
+        return build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+    path = ctx.resolve(cfg.checkpoint)
+    try:
+        return load_model(path, cfg, meta)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        where = f"{ctx.source}: student" if field == "student" else \
+            f"{ctx.where('distill')}.{field}"
+        raise ConfigError([f"{where}.checkpoint: {path} cannot be loaded as arch {cfg.arch}: "
+                           f"{first}"]) from None
+
+
+def _check_layers(cfg: DistillStage, ctx: Context, teacher) -> None:
     """Every layer path the config names must exist in the student / teacher."""
-    errors = layer_errors(cfg, new_student(ctx), ctx.teacher())
+    errors = layer_errors(cfg, new_student(ctx), teacher)
     if errors:
-        raise ConfigError([f"{_where(ctx)}.{line}" for line in errors])
+        raise ConfigError([f"{ctx.where('distill')}.{line}" for line in errors])
 
 
-def _extra_teacher(i: int, cfg: EnsembleTeacher, stage: DistillStage, ctx: Context,
-                   result: StageResult):
+def _extra_teacher(i: int, cfg: EnsembleTeacher, ctx: Context, result: StageResult):
     """Teacher i of `teachers:`, loaded from its checkpoint or trained here like the first."""
     splits, meta, out = ctx.splits(), ctx.meta(), ctx.stage_dir("distill")
     if cfg.checkpoint is not None:
@@ -104,16 +104,16 @@ def _extra_teacher(i: int, cfg: EnsembleTeacher, stage: DistillStage, ctx: Conte
             return load_model(path, cfg, meta).eval()
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0]
-            raise ConfigError([f"{_where(ctx)}.teachers[{i - 1}].checkpoint: {path} cannot "
-                               f"be loaded as arch {cfg.arch}: {first}"]) from None
+            raise ConfigError([f"{ctx.where('distill')}.teachers[{i - 1}].checkpoint: {path} "
+                               f"cannot be loaded as arch {cfg.arch}: {first}"]) from None
     set_seed(ctx.pipeline.seed + i)
     model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-    schedule = Schedule(cfg.train.epochs, cfg.train.lr, cfg.train.batch_size,
-                        cfg.train.weight_decay)
+    settings = Hyperparameters(cfg.train.epochs, cfg.train.lr, cfg.train.batch_size,
+                               cfg.train.weight_decay)
     name = f"teacher_{i + 1}"
     result.history[name] = fit(model, hard_labels, splits.x_train, splits.y_train,
-                               splits.x_val, splits.y_val, schedule, ctx.pipeline.seed + i,
-                               out / f"{name}.ckpt", name, parallel=distributed.active())
+                               splits.x_val, splits.y_val, settings, ctx.pipeline.seed + i,
+                               out / f"{name}.ckpt", name, parallel=parallel.active())
     _save(model, cfg, ctx, name, result)
     result.metrics[f"{name}_accuracy"] = accuracy(predict(model, splits.x_test), splits.y_test)
     return model.eval()
@@ -122,9 +122,7 @@ def _extra_teacher(i: int, cfg: EnsembleTeacher, stage: DistillStage, ctx: Conte
 def _save(model, cfg: ModelConfig, ctx: Context, name: str, result: StageResult) -> None:
     """Rank 0 writes the model; every rank then describes the same file."""
     path = ctx.stage_dir("distill") / f"{name}.pt"
-    if distributed.is_leader():
-        save_model(model, cfg, ctx.meta(), path)
-    distributed.barrier()
+    parallel.on_leader(lambda: save_model(model, cfg, ctx.meta(), path))
     result.artifacts[f"{name}_fp32"] = Artifact.of(f"{name}_fp32", path, "torch")
 
 
@@ -150,9 +148,9 @@ def _probs(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def _teacher_comparison(metrics: dict, teacher_test, labels, ctx: Context) -> dict:
+def _teacher_comparison(metrics: dict, teacher, teacher_test, ctx: Context) -> dict:
+    labels = ctx.splits().y_test
     teacher_acc = accuracy(teacher_test, labels)
-    teacher = ctx.teacher()
     out = {
         "teacher_accuracy": teacher_acc,
         "teacher_ece": expected_calibration_error(teacher_test, labels),

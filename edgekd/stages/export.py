@@ -1,7 +1,9 @@
 """export: write the deployable files and check each against the PyTorch model it came from.
 
-Each artifact is run on the test split by its own runtime; the report gets its accuracy, its
-top-1 agreement with its PyTorch source and the largest logit difference.
+What each format is (file name, writer, runtime, op counter) comes from the export-format
+table (edgekd.export.formats). Each file is run on the test split by its own runtime; the
+report gets its accuracy, its top-1 agreement with its PyTorch source, the largest logit
+difference and, for int8 outputs, the difference in output quantization steps.
 """
 
 from __future__ import annotations
@@ -10,165 +12,119 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.artifacts import Artifact, StageResult, write_json
+from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import ExportStage
 from edgekd.console import progress
 from edgekd.context import Context
-from edgekd.export import runtimes
-from edgekd.export.writers import write_onnx, write_tflite
+from edgekd.export.formats import FORMATS, RUNTIMES
+from edgekd.export.writers import ExportSource, Written
+from edgekd.files import write_json
 from edgekd.kd.train import predict
 from edgekd.metrics import accuracy, max_abs_diff, top1_agreement
 from edgekd.models import load_model
-from edgekd.quant import qat
-from edgekd.quant.onnx_qdq import optimize_qdq_onnx
-
-FILE_NAMES = {
-    "onnx_fp32": ("student_fp32_onnx", "student_fp32.onnx", "onnx"),
-    "onnx_int8": ("student_int8_onnx", "student_int8.onnx", "onnx"),
-    "tflite_fp32": ("student_fp32_tflite", "student_fp32.tflite", "tflite"),
-    "tflite_int8": ("student_int8_tflite", "student_int8.tflite", "tflite"),
-}
 
 
-def run(cfg: ExportStage, ctx: Context) -> StageResult:
+def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
     splits, out = ctx.splits(), ctx.stage_dir("export")
-    sources = _Sources(ctx)
-    result = StageResult({}, {})
-    logits = {}
+    source = _source(inputs, ctx)
+    result = StageResult()
+    written: dict[str, Written] = {}
+    logits: dict[str, np.ndarray] = {}  # test logits per format
+    references: dict[int, np.ndarray] = {}  # test logits per reference model, computed once
     with progress(len(cfg.formats), "export") as bar:
-        for fmt in cfg.formats:
-            name, filename, kind = FILE_NAMES[fmt]
-            bar.set_postfix_str(name)
-            path = _write(fmt, out / filename, sources, cfg, ctx)
-            result.artifacts[name] = Artifact.of(name, path, kind)
-            logits[fmt] = runtimes.logits(path, splits.x_test)
-            result.metrics.update(_compare(name, path, logits[fmt], sources.reference(fmt),
-                                           splits))
-            result.metrics.update({f"{name}.{k}": float(v) for k, v in op_counts(path).items()})
+        for name in cfg.formats:
+            fmt, runtime = FORMATS[name], RUNTIMES[FORMATS[name].runtime]
+            bar.set_postfix_str(fmt.artifact)
+            done = written[name] = fmt.write(source, out / fmt.filename, cfg.opset)
+            result.artifacts[fmt.artifact] = Artifact.of(fmt.artifact, done.path, name)
+            result.evaluated.append(fmt.artifact)
+            if id(done.reference) not in references:
+                references[id(done.reference)] = _reference_logits(done, splits.x_test)
+            logits[name] = runtime.evaluate(done.path, splits.x_test)
+            result.metrics.update(_compare(fmt.artifact, done.path, logits[name],
+                                           references[id(done.reference)], splits.y_test,
+                                           runtime.output_scale(done.path)))
+            result.metrics.update({f"{fmt.artifact}.{k}": float(v)
+                                   for k, v in runtime.op_counts(done.path).items()})
             bar.update(1)
-    step = result.metrics.get("student_int8_tflite.output_step")
-    if not sources.ptq and step and {"onnx_int8", "tflite_int8"} <= logits.keys():
-        # Two independent integer engines, one quantized model: they should agree exactly;
-        # where both differ from PyTorch alike, the difference is PyTorch's float emulation.
-        result.metrics["student_int8_tflite.max_diff_steps_vs_onnx"] = max_abs_diff(
-            logits["onnx_int8"], logits["tflite_int8"]) / step
+    result.metrics.update(_int8_runtimes_agree(written, logits, result.metrics))
     if cfg.validate_arch:
-        result.notes += _validate_arch(cfg, ctx, result)
+        result.warnings += _validate_arch(cfg, ctx, result)
     meta = out / "student_meta.json"
     write_json(meta, {**ctx.meta(), "files": {a.name: a.path.name for a in
                                               result.artifacts.values()},
                       "note": "inputs are raw pixels in [0, 1], NCHW; the normalisation "
                               "(mean, std) is inside every file"})
     result.artifacts["student_meta"] = Artifact.of("student_meta", meta, "json")
+    result.summary = {label: result.metrics[key] for label, key in (
+        ("int8 TFLite accuracy", "student_int8_tflite.accuracy"),
+        ("int8 TFLite agreement w/ int8 torch", "student_int8_tflite.top1_agreement"))
+        if key in result.metrics}
     return result
 
 
-def _write(fmt: str, path: Path, sources: _Sources, cfg: ExportStage, ctx: Context) -> Path:
-    shape = ctx.splits().input_shape
-    if fmt == "onnx_int8" and sources.ptq:
-        return _onnx_ptq(path, sources, cfg, ctx)
-    model = sources.model(fmt)
-    if fmt.startswith("onnx"):
-        write_onnx(model, shape, path, cfg.opset)
-        if fmt == "onnx_int8":
-            # int8 activations -> uint8, exactly: what onnxruntime's x86 kernels fuse.
-            optimize_qdq_onnx(path)
-        return path
-    return write_tflite(model, shape, path, int8=fmt.endswith("int8"))
+def _source(inputs: dict[str, StageResult], ctx: Context) -> ExportSource:
+    from edgekd.quant import int8
+
+    fp32 = load_model(inputs["distill"].artifacts["student_fp32"].path).eval()
+    quantized = int8.load(inputs["quantize"].artifacts["student_int8"].path) \
+        if "quantize" in inputs else None
+    return ExportSource(fp32, quantized, ctx.splits().input_shape, ctx.calibration_samples)
 
 
-def _onnx_ptq(path: Path, sources: _Sources, cfg: ExportStage, ctx: Context) -> Path:
-    """Post-training int8 ONNX: onnxruntime static QDQ on the fp32 file, with the pipeline's
-    calibration method and options."""
-    from edgekd.quant import ptq
-    from edgekd.stages.quantize import calibration_samples
+def _reference_logits(written: Written, x: np.ndarray) -> np.ndarray:
+    """Test logits of a file's reference model; converted int8 graphs have no train/eval
+    switch (they always run as inference)."""
+    if written.reference_kind == "int8":
+        return predict(written.reference, x, mode=lambda _model, _training: None)
+    return predict(written.reference, x)
 
-    fp32 = path.with_name(FILE_NAMES["onnx_fp32"][1])
-    if not fp32.is_file():
-        write_onnx(sources.model("onnx_fp32"), ctx.splits().input_shape, fp32, cfg.opset)
-    quantize = ctx.pipeline.stage("quantize")
-    options = quantize.calibration.model_dump(exclude={"samples"})
-    return ptq.onnx_static(fp32, calibration_samples(ctx, quantize), path,
-                           ptq.Calibration(**options))
+
+def _int8_runtimes_agree(written: dict[str, Written], logits: dict[str, np.ndarray],
+                         metrics: dict) -> dict[str, float]:
+    """Two independent integer engines, one int8 model: they should agree exactly; where both
+    differ from PyTorch alike, the difference is PyTorch's float emulation. In output steps."""
+    int8 = {n: w for n, w in written.items()
+            if FORMATS[n].precision == "int8" and w.reference_kind == "int8"}
+    out = {}
+    if {"onnx_int8", "tflite_int8"} <= int8.keys():
+        scale = metrics.get(f"{FORMATS['tflite_int8'].artifact}.output_scale")
+        if scale:
+            out["student_int8_tflite.max_diff_steps_vs_onnx"] = max_abs_diff(
+                logits["onnx_int8"], logits["tflite_int8"]) / scale
+    return out
 
 
 def _validate_arch(cfg: ExportStage, ctx: Context, result: StageResult) -> list[str]:
     """Run each file with the arm64 builds of its runtime under qemu and compare with x86."""
     from edgekd.arch import validate
 
-    notes = []
-    for name, artifact in result.artifacts.items():
+    warnings = []
+    for name in result.evaluated:
+        artifact = result.artifacts[name]
         doc = validate(artifact.path, cfg.validate_arch, ctx.test_npz(), cpu=cfg.validate_cpu)
         prefix = f"{name}.{cfg.validate_arch}"
         result.metrics[f"{prefix}_top1_agreement"] = doc["top1_agreement"]
         result.metrics[f"{prefix}_max_abs_diff"] = doc["max_abs_diff"]
         if not doc["passed"]:
-            notes.append(f"{name}: {cfg.validate_arch} (emulated {cfg.validate_cpu}) differs "
-                         f"from x86: {'; '.join(doc['reasons'])}")
-    return notes
+            warnings.append(f"{name}: {cfg.validate_arch} (emulated {cfg.validate_cpu}) "
+                            f"differs from x86: {'; '.join(doc['reasons'])}")
+    return warnings
 
 
-def op_counts(path: Path) -> dict[str, int]:
-    """How much of the graph runs in int8 (and, for LiteRT, in how many delegate pieces)."""
-    from edgekd.quant import graph
-
-    return graph.onnx_op_counts(path) if path.suffix == ".onnx" else graph.tflite_op_counts(path)
-
-
-class _Sources:
-    """The PyTorch model behind each format and its test logits, built once each.
-
-    The int8 formats come from the quantized model: ONNX from the folded conversion, TFLite
-    from the unfolded one (what litert-torch expects). A post-training int8 ONNX file comes
-    from the fp32 file, so it is compared with the fp32 model."""
-
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
-        quantize = ctx.pipeline.stage("quantize")
-        self.ptq = quantize is not None and quantize.method == "ptq"
-        self.models: dict[str, object] = {}
-        self.logits: dict[str, np.ndarray] = {}
-
-    def _key(self, fmt: str) -> str:
-        if fmt.endswith("fp32") or (fmt == "onnx_int8" and self.ptq):
-            return "fp32"
-        return fmt
-
-    def model(self, fmt: str):
-        key = self._key(fmt)
-        if key not in self.models:
-            if key == "fp32":
-                artifact = self.ctx.results["distill"].artifacts["student_fp32"]
-                self.models[key] = load_model(artifact.path).eval()
-            else:
-                from edgekd.stages.quantize import load_prepared
-
-                prepared = load_prepared(self.ctx)
-                self.models[key] = qat.convert(prepared, fold=(fmt == "onnx_int8"))
-        return self.models[key]
-
-    def reference(self, fmt: str) -> np.ndarray:
-        key = self._key(fmt)
-        if key not in self.logits:
-            mode = (lambda m, t: m.train(t)) if key == "fp32" else (lambda m, t: None)
-            self.logits[key] = predict(self.model(fmt), self.ctx.splits().x_test, mode=mode)
-        return self.logits[key]
-
-
-def _compare(name: str, path: Path, got: np.ndarray, reference: np.ndarray,
-             splits) -> dict[str, float]:
+def _compare(name: str, path: Path, got: np.ndarray, reference: np.ndarray, labels: np.ndarray,
+             scale: float | None) -> dict[str, float]:
     metrics = {
-        f"{name}.accuracy": accuracy(got, splits.y_test),
-        f"{name}.source_accuracy": accuracy(reference, splits.y_test),
+        f"{name}.accuracy": accuracy(got, labels),
+        f"{name}.source_accuracy": accuracy(reference, labels),
         f"{name}.top1_agreement": top1_agreement(got, reference),
         f"{name}.max_abs_diff": max_abs_diff(got, reference),
         f"{name}.bytes": float(path.stat().st_size),
     }
-    step = runtimes.output_step(path)
-    if step is not None:
+    if scale is not None:
         # int8 kernels requantize with integer arithmetic; parity is judged in output steps.
-        steps = np.abs(got - reference) / step
-        metrics[f"{name}.output_step"] = step
+        steps = np.abs(got - reference) / scale
+        metrics[f"{name}.output_scale"] = scale
         metrics[f"{name}.max_abs_diff_steps"] = float(steps.max())
         metrics[f"{name}.within_one_step"] = float(np.mean(steps <= 1.001))
     return metrics

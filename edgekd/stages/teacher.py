@@ -1,37 +1,38 @@
-"""The teacher: loaded from the user's checkpoint, or trained on the data by the pipeline.
+"""teacher: the user's checkpoint loaded, or a teacher trained on the data by the pipeline.
 
-Either way it is saved in edgekd's model format and cached like a stage.
+Either way it is saved in edgekd's model format and cached like any stage; the stages that
+need it load it from this stage's `teacher` artifact.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from edgekd.artifacts import Artifact, StageResult
-from edgekd.config import ConfigError, TeacherConfig
+from edgekd.config import TeacherConfig
 from edgekd.context import Context
 from edgekd.kd import losses
-from edgekd.kd.train import Schedule, fit, predict
+from edgekd.kd.train import Hyperparameters, fit, predict, set_seed
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import build, count_macs, count_params, load_model, save_model
+from edgekd.schema import ConfigError
 
 
-def run(cfg: TeacherConfig, ctx: Context) -> StageResult:
+def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
     splits, meta = ctx.splits(), ctx.meta()
     out = ctx.stage_dir("teacher")
     history = {}
     if cfg.checkpoint is not None:
         model = _load_checkpoint(cfg, ctx, meta)
     else:
+        set_seed(ctx.pipeline.seed)  # the initial weights are part of what the seed fixes
         model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-        schedule = Schedule(cfg.train.epochs, cfg.train.lr, cfg.train.batch_size,
-                            cfg.train.weight_decay)
+        settings = Hyperparameters(cfg.train.epochs, cfg.train.lr, cfg.train.batch_size,
+                                   cfg.train.weight_decay)
 
         def loss(logits, _x, y, _idx):
             return losses.hinton(logits, None, y, 1.0, 0.0)
 
         history["teacher"] = fit(model, loss, splits.x_train, splits.y_train, splits.x_val,
-                                 splits.y_val, schedule, ctx.pipeline.seed,
+                                 splits.y_val, settings, ctx.pipeline.seed,
                                  out / "teacher.ckpt", "teacher")
     path = out / "teacher.pt"
     save_model(model, cfg, meta, path)
@@ -42,7 +43,8 @@ def run(cfg: TeacherConfig, ctx: Context) -> StageResult:
         "params": count_params(model),
         "macs": count_macs(model, splits.input_shape),
     }
-    return StageResult({"teacher": Artifact.of("teacher", path, "torch")}, metrics, history)
+    return StageResult({"teacher": Artifact.of("teacher", path, "torch")}, metrics,
+                       summary={"teacher accuracy": metrics["accuracy"]}, history=history)
 
 
 def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):
@@ -50,7 +52,7 @@ def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):
     if not path.is_file():
         raise ConfigError([f"{ctx.source}: teacher.checkpoint: file {path} not found"])
     try:
-        return load_model(Path(path), cfg, meta)
+        return load_model(path, cfg, meta)
     except (RuntimeError, ValueError, KeyError) as exc:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         first = (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0])

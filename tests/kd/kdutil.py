@@ -6,7 +6,7 @@ import torch
 
 from edgekd.config import DistillStage, ModelConfig
 from edgekd.kd.methods import Teacher, hard_labels, train_students
-from edgekd.kd.train import Schedule, fit, predict, set_seed
+from edgekd.kd.train import Hyperparameters, fit, predict, set_seed
 from edgekd.metrics import top1_agreement
 from edgekd.models import build
 
@@ -22,7 +22,7 @@ def make(splits, cfg: ModelConfig, seed: int = 0):
 def train_teacher(splits, cfg: ModelConfig, seed: int, path: Path):
     model = make(splits, cfg, seed)
     fit(model, hard_labels, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-        Schedule(6, 0.01, 64), seed, path, "teacher")
+        Hyperparameters(6, 0.01, 64), seed, path, "teacher")
     return model.eval()
 
 

@@ -4,7 +4,7 @@ the models lack when the distill stage starts, each one line naming file and fie
 import pytest
 import torch
 
-from edgekd.artifacts import Artifact
+from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import ConfigError, ModelConfig, load_pipeline
 from edgekd.context import Context
 from edgekd.models import save_model
@@ -73,8 +73,8 @@ def run_distill_on(tmp_path, splits, teacher, extra: str):
     ctx._splits = splits
     teacher_path = tmp_path / "teacher.pt"
     save_model(teacher, ModelConfig(arch="cnn", width=16, depth=2), splits.meta(), teacher_path)
-    ctx.teacher_artifact = Artifact.of("teacher", teacher_path, "torch")
-    return distill.run(pipeline.stages[0], ctx)
+    inputs = {"teacher": StageResult({"teacher": Artifact.of("teacher", teacher_path, "torch")})}
+    return distill.run(pipeline.stages[0], inputs, ctx)
 
 
 def test_missing_layer_paths_name_field_and_nearest_real_paths(tmp_path, splits, teacher):

@@ -26,21 +26,24 @@ stages:
     hints: [{student: net.0.5, teacher: net.0.5, weight: 0.5}]
 """
 
-# Logs every file write (torch.save and edgekd's JSON writer) with the writing rank.
+# Logs every file write (torch.save, and edgekd's one atomic writer, through which every JSON
+# and every temp-then-rename goes) with the writing rank; temp names lose their process id.
 AUDIT = """\
 import os
+import re
 import torch
-import edgekd.artifacts as artifacts
+import edgekd.files as files
 
 LOG = os.environ["EDGEKD_WRITE_LOG"]
 
 
 def _log(path):
+    name = re.sub(r"\\.\\d+\\.tmp", ".tmp", os.path.basename(str(path)))
     with open(LOG, "a") as f:
-        f.write(f"{os.environ.get('RANK', '-')} {os.path.basename(str(path))}\\n")
+        f.write(f"{os.environ.get('RANK', '-')} {name}\\n")
 
 
-_save, _write_json = torch.save, artifacts.write_json
+_save, _write_bytes = torch.save, files.write_bytes
 
 
 def save(obj, f, *args, **kwargs):
@@ -48,12 +51,12 @@ def save(obj, f, *args, **kwargs):
     return _save(obj, f, *args, **kwargs)
 
 
-def write_json(path, doc):
+def write_bytes(path, data):
     _log(path)
-    return _write_json(path, doc)
+    return _write_bytes(path, data)
 
 
-torch.save, artifacts.write_json = save, write_json
+torch.save, files.write_bytes = save, write_bytes
 """
 
 
@@ -84,10 +87,11 @@ def test_two_processes_write_once_and_match_one_process(splits, teacher, tmp_pat
     counts = Counter(line.split()[1] for line in writes)
     assert counts["report.json"] == 1
     assert counts["stage.json"] == 2  # teacher and distill, once each
-    assert counts["student.tmp"] == 5  # 4 epoch checkpoints, then the model
-    assert "baseline.tmp" not in counts
+    assert counts[".student.tmp.ckpt"] == 4  # 4 epoch checkpoints
+    assert counts[".student.tmp.pt"] == 1  # then the model
+    assert not any(name.startswith(".baseline") for name in counts)
     assert counts == Counter(line.split()[1] for line in single)  # as one process writes
-    assert not list((tmp_path / "runs/two").rglob("*.tmp"))
+    assert not list((tmp_path / "runs/two").rglob("*.tmp*"))
 
     reports = [json.loads((tmp_path / f"runs/{n}/report.json").read_text()) for n in
                ("one", "two")]

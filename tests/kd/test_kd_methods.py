@@ -22,7 +22,8 @@ METHODS = {
     "self_ema": {"self_distillation": {"teacher": "ema"}},
     "mutual": {"mutual": {}},
 }
-# The term each method adds, whose own curve must fall too.
+# The term each method adds, whose own curve must fall too. The EMA starts as the student, so
+# its "self" term starts near 0 and cannot fall: two tests below check that term directly.
 TERM = {"logit_kd": "kd", "hint_mse": "hint", "hint_cosine_two_layers": "hint",
         "attention": "attention", "relational_layers": "rkd_distance",
         "relational_logits": "rkd_angle", "self_ema": "ce", "mutual": "peer"}
@@ -80,11 +81,31 @@ def test_ensemble_target_is_weighted_mean_of_probabilities():
 
 
 def test_assistant_chain_each_link_learns(splits, teacher, tmp_path):
-    fields = {"assistants": [{"arch": "cnn", "width": 12, "depth": 2}]}
-    trained, before, after = distill(splits, one(teacher), tmp_path, **fields)
+    from edgekd.config import DistillStage
+    from edgekd.kd.methods import train_students
+    from edgekd.kd.train import predict
+
+    cfg = DistillStage(kind="distill", epochs=3, lr=0.03, batch_size=32, baseline=False,
+                       assistants=[{"arch": "cnn", "width": 12, "depth": 2}])
+    teacher_test = predict(teacher, splits.x_test)
+    untrained = []  # each assistant's agreement with the teacher as built, before training
+
+    def build(model_cfg):
+        model = make(splits, model_cfg, seed=1)
+        untrained.append(top1_agreement(predict(model, splits.x_test), teacher_test))
+        return model
+
+    trained = train_students(cfg, splits, one(teacher), lambda: make(splits, STUDENT), STUDENT,
+                             build, seed=0, workdir=tmp_path)
     assert list(trained) == ["assistant_1", "student"]
-    assert_learns(trained["assistant_1"].history, "kd", 0.0, 0.5)
-    assert_learns(trained["student"].history, "kd", before, after)
+    assistant = trained["assistant_1"].model
+    after = top1_agreement(predict(assistant, splits.x_test), teacher_test)
+    assert_learns(trained["assistant_1"].history, "kd", untrained[0], after)
+    # The student's teacher is the assistant; through it, it moves toward the teacher too.
+    student = predict(trained["student"].model, splits.x_test)
+    before = top1_agreement(predict(make(splits, STUDENT), splits.x_test), teacher_test)
+    assert_learns(trained["student"].history, "kd", before, top1_agreement(student,
+                                                                            teacher_test))
 
 
 def test_born_again_generation_teaches_fresh_copy(splits, teacher, tmp_path):
@@ -93,6 +114,52 @@ def test_born_again_generation_teaches_fresh_copy(splits, teacher, tmp_path):
     assert list(trained) == ["generation_1", "student"]
     assert "loss_self" not in trained["generation_1"].history[0]
     assert_learns(trained["student"].history, "self", before, after)
+
+
+def test_ema_copy_tracks_the_student(splits, teacher, tmp_path):
+    """The EMA teacher saved with the student ends far nearer the trained student's weights
+    than the starting weights are (an EMA that never updates stays at the start)."""
+    fields = {"self_distillation": {"teacher": "ema", "decay": 0.95}}
+    trained, _, _ = distill(splits, one(teacher), tmp_path, **fields)
+    extra = torch.load(tmp_path / "student.ckpt", weights_only=False)["extra"]
+    student = dict(trained["student"].model.named_parameters())
+    start = dict(make(splits, STUDENT).named_parameters())
+
+    def distance(a: dict) -> float:
+        return sum(float((a[k] - student[k]).detach().pow(2).sum()) for k in student) ** 0.5
+
+    ema = {k: extra[f"ema.{k}"] for k in student}
+    assert distance(ema) < 0.25 * distance(start), (distance(ema), distance(start))
+
+
+def test_self_term_is_kl_to_the_ema_after_its_update(splits, teacher):
+    """One step by hand: the EMA moves by (1 - decay) toward the student's current weights,
+    then loss_self = T^2 * KL(softmax(ema/T) || softmax(student/T)) over the batch."""
+    from edgekd.config import DistillStage
+    from edgekd.kd.objective import Objective
+
+    cfg = DistillStage(kind="distill", alpha=0.0,
+                       self_distillation={"decay": 0.9, "temperature": 3.0, "weight": 2.0})
+    student = make(splits, STUDENT)
+    objective = Objective(cfg, student, one(teacher), splits.x_train, None)
+    ema = objective.extra["ema"]
+    start = [p.detach().clone() for p in ema.parameters()]
+    with torch.no_grad():  # a training step moved the student away from the EMA
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    idx = torch.arange(16)
+    x, y = torch.from_numpy(splits.x_train[:16]), torch.from_numpy(splits.y_train[:16])
+    logits = student(x)
+    total, parts = objective(logits, x, y, idx)
+    objective.close()
+    for e, e0, s in zip(ema.parameters(), start, student.parameters(), strict=True):
+        assert torch.allclose(e, 0.9 * e0 + 0.1 * s, atol=1e-6)
+    with torch.no_grad():
+        p, q = torch.softmax(ema.eval()(x).double() / 3, 1), torch.softmax(logits.double() / 3, 1)
+    expected = 9 * (p * (p.log() - q.log())).sum(1).mean()
+    assert parts["self"] == pytest.approx(float(expected), rel=1e-4)
+    assert parts["self"] > 1e-3  # the perturbation made the two disagree measurably
+    assert total.item() == pytest.approx(parts["ce"] + 2.0 * parts["self"], rel=1e-5)
 
 
 def test_self_distillation_without_teacher_still_learns(splits, teacher, tmp_path):

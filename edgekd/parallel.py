@@ -1,14 +1,16 @@
-"""Multi-process training under torchrun: the distill and quantize stages train
-data-parallel (DistributedDataParallel; gloo on CPU, nccl on GPU).
+"""Data-parallel training under torchrun: launching, rank roles and leader-only writes.
 
-Rank 0 runs the pipeline as usual: it alone trains the teacher, writes checkpoints, artifacts,
-stage records and the report. The other ranks only follow: when rank 0 starts a distributed
-stage it sends them the stage's config and context (`dispatch`), they run the same stage
-function with writes turned off (`serve`), and go back to waiting. Every global batch is
-split across the ranks and gradients are averaged, so one step means the same as in one
-process with the same batch size; BatchNorm statistics are rank 0's (DDP broadcasts them).
+`edgekd run PIPELINE --nproc N` starts N processes of `python -m edgekd run PIPELINE` with
+torchrun (`launch`). Rank 0 runs the pipeline as usual: it alone runs the loop, trains the
+teacher, writes checkpoints, artifacts, stage records and the report. When the loop reaches a
+stage whose table entry trains data-parallel, it sends the other ranks that stage's job
+(`dispatch`); they run the same stage function (edgekd.pipeline.serve), then wait for the
+next job until rank 0 releases them. Stages themselves never call `dispatch`: they write
+through `on_leader` and train through edgekd.kd.train.fit, which splits every global batch
+across the ranks and averages the gradients (DistributedDataParallel; gloo on CPU, nccl with
+one GPU per rank), so one step means the same as in one process with the same batch size.
 
-Nothing heavy is imported at module import: the CLI uses `launched()` and `launch()`.
+Nothing heavy is imported at module import.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 EXIT_FILE_ENV = "EDGEKD_EXIT_FILE"
-DISTRIBUTED_STAGES = ("distill", "quantize")
+T = TypeVar("T")
 
 
 def launched() -> bool:
@@ -55,6 +59,14 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def on_leader(write: Callable[[], T]) -> None:
+    """Run `write` on rank 0 only, then wait until it is done everywhere (one process: just
+    run it). Every file a training stage writes goes through here."""
+    if is_leader():
+        write()
+    barrier()
 
 
 def init() -> bool:
@@ -91,14 +103,19 @@ def _broadcast(obj):
     return box[0]
 
 
-def dispatch(kind: str, cfg, ctx) -> None:
-    """On rank 0 of an active group: make the other ranks run stage `kind` with us."""
-    if not active() or not is_leader():
-        return
-    _broadcast({"kind": kind, "cfg": cfg.model_dump(mode="json"), "source": str(ctx.source),
-                "run_dir": str(ctx.run_dir), "data_key": ctx.data_key,
-                "teacher": ctx.teacher_artifact.as_dict() if ctx.teacher_artifact else None,
-                "results": {k: r.as_dict() for k, r in ctx.results.items()}})
+def dispatch(job: dict) -> None:
+    """On rank 0 of an active group: send `job` (plain data) to the other ranks."""
+    if active() and is_leader():
+        _broadcast(job)
+
+
+def jobs() -> Iterator[dict]:
+    """On ranks > 0: the jobs rank 0 dispatches, until it releases us."""
+    while (job := _broadcast(None)) is not None:
+        yield job
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
 
 
 _released = False
@@ -116,38 +133,25 @@ def release() -> None:
     dist.destroy_process_group()
 
 
-def serve() -> int:
-    """On ranks > 0: run the stages rank 0 dispatches until it releases us; the exit code."""
-    from pydantic import TypeAdapter
-
-    from edgekd.artifacts import Artifact, StageResult
-    from edgekd.config import Stage, load_pipeline
-    from edgekd.context import Context
-    from edgekd.stages import STAGES
-
-    init()
-    os.environ["EDGEKD_PROGRESS"] = "0"  # one progress bar: rank 0's
-    while (job := _broadcast(None)) is not None:
-        source = Path(job["source"])
-        ctx = Context(load_pipeline(source, check_target=False), source, Path(job["run_dir"]),
-                      job["data_key"],
-                      {k: StageResult.from_dict(r) for k, r in job["results"].items()})
-        if job["teacher"]:
-            ctx.teacher_artifact = Artifact(**{**job["teacher"],
-                                               "path": Path(job["teacher"]["path"])})
-        STAGES[job["kind"]](TypeAdapter(Stage).validate_python(job["cfg"]), ctx)
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
-    return 0
+def finish(code: int) -> int:
+    """On rank 0 at the end of a launched run: record `code` for `launch`, and return the
+    process's own exit code. A run that ended cleanly (pass, config error, gate failed)
+    releases the other ranks and exits 0; any other code exits 1 so torchrun stops the ranks
+    that may be blocked in a collective."""
+    if os.environ.get(EXIT_FILE_ENV):
+        Path(os.environ[EXIT_FILE_ENV]).write_text(str(code))
+    if code in (0, 2, 3):
+        release()
+        return 0
+    return 1
 
 
 def launch(nproc: int, args: list[str]) -> int:
-    """Run `edgekd <args>` in `nproc` processes with torchrun; rank 0's exit code."""
+    """Run `edgekd <args>` in `nproc` processes with torchrun; returns rank 0's exit code."""
     with tempfile.TemporaryDirectory(prefix="edgekd-torchrun-") as tmp:
         exit_file = Path(tmp) / "exit"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "edgekd.kd.launch", *args]
+               f"--nproc_per_node={nproc}", "-m", "edgekd", *args]
         proc = subprocess.run(cmd, env={**os.environ, EXIT_FILE_ENV: str(exit_file)})
         if exit_file.is_file():
             return int(exit_file.read_text())

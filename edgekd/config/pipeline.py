@@ -1,0 +1,78 @@
+"""One pipeline file: data, teacher, student, target device and stages in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, model_validator
+
+from edgekd.config.data import DataConfig
+from edgekd.config.distill import DistillStage
+from edgekd.config.models import ModelConfig, TeacherConfig
+from edgekd.config.stages import ExportStage, ProfileStage, QuantizeStage
+from edgekd.export.formats import FORMATS
+from edgekd.schema import Strict, did_you_mean, parse, read_yaml
+
+Stage = Annotated[
+    Union[DistillStage, QuantizeStage, ExportStage, ProfileStage],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+STAGE_KINDS = ("distill", "quantize", "export", "profile")
+"""The stage kinds a pipeline's `stages:` list takes, in the order they must run."""
+
+
+class Pipeline(Strict):
+    """One pipeline file: data, teacher, student, target device and stages in order."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig
+    student: ModelConfig
+    target: str = "local"
+    """A device profile name from devices/ or a path to a device YAML."""
+    on_unreachable: Literal["fail", "estimate"] = "fail"
+    stages: list[Stage]
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> Pipeline:
+        kinds = [s.kind for s in self.stages]
+        order = [k for k in STAGE_KINDS if k in kinds]
+        if kinds != order:
+            raise ValueError(f"stages: must run in the order {', '.join(STAGE_KINDS)}; got "
+                             f"{', '.join(kinds)}")
+        needs = {"quantize": "distill", "export": "distill", "profile": "export"}
+        for kind, before in needs.items():
+            if kind in kinds and before not in kinds:
+                raise ValueError(f"stages: a {kind} stage needs a {before} stage before it")
+        export = self.stage("export")
+        int8 = [f for f in (export.formats if export else []) if FORMATS[f].precision == "int8"]
+        if int8 and "quantize" not in kinds:
+            raise ValueError(f"stages: export formats {', '.join(int8)} need a quantize stage")
+        return self
+
+    @model_validator(mode="after")
+    def _budget_artifacts_exist(self) -> Pipeline:
+        """Every name in a budget's `artifacts:` is an artifact the export stage writes."""
+        export = self.stage("export")
+        written = [FORMATS[f].artifact for f in export.formats] if export else []
+        for i, stage in enumerate(self.stages):
+            for name in getattr(stage.budget, "artifacts", None) or []:
+                if name not in written:
+                    raise ValueError(
+                        f"stages[{i}].budget.artifacts: {name!r} is not an artifact this "
+                        f"pipeline exports{did_you_mean(name, written)}; it exports "
+                        f"{', '.join(written) or 'none'}")
+        return self
+
+    def stage(self, kind: str) -> Any:
+        """The stage config of `kind`, or None when the pipeline has none."""
+        return next((s for s in self.stages if s.kind == kind), None)
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline file (schema only; the target device is checked by
+    edgekd.devices.profiles.check_target). Raises ConfigError with every problem."""
+    path = Path(path)
+    return parse(Pipeline, read_yaml(path), str(path))

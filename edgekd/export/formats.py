@@ -1,0 +1,121 @@
+"""The export-format table: everything edgekd knows about each file format, in one place.
+
+Per format: its artifact and file name, suffix, the runtime that runs it, its precision, its
+fp32 sibling (int8 speed-up), the file an estimate counts MACs from, and the functions that
+write it, run it on the host, count its ops and read its output quantization scale. Export,
+profile, the local measurement, arch validation and the CLI read this table; the device
+runner (standard library + numpy only) keeps its own small copy of the suffix -> runtime map,
+checked against `RUNTIMES` by a test. An unknown format or suffix is an error, never a
+fallback. Adding a format is one writer (and evaluator, if its runtime is new) plus one entry.
+
+The functions are named as "module:function" and imported on first call, so reading the table
+(as `edgekd validate` does) loads no torch and no runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+def _lazy(target: str) -> Callable:
+    """A function that imports `module:function` when first called, then calls it."""
+    module, _, name = target.partition(":")
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = target
+    return call
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """An inference engine the host uses to check files of one suffix."""
+
+    name: str
+    suffix: str
+    device_runtimes: tuple[str, ...]
+    """Python packages that run these files on a device, in the order the device runner
+    tries them (edgekd/devices/runner.py keeps a copy: SUFFIX_RUNTIMES)."""
+    evaluate: Callable
+    """evaluate(path, x) -> logits: x float32 N x C x H x W in [0, 1]; returns N x classes."""
+    op_counts: Callable
+    """op_counts(path) -> {"ops_int8": n, "ops_float": n, ...}: how much runs in int8."""
+    output_scale: Callable
+    """output_scale(path) -> float | None: the output tensor's quantization scale (int8)."""
+
+
+RUNTIMES: dict[str, Runtime] = {
+    "onnxruntime": Runtime("onnxruntime", ".onnx", ("onnxruntime",),
+                           _lazy("edgekd.export.runtimes:onnx_logits"),
+                           _lazy("edgekd.quant.graph:onnx_op_counts"),
+                           _lazy("edgekd.export.runtimes:onnx_output_scale")),
+    "litert": Runtime("litert", ".tflite", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+                      _lazy("edgekd.export.runtimes:tflite_logits"),
+                      _lazy("edgekd.quant.graph:tflite_op_counts"),
+                      _lazy("edgekd.export.runtimes:tflite_output_scale")),
+}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One file format the export stage writes."""
+
+    name: str
+    """The name pipelines use in `formats:` (e.g. onnx_int8)."""
+    artifact: str
+    """The artifact's name in reports and budgets (e.g. student_int8_onnx)."""
+    filename: str
+    runtime: str
+    """A key of RUNTIMES."""
+    precision: Literal["fp32", "int8"]
+    write: Callable
+    """write(source: edgekd.export.writers.ExportSource, path, opset) -> Written."""
+    fp32_sibling: str | None = None
+    """The fp32 format on the same runtime, for the int8 speed-up (int8 formats only)."""
+    estimate_from: str | None = None
+    """The format whose ONNX file an estimate counts MACs and activations from, when this
+    file's own graph cannot be counted (None: the file itself)."""
+    deployable: bool = True
+    """Runs on a device: profiled, and gated by per-artifact budgets."""
+
+    @property
+    def suffix(self) -> str:
+        return RUNTIMES[self.runtime].suffix
+
+
+FORMATS: dict[str, Format] = {
+    "onnx_fp32": Format("onnx_fp32", "student_fp32_onnx", "student_fp32.onnx", "onnxruntime",
+                        "fp32", _lazy("edgekd.export.writers:onnx_fp32")),
+    "onnx_int8": Format("onnx_int8", "student_int8_onnx", "student_int8.onnx", "onnxruntime",
+                        "int8", _lazy("edgekd.export.writers:onnx_int8"),
+                        fp32_sibling="onnx_fp32"),
+    "tflite_fp32": Format("tflite_fp32", "student_fp32_tflite", "student_fp32.tflite",
+                          "litert", "fp32", _lazy("edgekd.export.writers:tflite_fp32"),
+                          estimate_from="onnx_fp32"),
+    "tflite_int8": Format("tflite_int8", "student_int8_tflite", "student_int8.tflite",
+                          "litert", "int8", _lazy("edgekd.export.writers:tflite_int8"),
+                          fp32_sibling="tflite_fp32", estimate_from="onnx_int8"),
+}
+
+FORMAT_NAMES = tuple(FORMATS)
+SUFFIXES = tuple(dict.fromkeys(r.suffix for r in RUNTIMES.values()))
+
+
+def by_artifact(name: str) -> Format | None:
+    """The format of an artifact name (student_int8_onnx -> onnx_int8), or None."""
+    return next((f for f in FORMATS.values() if f.artifact == name), None)
+
+
+def runtime_for(path: Path) -> Runtime:
+    """The host runtime for a model file, by suffix; ValueError naming the file otherwise."""
+    suffix = Path(path).suffix
+    for runtime in RUNTIMES.values():
+        if runtime.suffix == suffix:
+            return runtime
+    raise ValueError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; edgekd runs "
+                     f"{', '.join(SUFFIXES)} files")

@@ -1,0 +1,60 @@
+"""Files: the one atomic writer and the one content hash every module uses.
+
+A reader never sees a half-written file: everything is written to a temporary name in the
+same folder, then renamed over the target (rename is atomic on POSIX within one file system).
+A process killed mid-write leaves at most a dot-prefixed `.NAME.PID.tmp` behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on a clean exit it is renamed to `path`.
+
+    The temporary name keeps `path`'s suffix (writers such as np.save, torch.onnx.export and
+    litert-torch look at it). On an exception the temporary file is removed and `path` is left
+    as it was. The parent folder is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically; returns `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; returns `path`."""
+    return write_bytes(path, text.encode())
+
+
+def write_json(path: Path, doc: dict) -> Path:
+    """Write `doc` as indented JSON atomically; values JSON cannot hold are written as str."""
+    return write_text(path, json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,59 @@
+"""The distill objective: the weighted sum of the loss terms a config enables
+(edgekd.kd.terms), in the shape `edgekd.kd.train.fit` calls a loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.config import DistillStage
+from edgekd.kd import terms
+from edgekd.kd.cache import LOGITS, TeacherOutputs
+from edgekd.kd.hooks import Taps
+from edgekd.kd.terms.term import Batch, Setup, Teacher
+
+
+class Objective:
+    """The loss of one model under `cfg`: call it as fit's loss_fn.
+
+    `role` picks the terms (`edgekd.kd.terms.active`): "student" all enabled ones,
+    "assistant" those declared for teacher-assistant links, "first_generation" those that
+    learn from the teachers. `objective(logits, x, y, idx)` takes the student's logits
+    (N, classes), the inputs (N, C, H, W), the labels (N,) and the samples' rows in `x_train`
+    (N,), and returns (sum of weight * term, {term name: float value}).
+
+    Modules the terms own (hint adapters, the EMA copy, the mutual peer) live in `extra`,
+    which fit optimises and checkpoints with the model. Call `close()` after training to
+    remove the forward hooks from the model. Raises ValueError when an enabled term lacks
+    its model (mutual: `peer`; born-again: `past`).
+    """
+
+    def __init__(self, cfg: DistillStage, student: nn.Module, teachers: list[Teacher],
+                 x_train: np.ndarray, cache_dir: Path | None, role: terms.Role = "student",
+                 peer: nn.Module | None = None, past: nn.Module | None = None):
+        chosen = terms.active(cfg, role)
+        views = terms.views(cfg, chosen)
+        self.outputs = [TeacherOutputs(t.model, views if i == 0 else [LOGITS], x_train,
+                                       cache_dir) for i, t in enumerate(teachers)]
+        # Built before the taps go on: the EMA copy must not carry the objective's hooks.
+        setup = Setup(cfg, student, teachers, x_train, cache_dir, peer, past)
+        self.terms = [term(setup) for term in chosen]
+        self.taps = Taps(student, [layer.path for layer in terms.layers(cfg, chosen)
+                                   if layer.model == "student"])
+        self.extra = nn.ModuleDict({name: module for term in self.terms
+                                    for name, module in term.modules.items()})
+
+    def close(self) -> None:
+        self.taps.close()
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                 idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        dev, host = logits.device, x.cpu()
+        targets = [{k: v.to(dev) for k, v in out(host, idx).items()} for out in self.outputs]
+        batch = Batch(logits, x, y, idx, targets, self.taps.outputs)
+        parts = {name: part for term in self.terms for name, part in term(batch).items()}
+        total = sum(w * v for w, v in parts.values())
+        return total, {k: float(v.detach()) for k, (_w, v) in parts.items()}

@@ -1,0 +1,86 @@
+"""Config mistakes that used to pass silently: each is now exit 2 with one line naming the file
+and the field, from `edgekd validate` and from `edgekd run` alike (nothing runs)."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekd.cli import cli
+
+HEAD = """\
+name: t
+teacher: {arch: cnn, width: 8, depth: 2, train: {epochs: 1}}
+student: {arch: cnn, width: 4, depth: 1}
+"""
+DISTILL = "  - kind: distill\n    epochs: 1\n"
+QUANTIZE = "  - kind: quantize\n    epochs: 1\n"
+EXPORT = "  - kind: export\n    formats: [onnx_fp32, onnx_int8]\n"
+
+CASES = {
+    # limits a stage without deployable files cannot check
+    "latency_on_distill": (DISTILL + "    budget: {max_latency_ms: 50}\n", "",
+                           "stages[0].budget.max_latency_ms",
+                           "a distill budget cannot check max_latency_ms"),
+    "size_on_quantize": (DISTILL, QUANTIZE + "    budget: {max_size: 2 MB}\n",
+                         "stages[1].budget.max_size", "a quantize budget cannot check max_size"),
+    "agreement_on_distill": (DISTILL + "    budget: {min_top1_agreement: 0.99}\n", "",
+                             "stages[0].budget.min_top1_agreement", "export"),
+    "memory_on_quantize": (DISTILL, QUANTIZE + "    budget: {max_peak_memory: 1 GB}\n",
+                           "stages[1].budget.max_peak_memory", "profile"),
+    # an artifact name that matches nothing the pipeline exports
+    "artifact_typo": (DISTILL, QUANTIZE + EXPORT + "    budget: {max_size: 2 MB, artifacts: "
+                      "[student_int8_onnxx]}\n", "stages[2].budget.artifacts",
+                      "'student_int8_onnxx' is not an artifact this pipeline exports (did you "
+                      "mean student_int8_onnx?)"),
+    # a field that was accepted and never read, now gone
+    "freeze_bn_after": (DISTILL, QUANTIZE + "    freeze_bn_after: 2\n",
+                        "stages[1].freeze_bn_after", "unknown key"),
+    # data fields the built-in digits ignored
+    "image_size_with_digits": ("data: {source: digits, image_size: [16, 16]}\n" + "stages:\n"
+                               + DISTILL, None, "data.image_size", "not resized"),
+    "channels_with_digits": ("data: {source: digits, channels: 3}\n" + "stages:\n" + DISTILL,
+                             None, "data.channels", "only folder images are converted"),
+    # fields with no effect for the chosen method
+    "calibration_with_qat": (DISTILL, QUANTIZE + "    calibration: {samples: 8}\n",
+                             "stages[1].calibration", "only method: ptq calibrates"),
+    "epochs_with_ptq": (DISTILL, "  - kind: quantize\n    method: ptq\n    epochs: 3\n",
+                        "stages[1].epochs", "only method: qat trains"),
+    "teacher_weight_alone": (DISTILL + "    teacher_weight: 2\n", "",
+                             "stages[0].teacher_weight", "no effect without `teachers:`"),
+    "validate_cpu_alone": (DISTILL, QUANTIZE + EXPORT + "    validate_cpu: cortex-a76\n",
+                           "stages[2].validate_cpu", "only with validate_arch"),
+}
+
+
+def pipeline_text(first: str, rest: str | None) -> str:
+    if rest is None:  # `first` carries its own `stages:` header
+        return HEAD + first
+    return HEAD + "stages:\n" + first + rest
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_mistake_is_exit_2_with_one_line(name, command, tmp_path):
+    first, rest, field, message = CASES[name]
+    path = tmp_path / "p.yaml"
+    path.write_text(pipeline_text(first, rest))
+    args = [command, str(path)] + (["--out", str(tmp_path / "run")] if command == "run" else [])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"{path}: {field}: "), line
+    assert message in line, line
+    assert not (tmp_path / "run").exists()  # nothing ran, nothing was written
+
+
+def test_every_case_is_valid_once_the_mistake_is_removed(tmp_path):
+    """The cases differ from a valid pipeline only by their mistake."""
+    from edgekd.pipeline import load
+
+    path = tmp_path / "p.yaml"
+    path.write_text(pipeline_text(DISTILL, QUANTIZE + EXPORT + "    budget: {max_size: 2 MB, "
+                                  "artifacts: [student_int8_onnx]}\n"))
+    assert load(path).stage("export").budget.artifacts == ["student_int8_onnx"]
+    path.write_text(HEAD + "data: {source: digits}\nstages:\n" + DISTILL)
+    assert load(Path(path)).data.image_size is None
