@@ -102,3 +102,35 @@ def test_unloadable_ensemble_checkpoint_is_config_error(tmp_path, splits, teache
                        f"    teachers: [{{arch: cnn, checkpoint: {bad}}}]\n")
     (line,) = info.value.lines
     assert line.startswith(f"{tmp_path / 'p.yaml'}: stages[0].teachers[0].checkpoint: {bad}")
+
+
+def test_assistant_checkpoint_that_does_not_fit_names_the_field(tmp_path, splits, teacher):
+    bad = tmp_path / "assistant.pt"
+    torch.save({"net.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ConfigError) as info:
+        run_distill_on(tmp_path, splits, teacher, "    baseline: false\n"
+                       f"    assistants: [{{arch: cnn, width: 16, depth: 2, checkpoint: {bad}}}]\n")
+    (line,) = info.value.lines
+    assert line.startswith(f"{tmp_path / 'p.yaml'}: stages[0].assistants[0].checkpoint: {bad}")
+
+
+@pytest.mark.parametrize("field", ["assistants", "mutual"])
+def test_assistant_and_peer_checkpoints_are_their_starting_points(field, tmp_path, splits,
+                                                                   teacher):
+    """A checkpoint on an assistant or the mutual peer is loaded, not ignored: with a learning
+    rate too small to move it, the model stays as accurate as the trained file it starts from
+    (a random start of the same architecture stays near chance)."""
+    start = tmp_path / "start.pt"
+    save_model(teacher, ModelConfig(arch="cnn", width=16, depth=2), splits.meta(), start)
+    spec = f"{{arch: cnn, width: 16, depth: 2, checkpoint: {start}}}"
+    extra = f"    assistants: [{spec}]\n" if field == "assistants" else \
+        f"    mutual: {{peer: {spec}}}\n"
+    result = run_distill_on(tmp_path, splits, teacher,
+                            "    baseline: false\n    lr: 1.0e-7\n" + extra)
+    name = "assistant_1" if field == "assistants" else "peer"
+    assert result.metrics[f"{name}_accuracy"] > 0.8
+    (tmp_path / "random").mkdir()
+    result = run_distill_on(tmp_path / "random", splits, teacher,
+                            "    baseline: false\n    lr: 1.0e-7\n"
+                            + extra.replace(f", checkpoint: {start}", ""))
+    assert result.metrics[f"{name}_accuracy"] < 0.5
