@@ -43,18 +43,22 @@ def active() -> bool:
 
 
 def rank() -> int:
+    """This process's rank (0 outside an active group)."""
     return int(os.environ.get("RANK", "0")) if active() else 0
 
 
 def world_size() -> int:
+    """Number of processes in the active group (1 outside one)."""
     return int(os.environ.get("WORLD_SIZE", "1")) if active() else 1
 
 
 def is_leader() -> bool:
+    """True on rank 0, and in a single process."""
     return rank() == 0
 
 
 def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
     if active():
         import torch.distributed as dist
 

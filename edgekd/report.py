@@ -74,6 +74,7 @@ def build(run) -> dict:
 
 
 def write(run) -> dict:
+    """Write report.json and report.html into the run directory; returns the document."""
     doc = build(run)
     write_json(run.run_dir / "report.json", doc)
     write_html(doc, run.run_dir / "report.html")

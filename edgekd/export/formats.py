@@ -50,14 +50,14 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "onnxruntime": Runtime("onnxruntime", ".onnx", ("onnxruntime",),
-                           _lazy("edgekd.export.runtimes:onnx_logits"),
-                           _lazy("edgekd.quant.graph:onnx_op_counts"),
-                           _lazy("edgekd.export.runtimes:onnx_output_scale")),
     "litert": Runtime("litert", ".tflite", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                       _lazy("edgekd.export.runtimes:tflite_logits"),
                       _lazy("edgekd.quant.graph:tflite_op_counts"),
                       _lazy("edgekd.export.runtimes:tflite_output_scale")),
+    "onnxruntime": Runtime("onnxruntime", ".onnx", ("onnxruntime",),
+                           _lazy("edgekd.export.runtimes:onnx_logits"),
+                           _lazy("edgekd.quant.graph:onnx_op_counts"),
+                           _lazy("edgekd.export.runtimes:onnx_output_scale")),
 }
 
 

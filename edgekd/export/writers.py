@@ -38,6 +38,7 @@ class ExportSource:
     """calibration_samples(n) -> n training inputs (seeded), for post-training calibration."""
 
     def require_int8(self, fmt: str) -> Int8Model:
+        """The int8 model; ValueError naming `fmt` when the pipeline has no quantize stage."""
         if self.int8 is None:
             raise ValueError(f"format {fmt} needs a quantize stage before export")
         return self.int8
@@ -55,6 +56,7 @@ class Written:
 
 
 def onnx_fp32(source: ExportSource, path: Path, opset: int) -> Written:
+    """fp32 ONNX of the distilled student; compared with it."""
     return Written(write_onnx(source.fp32, source.input_shape, path, opset), source.fp32, "fp32")
 
 
@@ -82,11 +84,13 @@ def onnx_int8(source: ExportSource, path: Path, opset: int) -> Written:
 
 
 def tflite_fp32(source: ExportSource, path: Path, opset: int) -> Written:
+    """fp32 TFLite of the distilled student; compared with it."""
     return Written(write_tflite(source.fp32, source.input_shape, path, int8=False), source.fp32,
                    "fp32")
 
 
 def tflite_int8(source: ExportSource, path: Path, opset: int) -> Written:
+    """Full-integer int8 TFLite from the unfolded int8 model; compared with it."""
     int8 = source.require_int8("tflite_int8")
     return Written(write_tflite(int8.unfolded, source.input_shape, path, int8=True),
                    int8.unfolded, "int8")

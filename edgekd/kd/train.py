@@ -40,11 +40,13 @@ class Hyperparameters:
 
 
 def set_seed(seed: int) -> None:
+    """Seed torch's and numpy's global generators: call before building any model."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
 
 
 def default_mode(model: nn.Module, training: bool) -> None:
+    """Switch an ordinary module between train and eval mode."""
     model.train(training)
 
 

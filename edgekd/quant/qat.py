@@ -38,6 +38,7 @@ def prepare(model: nn.Module, input_shape: tuple[int, ...], batch: int = 8) -> t
 
 
 def set_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
+    """Switch a captured PT2E model between train and eval (its `.train()` / `.eval()` raise)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     (move_exported_model_to_train if training else move_exported_model_to_eval)(prepared)

@@ -31,6 +31,7 @@ class StageSpec:
     """Trains data-parallel under `--nproc` (edgekd.parallel): the loop hands it to every rank."""
 
     def run(self, cfg, inputs: dict[str, StageResult], ctx) -> StageResult:
+        """Import the stage's module and call its `run(cfg, inputs, ctx)`."""
         module = importlib.import_module(f"edgekd.stages.{self.kind}")
         return module.run(cfg, inputs, ctx)
 

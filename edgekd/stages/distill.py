@@ -30,6 +30,12 @@ from edgekd.schema import ConfigError
 
 
 def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
+    """Distil the student (and any assistants, generation 1, peer) from the teacher in
+    `inputs["teacher"]`, and train the hard-label baseline; artifacts `<name>_fp32`,
+    metrics per model against the teacher and the baseline (README, report.json).
+
+    Raises ConfigError naming the field for a layer path the models lack or a checkpoint that
+    cannot be loaded, before anything trains."""
     teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
     _check_layers(cfg, ctx, teacher)
     splits, out = ctx.splits(), ctx.stage_dir("distill")

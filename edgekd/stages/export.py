@@ -25,6 +25,9 @@ from edgekd.models import load_model
 
 
 def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
+    """Write each configured format from the fp32 student and the int8 model in `inputs`,
+    run each file by its own runtime on the test split and compare it with the PyTorch model
+    it came from; per-artifact metrics as `<artifact>.<metric>` (README, report.json)."""
     splits, out = ctx.splits(), ctx.stage_dir("export")
     source = _source(inputs, ctx)
     result = StageResult()

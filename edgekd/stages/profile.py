@@ -18,6 +18,12 @@ from edgekd.export.formats import FORMATS
 
 
 def run(cfg: ProfileStage, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
+    """Measure every deployable artifact of `inputs["export"]` on the pipeline's target
+    device; per-artifact metrics as `<artifact>.<metric>`, int8 speed-ups, and warnings for
+    suspect results and int8 files slower than their fp32 sibling.
+
+    Raises DeviceError when the device cannot be reached (unless on_unreachable: estimate)
+    or the model fails on it."""
     device = load_profile(ctx.pipeline.target, relative_to=ctx.source.parent)
     artifacts = {n: a for n, a in inputs["export"].artifacts.items() if a.deployable}
     data = ctx.test_npz() if cfg.accuracy else None

@@ -17,6 +17,11 @@ from edgekd.schema import ConfigError
 
 
 def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
+    """Load the user's teacher checkpoint or train one; artifact `teacher` (edgekd's model
+    format), metrics accuracy, ece, params, macs on the test split.
+
+    Raises ConfigError naming `teacher.checkpoint` when the file is missing or does not fit
+    the architecture."""
     splits, meta = ctx.splits(), ctx.meta()
     out = ctx.stage_dir("teacher")
     history = {}
