@@ -2,71 +2,19 @@
 
 Each fixture runs one stage once per session with `STAGES[kind].run(cfg, inputs, ctx)`, as the
 loop does, and hands its StageResult to the fixtures of the stages that need it. The PTQ
-branch reuses the same teacher and distilled student (a stage reads only its inputs).
+branch runs in a pipeline (and run folder) of its own on the same teacher and distilled
+student: a stage reads its inputs, not the folders of the stages before it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from stagekit import PTQ, QAT, make_context, run_stage
 
 from edgekd.artifacts import StageResult
-from edgekd.config import DataConfig, Pipeline, load_pipeline
+from edgekd.config import DataConfig
 from edgekd.context import Context
-from edgekd.data import data_key, load
-from edgekd.stages import STAGES
-
-HEAD = """\
-name: stages
-seed: 0
-teacher: {arch: cnn, width: 16, depth: 2, train: {epochs: 3, lr: 0.01}}
-student: {arch: cnn, width: 8, depth: 2}
-target: local
-stages:
-  - kind: distill
-    epochs: 3
-    lr: 0.02
-"""
-
-QAT = HEAD + """\
-  - kind: quantize
-    epochs: 1
-  - kind: export
-    formats: [onnx_fp32, onnx_int8, tflite_fp32, tflite_int8]
-  - kind: profile
-    runs: 5
-    warmup: 1
-"""
-
-PTQ = HEAD + """\
-  - kind: quantize
-    method: ptq
-    calibration: {method: minmax, samples: 64}
-  - kind: export
-    formats: [onnx_int8, tflite_int8]
-"""
-
-
-def make_context(folder: Path, text: str, splits) -> Context:
-    """A Context for the pipeline `text` (written to folder/pipeline.yaml) on `splits`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "pipeline.yaml"
-    source.write_text(text)
-    pipeline = load_pipeline(source)
-    ctx = Context(pipeline, source, folder / "run", data_key(pipeline.data, pipeline.seed))
-    ctx._splits = splits
-    return ctx
-
-
-def run_stage(kind: str, cfg, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
-    """One stage through the table, given only the inputs its entry needs."""
-    assert set(inputs) <= set(STAGES[kind].needs), (kind, set(inputs))
-    return STAGES[kind].run(cfg, inputs, ctx)
-
-
-def config(pipeline: Pipeline, kind: str):
-    return pipeline.teacher if kind == "teacher" else pipeline.stage(kind)
+from edgekd.data import load
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,51 @@
+"""The distill stage's contract: the student and its hard-label baseline as intact torch
+files, measured against the teacher it was given."""
+
+import pytest
+
+from edgekd.kd.train import predict
+from edgekd.metrics import accuracy, top1_agreement
+from edgekd.models import count_params, load_model
+
+
+def test_distill_writes_student_and_baseline(distill, qat_ctx, splits):
+    assert set(distill.artifacts) == {"student_fp32", "baseline_fp32"}
+    for artifact in distill.artifacts.values():
+        assert artifact.format == "torch" and artifact.intact() and not artifact.deployable
+        assert artifact.path.parent == qat_ctx.run_dir / "distill"
+    student = load_model(distill.artifacts["student_fp32"].path)
+    baseline = load_model(distill.artifacts["baseline_fp32"].path)
+    m = distill.metrics
+    assert accuracy(predict(student, splits.x_test), splits.y_test) == m["accuracy"]
+    assert accuracy(predict(baseline, splits.x_test), splits.y_test) == m["baseline_accuracy"]
+    assert count_params(student) == m["student_params"] == count_params(baseline)
+
+
+def test_distill_measures_against_the_teacher_it_was_given(distill, teacher, splits):
+    m = distill.metrics
+    assert m["teacher_accuracy"] == teacher.metrics["accuracy"]
+    assert m["teacher_params"] == teacher.metrics["params"]
+    assert m["teacher_macs"] == teacher.metrics["macs"]
+    given = load_model(teacher.artifacts["teacher"].path)
+    student = load_model(distill.artifacts["student_fp32"].path)
+    assert m["teacher_agreement"] == top1_agreement(predict(student, splits.x_test),
+                                                    predict(given, splits.x_test))
+
+
+def test_distill_metrics_are_consistent_and_in_range(distill, qat_ctx):
+    m = distill.metrics
+    for key in ("accuracy", "baseline_accuracy", "teacher_agreement",
+                "baseline_teacher_agreement", "ece", "baseline_ece"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["accuracy"] >= 0.8 and m["baseline_accuracy"] >= 0.8  # chance is 0.1
+    assert m["teacher_retention"] == pytest.approx(m["accuracy"] / m["teacher_accuracy"])
+    assert m["kd_gain"] == pytest.approx(m["accuracy"] - m["baseline_accuracy"])
+    assert m["param_ratio"] == pytest.approx(m["teacher_params"] / m["student_params"])
+    assert m["student_params"] < m["teacher_params"] and m["student_macs"] < m["teacher_macs"]
+    assert distill.summary == {"student fp32 accuracy": m["accuracy"],
+                               "hard-label baseline accuracy": m["baseline_accuracy"]}
+    epochs = qat_ctx.pipeline.stage("distill").epochs
+    assert {k: len(v) for k, v in distill.history.items()} == {"student": epochs,
+                                                               "baseline": epochs}
+    assert distill.evaluated == [] and distill.measured_on == "host"
+    assert not distill.estimated and distill.warnings == []
