@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from edgekd import budgets, exits, parallel
 from edgekd.artifacts import StageResult, cache_key
 from edgekd.config import Pipeline, load_pipeline
@@ -76,9 +78,9 @@ def _keys(pipeline: Pipeline, source: Path, dkey: str) -> dict[str, str]:
         config = cfg.model_dump(mode="json")
         inputs = list(chain)
         for name in STAGES[kind].reads:
-            config[name] = getattr(pipeline, name)
-            config[name] = config[name].model_dump(mode="json") \
-                if hasattr(config[name], "model_dump") else config[name]
+            value = getattr(pipeline, name)
+            config[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) \
+                else value
             if name == "target":  # a name stands for a file: its content is what counts
                 from edgekd.devices.profiles import check_target
 
