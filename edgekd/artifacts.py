@@ -25,6 +25,7 @@ class Artifact:
 
     @classmethod
     def of(cls, name: str, path: Path, format: str) -> Artifact:
+        """Describe an existing file (hashes it). Raises FileNotFoundError if it is missing."""
         return cls(name, path, format, sha256_file(path), path.stat().st_size)
 
     def as_dict(self) -> dict:
@@ -42,6 +43,7 @@ class Artifact:
         return self.format in FORMATS and FORMATS[self.format].deployable
 
     def intact(self) -> bool:
+        """The file is still there with the size and SHA-256 recorded (a cache may reuse it)."""
         return self.path.is_file() and self.path.stat().st_size == self.bytes \
             and sha256_file(self.path) == self.sha256
 

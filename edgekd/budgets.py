@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator
 
-from edgekd.schema import Strict
+from edgekd.schema import Strict, did_you_mean
 
 Percentile = Literal["mean", "p50", "p90", "p99"]
 
@@ -26,10 +26,11 @@ _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 _NUMBER_UNIT = re.compile(r"^\s*([<>]=?)?\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
-def _split(text: str) -> tuple[float, str]:
-    match = _NUMBER_UNIT.match(text)
+def _split(text: str, example: str) -> tuple[float, str]:
+    match = _NUMBER_UNIT.match(text) if isinstance(text, str) else None
     if not match:
-        raise ValueError(f"cannot read {text!r}: expected a number and a unit, like '2 MB'")
+        raise ValueError(f"cannot read {text!r}: expected a number and a unit, like "
+                         f"'{example}'")
     return float(match.group(2)), match.group(3).lower()
 
 
@@ -37,7 +38,7 @@ def parse_size(value: str | int | float) -> int:
     """Bytes from "2 MB", "1.5GiB", "<1 GB" or a plain number of bytes."""
     if isinstance(value, int | float):
         return int(value)
-    number, unit = _split(value)
+    number, unit = _split(value, "2 MB")
     if unit not in _SIZE_UNITS:
         raise ValueError(f"unknown size unit {unit!r} in {value!r} "
                          "(use B, KB, MB, GB, KiB, MiB, GiB)")
@@ -48,7 +49,7 @@ def parse_duration_ms(value: str | int | float) -> float:
     """Milliseconds from "100 ms", "0.5 s", "<250us" or a plain number of milliseconds."""
     if isinstance(value, int | float):
         return float(value)
-    number, unit = _split(value)
+    number, unit = _split(value, "100 ms")
     unit = unit or "ms"
     if unit not in _TIME_UNITS:
         raise ValueError(f"unknown time unit {unit!r} in {value!r} (use us, ms, s)")
@@ -70,8 +71,12 @@ class _Budget(Strict):
             for name in other.model_fields:
                 if name not in cls.model_fields:
                     owners.setdefault(name, []).append(other.stage)
-        return {name: f"a {cls.stage} budget cannot check {name}; it belongs in the budget "
-                      f"of a {' or '.join(stages)} stage" for name, stages in owners.items()}
+        def article(word: str) -> str:
+            return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+        return {name: f"{article(cls.stage)} budget cannot check {name}; it belongs in the "
+                      f"budget of {article(' or '.join(stages))} stage"
+                for name, stages in owners.items()}
 
 
 class DistillBudget(_Budget):
@@ -124,19 +129,27 @@ class ProfileBudget(_PerArtifact):
     """Limits on each artifact measured (or estimated) on the target device."""
 
     stage: ClassVar[str] = "profile"
-    max_latency_ms: float | str | dict[Percentile, float | str] | None = None
-    """A number or "100 ms" limits p90; a map limits each percentile named."""
+    max_latency_ms: float | str | dict[str, float | str] | None = None
+    """A number or "100 ms" limits p90; a map limits each percentile named (mean, p50, p90,
+    p99)."""
     max_peak_memory: str | int | None = None
     """Peak resident memory of the inference process, e.g. "1 GB"."""
     min_int8_speedup: float | None = Field(None, gt=0)
     """fp32 latency / int8 latency on the same runtime (p50), for each int8 artifact."""
 
-    @field_validator("max_latency_ms")
+    @field_validator("max_latency_ms", mode="before")
     @classmethod
     def _latency(cls, value: Any) -> Any:
-        for item in (value.values() if isinstance(value, dict) else [value]):
-            if item is not None:
+        """One error line for any wrong latency limit (not one per union member)."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key not in get_args(Percentile):
+                    raise ValueError(f"unknown percentile {key!r}"
+                                     f"{did_you_mean(key, get_args(Percentile))}; use "
+                                     f"{', '.join(get_args(Percentile))}")
                 parse_duration_ms(item)
+        elif value is not None:
+            parse_duration_ms(value)
         return value
 
     def latency_limits(self) -> dict[str, float] | None:
@@ -168,6 +181,7 @@ class Check:
         return asdict(self)
 
     def describe(self) -> str:
+        """One line: `ok   name: value (limit >= x, measured on host)`."""
         op = ">=" if self.name.startswith("min_") or ".min_" in self.name else "<="
         shown = "missing" if self.value is None else f"{self.value:.4g}"
         how = "estimated" if self.estimated else "measured"

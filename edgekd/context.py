@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
+    """The pipeline, where it was read from, its run directory and its data (loaded once)."""
+
     pipeline: Pipeline
     source: Path
     """The pipeline file (relative paths in it are resolved against its folder)."""

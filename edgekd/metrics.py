@@ -6,6 +6,7 @@ import numpy as np
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy: logits N x classes, labels N integers; a share in [0, 1]."""
     return float((logits.argmax(1) == labels).mean())
 
 
@@ -15,6 +16,7 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute elementwise difference of two same-shape arrays, in float64."""
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from edgekd import budgets, exits, parallel
 from edgekd.artifacts import StageResult, cache_key
-from edgekd.config import Pipeline, load_pipeline
+from edgekd.config import Pipeline
 from edgekd.context import Context
 from edgekd.files import sha256_file, write_json
 from edgekd.stages import STAGES
@@ -39,6 +39,8 @@ class StageRecord:
 
 @dataclass
 class Run:
+    """One execution of a pipeline file: its stage records and how it ended."""
+
     pipeline: Pipeline
     source: Path
     run_dir: Path
@@ -51,16 +53,42 @@ class Run:
 
     @property
     def verdict(self) -> str:
+        """"pass" when the run ended cleanly and every check passed, else "fail"."""
         failed = any(c for r in self.records for c in r.checks if not c.passed)
         return "pass" if self.exit_code == exits.OK and not failed else "fail"
 
 
 def load(source: Path) -> Pipeline:
-    """Read and validate a pipeline file, its target device included (ConfigError)."""
+    """Read and validate a pipeline file: the schema, its target device and its data path,
+    every problem at once (ConfigError, one line each). Relative paths in the file are taken
+    from the file's folder; the returned pipeline's `data.path` is resolved so."""
     from edgekd.devices.profiles import check_target
+    from edgekd.schema import ConfigError, parse, read_yaml
 
-    pipeline = load_pipeline(source)
-    check_target(pipeline.target, Path(source))
+    source = Path(source)
+    raw = read_yaml(source)
+    problems: list[str] = []
+    try:
+        pipeline = parse(Pipeline, raw, str(source))
+    except ConfigError as exc:
+        problems, pipeline = exc.lines, None
+    target = pipeline.target if pipeline else (raw or {}).get("target", "local") \
+        if isinstance(raw, dict) else None
+    if isinstance(target, str):
+        try:
+            check_target(target, source)
+        except ConfigError as exc:
+            problems += exc.lines
+    if pipeline is not None and pipeline.data.path is not None:
+        path = pipeline.data.path if pipeline.data.path.is_absolute() \
+            else source.parent / pipeline.data.path
+        if not path.exists():
+            problems.append(f"{source}: data.path: {path} not found (relative paths are taken "
+                            "from the pipeline file's folder)")
+        pipeline = pipeline.model_copy(update={"data": pipeline.data.model_copy(
+            update={"path": path})})
+    if problems:
+        raise ConfigError(problems)
     return pipeline
 
 
@@ -220,7 +248,7 @@ def serve() -> int:
     os.environ["EDGEKD_PROGRESS"] = "0"  # one progress bar: rank 0's
     for job in parallel.jobs():
         source = Path(job["source"])
-        ctx = Context(load_pipeline(source), source, Path(job["run_dir"]), job["data_key"])
+        ctx = Context(load(source), source, Path(job["run_dir"]), job["data_key"])
         inputs = {k: StageResult.from_dict(r) for k, r in job["inputs"].items()}
         cfg = dict(stage_configs(ctx.pipeline))[job["kind"]]
         STAGES[job["kind"]].run(cfg, inputs, ctx)

@@ -13,6 +13,7 @@ Nothing here imports torch, so `edgekd validate` stays instant.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -83,6 +84,10 @@ def error_line(source: str, model: type[BaseModel], error: dict) -> str:
         return f"{source}: {where}.kind: unknown stage kind {tag!r}{did_you_mean(tag, tags)}"
     if kind == "missing":
         return f"{source}: {where}: required key missing"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", error.get("ctx", {}).get("expected", ""))
+        return (f"{source}: {where}: {error['input']!r} is not one of {', '.join(choices)}"
+                f"{did_you_mean(error['input'], choices)}")
     message = error["msg"].removeprefix("Value error, ")
     # Model-level validators name the field themselves ("path: required ...").
     if ": " in message and kind == "value_error" and not where.endswith(message.split(":")[0]):

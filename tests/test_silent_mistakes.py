@@ -84,3 +84,60 @@ def test_every_case_is_valid_once_the_mistake_is_removed(tmp_path):
     assert load(path).stage("export").budget.artifacts == ["student_int8_onnx"]
     path.write_text(HEAD + "data: {source: digits}\nstages:\n" + DISTILL)
     assert load(Path(path)).data.image_size is None
+
+
+def test_relative_data_path_is_taken_from_the_pipeline_folder(tmp_path, monkeypatch):
+    """`data.path` is read from the pipeline file's folder, as checkpoints are, whatever the
+    current directory; a missing one is a load-time error, not a failure inside a stage."""
+    import numpy as np
+
+    from edgekd.pipeline import load
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(folder / "data.npz", x=rng.random((40, 1, 8, 8), dtype=np.float32),
+             y=np.arange(40) % 4)
+    path = folder / "p.yaml"
+    path.write_text(HEAD.replace("name: t\n", "name: t\ndata: {source: npz, path: data.npz}\n")
+                    + "stages:\n" + DISTILL)
+    monkeypatch.chdir(tmp_path)  # not the pipeline's folder
+    assert load(path).data.path == folder / "data.npz"
+    (folder / "data.npz").unlink()
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"{path}: data.path: {folder / 'data.npz'} not found")
+
+
+def test_target_is_reported_with_the_schema_errors(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(HEAD + "target: rpi44\nsed: 1\nstages:\n" + DISTILL)
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"{path}: sed: unknown key (did you mean seed?)",
+        f"{path}: target: unknown device 'rpi44' (did you mean rpi4?); known: "
+        "android, jetson-orin-nano, local, pixel7, rpi4, rpi5"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("data: {source: digit}\n", "data.source: 'digit' is not one of digits, folder, npz (did "
+                                "you mean digits?)"),
+    ("  - kind: profile\n    budget: {max_latency_ms: {p50: 50, p95: 100}}\n",
+     "stages[3].budget.max_latency_ms: unknown percentile 'p95' (did you mean p99?); use mean, "
+     "p50, p90, p99"),
+    ("  - kind: profile\n    budget: {max_latency_ms: fast}\n",
+     "stages[3].budget.max_latency_ms: cannot read 'fast': expected a number and a unit, like "
+     "'100 ms'"),
+    ("  - kind: profile\n    budget: {max_size: 1 MB}\n",
+     "stages[3].budget.max_size: not accepted here: a profile budget cannot check max_size; it "
+     "belongs in the budget of an export stage"),
+])
+def test_one_readable_line_per_mistake(text, expected, tmp_path):
+    path = tmp_path / "p.yaml"
+    stages = "stages:\n" + DISTILL + QUANTIZE + EXPORT
+    path.write_text(HEAD + text + stages if text.startswith("data") else HEAD + stages + text)
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"{path}: {expected}"]

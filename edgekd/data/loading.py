@@ -36,6 +36,7 @@ class Splits:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        """C x H x W of one sample."""
         return tuple(self.x_train.shape[1:])
 
     def meta(self) -> dict:

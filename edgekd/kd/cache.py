@@ -74,6 +74,7 @@ def model_key(model: nn.Module) -> str:
 
 
 def array_key(x: np.ndarray) -> str:
+    """Hash of an array's shape, dtype and bytes (16 hex digits)."""
     h = hashlib.sha256(str((x.shape, x.dtype.str)).encode())
     h.update(np.ascontiguousarray(x).data)
     return h.hexdigest()[:16]

@@ -95,6 +95,7 @@ def build(cfg: ModelConfig, num_classes: int, in_channels: int, mean: list[float
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers such as BatchNorm statistics excluded)."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -41,6 +41,8 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
             done = written[name] = fmt.write(source, out / fmt.filename, cfg.opset)
             result.artifacts[fmt.artifact] = Artifact.of(fmt.artifact, done.path, name)
             result.evaluated.append(fmt.artifact)
+            result.info.setdefault("compared_with", {})[fmt.artifact] = \
+                f"{done.reference_kind} PyTorch model"
             if id(done.reference) not in references:
                 references[id(done.reference)] = _reference_logits(done, splits.x_test)
             logits[name] = runtime.evaluate(done.path, splits.x_test)
