@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import warnings
 
 
@@ -14,9 +15,47 @@ def progress(total: int, desc: str):
     """A tqdm bar on stderr, quiet when EDGEKD_PROGRESS=0 or stderr is not a terminal."""
     from tqdm import tqdm
 
-    show = os.environ.get("EDGEKD_PROGRESS", "auto")
-    disable = show == "0" or (show == "auto" and not sys.stderr.isatty())
+    disable = not _terminal()
     return tqdm(total=total, desc=desc, unit="ep", leave=False, disable=disable)
+
+
+def _terminal() -> bool:
+    show = os.environ.get("EDGEKD_PROGRESS", "auto")
+    return show == "1" or (show == "auto" and sys.stderr.isatty())
+
+
+class EpochReport:
+    """Shows finished training epochs: on the bar (loss, validation accuracy, images/s) or,
+    when stderr is not a terminal (CI logs, nohup, `| tee`), as a line with the ETA: the first
+    and last epoch and at most one line every `every_s` seconds between, so a long stage is
+    never silent and a fast one is not a wall of lines. Nothing with EDGEKD_PROGRESS=0 or an
+    empty `desc` (ranks > 0)."""
+
+    def __init__(self, bar, desc: str, epochs: int, every_s: float = 10.0):
+        self.bar, self.desc, self.epochs, self.every_s = bar, desc, epochs, every_s
+        self.last = float("-inf")
+
+    def __call__(self, entry: dict, eta_s: float) -> None:
+        figures = {"loss": f"{entry['loss']:.3f}", "val": f"{entry['val_accuracy']:.3f}",
+                   "img/s": f"{entry['images_per_s']:.0f}"}
+        if not self.bar.disable:
+            self.bar.set_postfix(figures)
+            self.bar.update(1)
+            return
+        now = time.monotonic()
+        if not self.desc or os.environ.get("EDGEKD_PROGRESS") == "0" or (
+                now - self.last < self.every_s and entry["epoch"] != self.epochs):
+            return
+        self.last = now
+        print(f"{self.desc}: epoch {entry['epoch']}/{self.epochs} loss {figures['loss']} val "
+              f"{figures['val']} {figures['img/s']} img/s ETA {_duration(eta_s)}",
+              file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 

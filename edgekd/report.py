@@ -221,11 +221,15 @@ def _plot_curves(doc: dict, ax) -> bool:
     for stage in doc["stages"]:
         for name, history in stage.get("history", {}).items():
             if history:
-                ax.plot([h["epoch"] for h in history], [h["val_accuracy"] for h in history],
-                        label=f"{name} ({stage['kind']})")
+                (line,) = ax.plot([h["epoch"] for h in history],
+                                  [h["val_accuracy"] for h in history],
+                                  label=f"{name} ({stage['kind']})")
+                kept = [h for h in history if h.get("kept")]  # the weights training kept
+                ax.plot([h["epoch"] for h in kept], [h["val_accuracy"] for h in kept], "o",
+                        color=line.get_color())
                 drawn = True
     if drawn:
         ax.set_xlabel("epoch")
-        ax.set_ylabel("val accuracy")
+        ax.set_ylabel("val accuracy (dot: epoch kept)")
         ax.legend(fontsize=8)
     return drawn

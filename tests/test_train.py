@@ -82,3 +82,40 @@ def test_ece_bounds():
     assert expected_calibration_error(confident_right, labels) < 0.01
     confident_wrong = confident_right[:, ::-1]
     assert expected_calibration_error(confident_wrong, labels) > 0.9
+
+
+def test_best_epoch_is_kept_not_the_last(splits, tmp_path):
+    """Epochs 3 and 4 train on scrambled labels, so validation accuracy falls; fit hands back
+    the weights of the best epoch and marks it, and its accuracy is measured, not assumed."""
+    scrambled = torch.from_numpy(np.random.default_rng(0).permutation(10))
+    calls = {"n": 0}
+    per_epoch = -(-len(splits.x_train) // 64)
+
+    def spoils_late(logits, x, y, idx):
+        calls["n"] += 1
+        return loss(logits, x, scrambled[y] if calls["n"] > 2 * per_epoch else y, idx)
+
+    model = fresh(splits)
+    history = fit(model, spoils_late, splits.x_train, splits.y_train, splits.x_val,
+                  splits.y_val, Hyperparameters(4, 0.03, 64), 0, tmp_path / "a.ckpt", "t")
+    val = [h["val_accuracy"] for h in history]
+    assert val[-1] < max(val) - 0.2, val  # the last epoch really is worse
+    (kept,) = [h for h in history if h["kept"]]
+    assert kept["val_accuracy"] == max(val)
+    assert kept["epoch"] == max(h["epoch"] for h in history if h["val_accuracy"] == max(val))
+    assert accuracy(predict(model, splits.x_val), splits.y_val) == kept["val_accuracy"]
+    assert all(h["images_per_s"] > 0 for h in history)
+
+
+def test_epoch_lines_when_stderr_is_not_a_terminal(splits, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDGEKD_PROGRESS", "auto")  # pytest's stderr is not a terminal
+    fit(fresh(splits), loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+        Hyperparameters(2, 0.01, 64), 0, tmp_path / "a.ckpt", "teacher")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("teacher: epoch 1/2 loss ") and " img/s ETA 0:" in lines[0]
+    assert lines[1].startswith("teacher: epoch 2/2 ") and lines[1].endswith("ETA 0:00:00")
+    monkeypatch.setenv("EDGEKD_PROGRESS", "0")
+    fit(fresh(splits), loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+        Hyperparameters(1, 0.01, 64), 0, tmp_path / "b.ckpt", "teacher")
+    assert capsys.readouterr().err == ""

@@ -50,10 +50,11 @@ class Objective:
         self.taps.close()
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                 idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                 idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dev, host = logits.device, x.cpu()
         targets = [{k: v.to(dev) for k, v in out(host, idx).items()} for out in self.outputs]
         batch = Batch(logits, x, y, idx, targets, self.taps.outputs)
         parts = {name: part for term in self.terms for name, part in term(batch).items()}
         total = sum(w * v for w, v in parts.values())
-        return total, {k: float(v.detach()) for k, (_w, v) in parts.items()}
+        # Detached tensors, not floats: reading a value would sync with the device every step.
+        return total, {k: v.detach() for k, (_w, v) in parts.items()}

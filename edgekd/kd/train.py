@@ -1,12 +1,13 @@
-"""The training loop every stage uses: seeded, resumable, with a progress bar.
+"""The training loop every stage uses: seeded, resumable, with progress, keeping the best epoch.
 
-A checkpoint is written atomically after each epoch (model, optimizer, schedule, history); if
-the process is killed, the next run with the same checkpoint path resumes after the last
-finished epoch and reaches the same result as an uninterrupted run.
+A checkpoint is written atomically after each epoch (model, optimizer, schedule, history, the
+best epoch's weights); if the process is killed, the next run with the same checkpoint path
+resumes after the last finished epoch and reaches the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from edgekd import parallel as ranks
-from edgekd.console import progress
+from edgekd.console import EpochReport, progress
 from edgekd.files import atomic_path
 from edgekd.metrics import accuracy
 
@@ -67,14 +68,20 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
         y_val: np.ndarray, settings: Hyperparameters, seed: int, checkpoint: Path, desc: str,
         mode: ModeFn = default_mode, extra: nn.Module | None = None,
         parallel: bool = False) -> list[dict]:
-    """Train `model` in place; returns the per-epoch history (loss, val accuracy).
+    """Train `model` in place; returns the per-epoch history.
 
-    `loss_fn` may return the loss alone or `(loss, parts)`, a dict of named float terms whose
-    epoch means join the history as `loss_<name>`. `extra` holds trainable modules the loss
-    uses besides the model (hint adapters, a mutual-learning peer, an EMA copy): optimised with
-    it (where they require gradients) and saved in its checkpoints. `parallel` trains
-    data-parallel over the processes of a torchrun launch (edgekd.parallel): each global
+    Each history entry has `epoch`, `loss` (the epoch's mean), `loss_<name>` for each named
+    part, `val_accuracy`, `images_per_s` (training samples / s of this process) and `kept`.
+    When training ends, the model (and `extra`) hold the weights of the epoch with the best
+    validation accuracy (the latest of equals), the one entry with `kept: true`.
+
+    `loss_fn` may return the loss alone or `(loss, parts)`, a dict of named scalar terms
+    (tensors or floats) whose epoch means join the history. `extra` holds trainable modules
+    the loss uses besides the model (hint adapters, a mutual-learning peer, an EMA copy):
+    optimised with it (where they require gradients) and saved in its checkpoints. `parallel`
+    trains data-parallel over the processes of a torchrun launch (edgekd.parallel): each global
     batch is split across the ranks, gradients are averaged, rank 0 writes the checkpoints.
+    Loss values stay on the device during an epoch: one host sync per epoch, not per step.
     """
     set_seed(seed)
     bundle = _Bundle(model, extra)
@@ -84,58 +91,95 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
                                                     total_steps=steps, pct_start=0.15)
     history: list[dict] = []
-    start = 0
+    start, best = 0, None
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        if extra is not None:
-            extra.load_state_dict(state["extra"])
+        _restore(bundle, state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        history, start = state["history"], state["epoch"]
+        history, start, best = state["history"], state["epoch"], state.get("best")
     parallel = parallel and ranks.active()
     rank, world = (ranks.rank(), ranks.world_size()) if parallel else (0, 1)
     dev = ranks.device() if parallel else torch.device("cpu")
     net = _data_parallel(bundle.to(dev)) if parallel else bundle
-    xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+    data = (torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev))
     with progress(settings.epochs, desc if rank == 0 else "") as bar:
         bar.update(start)
+        report = EpochReport(bar, desc if rank == 0 else "", settings.epochs)
+        loop_began = time.perf_counter()
         for epoch in range(start, settings.epochs):
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch))
+            began = time.perf_counter()
             mode(model, True)
             if extra is not None:
                 extra.train(True)
-            sums: dict[str, float] = {}
-            for i in range(0, len(x), settings.batch_size):
-                idx = order[i:i + settings.batch_size]
-                if world > 1:
-                    if len(idx) < world:
-                        continue  # a last batch too small to share: skipped on every rank
-                    idx = idx.tensor_split(world)[rank]
-                result = loss_fn(net(xt[idx.to(dev)]), xt[idx.to(dev)], yt[idx.to(dev)], idx)
-                loss, parts = result if isinstance(result, tuple) else (result, {})
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                for key, value in {"": loss.item(), **parts, "#": 1.0}.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch))
+            sums = _train_epoch(net, loss_fn, data, order, settings.batch_size, rank, world,
+                                optimizer, scheduler)
             if parallel:
                 sums = _sync_epoch(bundle, sums)
             batches = sums.pop("#")
             val_acc = accuracy(predict(model, x_val, mode=mode), y_val)
             history.append({"epoch": epoch + 1, "loss": sums.pop("") / batches,
                             **{f"loss_{k}": v / batches for k, v in sums.items()},
-                            "val_accuracy": val_acc})
+                            "val_accuracy": val_acc,
+                            "images_per_s": len(x) / world / (time.perf_counter() - began)})
+            if best is None or val_acc >= best["val_accuracy"]:
+                best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_snapshot(bundle)}
             if rank == 0:
-                _save_checkpoint(checkpoint, model, optimizer, scheduler, history, epoch + 1,
-                                 extra)
+                _save_checkpoint(checkpoint, bundle, optimizer, scheduler, history, epoch + 1,
+                                 best)
             if parallel:
                 ranks.barrier()
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc:.3f}")
-            bar.update(1)
+            per_epoch = (time.perf_counter() - loop_began) / (epoch + 1 - start)
+            report(history[-1], per_epoch * (settings.epochs - epoch - 1))
     bundle.cpu()
+    if best is not None:
+        _restore(bundle, best)
+    for entry in history:
+        entry["kept"] = best is not None and entry["epoch"] == best["epoch"]
     return history
+
+
+def _train_epoch(net: nn.Module, loss_fn: LossFn, data: tuple[torch.Tensor, torch.Tensor],
+                 order: torch.Tensor, batch_size: int, rank: int, world: int, optimizer,
+                 scheduler) -> dict[str, float]:
+    """One pass over `order`; the sums of the loss and its named parts (and "#": batches)."""
+    xt, yt = data
+    sums: dict[str, torch.Tensor | float] = {}
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        if world > 1:
+            if len(idx) < world:
+                continue  # a last batch too small to share: skipped on every rank
+            idx = idx.tensor_split(world)[rank]
+        on_device = idx.to(xt.device)
+        result = loss_fn(net(xt[on_device]), xt[on_device], yt[on_device], idx)
+        loss, parts = result if isinstance(result, tuple) else (result, {})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        for key, value in {"": loss, **parts}.items():
+            value = value.detach() if isinstance(value, torch.Tensor) else value
+            sums[key] = sums.get(key, 0.0) + value
+        sums["#"] = sums.get("#", 0.0) + 1.0
+    return {k: float(v) for k, v in sums.items()}  # the epoch's one host sync
+
+
+def _snapshot(bundle: _Bundle) -> dict:
+    """A CPU copy of the model's (and extra's) weights, for the best epoch."""
+    def copy(module: nn.Module | None) -> dict | None:
+        return None if module is None else {
+            k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+    return {"model": copy(bundle.model), "extra": copy(bundle.extra)}
+
+
+def _restore(bundle: _Bundle, state: dict) -> None:
+    """Load `state["model"]` (and `state["extra"]`) into the bundle."""
+    bundle.model.load_state_dict(state["model"])
+    if bundle.extra is not None:
+        bundle.extra.load_state_dict(state["extra"])
 
 
 class _Bundle(nn.Module):
@@ -175,9 +219,10 @@ def _sync_epoch(bundle: nn.Module, sums: dict[str, float]) -> dict[str, float]:
     return {k: v / world for k, v in zip(keys, total.tolist(), strict=True)}
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, history: list[dict],
-                     epoch: int, extra: nn.Module | None = None) -> None:
+def _save_checkpoint(path: Path, bundle: _Bundle, optimizer, scheduler, history: list[dict],
+                     epoch: int, best: dict | None) -> None:
+    extra = bundle.extra.state_dict() if bundle.extra is not None else None
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        torch.save({"model": bundle.model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch,
-                    "extra": extra.state_dict() if extra is not None else None}, tmp)
+                    "extra": extra, "best": best}, tmp)
