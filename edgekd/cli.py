@@ -64,6 +64,8 @@ def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
 
 
 def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> int:
+    """Run the pipeline in this process, write the report, print the summary; the exit code.
+    A config error found inside a stage prints its line only (the report is still written)."""
     from edgekd import report
     from edgekd.files import write_text
     from edgekd.pipeline import execute
@@ -78,7 +80,8 @@ def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> 
     doc = report.write(result)
     if result.traceback:
         write_text(result.run_dir / "error.log", result.traceback)
-    _summary(doc, result.run_dir)
+    if result.exit_code != exits.USAGE:
+        _summary(doc, result.run_dir)
     if result.message and result.exit_code != exits.USAGE:
         click.echo(result.message, err=True)
     if result.traceback:
