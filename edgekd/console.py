@@ -36,7 +36,8 @@ class EpochReport:
         self.last = float("-inf")
 
     def __call__(self, entry: dict, eta_s: float) -> None:
-        figures = {"loss": f"{entry['loss']:.3f}", "val": f"{entry['val_accuracy']:.3f}",
+        val = entry["val_accuracy"]
+        figures = {"loss": f"{entry['loss']:.3f}", "val": "-" if val is None else f"{val:.3f}",
                    "img/s": f"{entry['images_per_s']:.0f}"}
         if not self.bar.disable:
             self.bar.set_postfix(figures)

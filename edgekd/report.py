@@ -220,6 +220,7 @@ def _plot_curves(doc: dict, ax) -> bool:
     drawn = False
     for stage in doc["stages"]:
         for name, history in stage.get("history", {}).items():
+            history = [h for h in history if h.get("val_accuracy") is not None]
             if history:
                 (line,) = ax.plot([h["epoch"] for h in history],
                                   [h["val_accuracy"] for h in history],

@@ -141,3 +141,31 @@ def test_one_readable_line_per_mistake(text, expected, tmp_path):
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"{path}: {expected}"]
+
+
+@pytest.mark.parametrize("text, field, message", [
+    ("    optimizer: {momentum: 0.8}\n", "stages[0].optimizer.momentum",
+     "only the sgd optimiser takes a momentum"),
+    ("    optimizer: {warmup_epochs: 2}\n", "stages[0].optimizer.warmup_epochs",
+     "the one-cycle schedule has its own warm-up"),
+    ("    optimizer: {schedule: cosine, gamma: 0.5}\n", "stages[0].optimizer.gamma",
+     "only schedule: step decays in steps"),
+    ("    optimizer: {name: adam}\n", "stages[0].optimizer.name",
+     "'adam' is not one of adamw, sgd (did you mean adamw?)"),
+])
+def test_optimizer_fields_that_would_have_no_effect(text, field, message, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(HEAD + "stages:\n" + DISTILL + text)
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"{path}: {field}: ") and message in line, line
+
+
+def test_optimizer_settings_with_ptq_are_rejected(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(HEAD + "stages:\n" + DISTILL + "  - kind: quantize\n    method: ptq\n"
+                    "    optimizer: {name: sgd}\n")
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "stages[1].optimizer: only method: qat trains" in result.output

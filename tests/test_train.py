@@ -119,3 +119,69 @@ def test_epoch_lines_when_stderr_is_not_a_terminal(splits, tmp_path, capsys, mon
     fit(fresh(splits), loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
         Hyperparameters(1, 0.01, 64), 0, tmp_path / "b.ckpt", "teacher")
     assert capsys.readouterr().err == ""
+
+
+def lrs(settings, steps_per_epoch):
+    from edgekd.kd.train import optimizer_and_schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer, scheduler = optimizer_and_schedule([param], settings, steps_per_epoch)
+    out = []
+    for _ in range(settings.epochs * steps_per_epoch):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return optimizer, out
+
+
+def test_schedules_follow_their_definitions():
+    from edgekd.config import OptimizerConfig
+
+    cosine = OptimizerConfig(name="sgd", momentum=0.8, schedule="cosine", warmup_epochs=1)
+    optimizer, lr = lrs(Hyperparameters(4, 0.1, 1, optimizer=cosine), 10)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["momentum"] == 0.8
+    assert lr[:10] == pytest.approx([0.01 * (i + 1) for i in range(10)])  # linear warm-up
+    assert lr[10] == pytest.approx(0.1) and lr[-1] < 0.001  # then cosine down to 0
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:], strict=False))
+    step = OptimizerConfig(schedule="step", step_epochs=2, gamma=0.5)
+    optimizer, lr = lrs(Hyperparameters(6, 0.1, 1, optimizer=step), 5)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert lr[::10] == pytest.approx([0.1, 0.05, 0.025])
+    _, lr = lrs(Hyperparameters(4, 0.1, 1), 10)  # the default: one-cycle, peak at 15 %
+    assert max(lr) == pytest.approx(0.1) and lr.index(max(lr)) in (5, 6) and lr[-1] < 1e-3
+
+
+def test_sgd_cosine_learns_and_clipping_limits_each_step(splits, tmp_path):
+    from edgekd.config import OptimizerConfig
+
+    sgd = OptimizerConfig(name="sgd", schedule="cosine", warmup_epochs=1)
+    model = fresh(splits)
+    fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+        Hyperparameters(4, 0.1, 64, optimizer=sgd), 0, tmp_path / "a.ckpt", "t")
+    assert accuracy(predict(model, splits.x_test), splits.y_test) > 0.5
+
+    def moved(clip):
+        model = fresh(splits)
+        start = [p.detach().clone() for p in model.parameters()]
+        settings = Hyperparameters(1, 0.1, 64, optimizer=sgd.model_copy(
+            update={"clip_grad_norm": clip, "momentum": 0.0}))
+        fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val, settings,
+            0, tmp_path / f"clip-{clip}.ckpt", "t")
+        return sum(float((p.detach() - s).norm() ** 2) for p, s in zip(model.parameters(), start,
+                                                             strict=True)) ** 0.5
+
+    steps = -(-len(splits.x_train) // 64)
+    # plain SGD moves at most lr x clip per step (momentum 0, warm-up lr <= 0.1)
+    assert moved(1e-3) <= steps * 0.1 * 1e-3 * 1.001
+    assert moved(None) > 100 * moved(1e-3)
+
+
+def test_validation_every_k_epochs_keeps_the_best_validated(splits, tmp_path):
+    model = fresh(splits)
+    history = fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+                  Hyperparameters(5, 0.01, 64, val_every=2), 0, tmp_path / "a.ckpt", "t")
+    assert [h["val_accuracy"] is not None for h in history] == [False, True, False, True, True]
+    (kept,) = [h for h in history if h["kept"]]
+    assert kept["val_accuracy"] == max(h["val_accuracy"] for h in history
+                                       if h["val_accuracy"] is not None)

@@ -24,6 +24,7 @@ from edgekd.config.models import (
     CNN_ARCHS,
     TORCHVISION_ARCHS,
     ModelConfig,
+    OptimizerConfig,
     TeacherConfig,
     TrainConfig,
 )
@@ -35,7 +36,7 @@ __all__ = [
     "ARCHS", "CNN_ARCHS", "STAGE_KINDS", "TORCHVISION_ARCHS", "AttentionConfig", "Calibration",
     "ConfigError", "DataConfig", "DistillBudget", "DistillStage", "EnsembleTeacher",
     "ExportBudget", "ExportFormat", "ExportStage", "HintConfig", "LayerPair", "ModelConfig",
-    "MutualConfig", "Pipeline", "ProfileBudget", "ProfileStage", "QuantizeBudget",
-    "QuantizeStage", "RelationalConfig", "SelfDistillConfig", "Split", "Stage", "Strict",
-    "TeacherConfig", "TrainConfig", "load_pipeline", "parse", "read_yaml",
+    "MutualConfig", "OptimizerConfig", "Pipeline", "ProfileBudget", "ProfileStage",
+    "QuantizeBudget", "QuantizeStage", "RelationalConfig", "SelfDistillConfig", "Split", "Stage",
+    "Strict", "TeacherConfig", "TrainConfig", "load_pipeline", "parse", "read_yaml",
 ]

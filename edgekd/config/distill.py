@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgekd.budgets import DistillBudget
-from edgekd.config.models import ModelConfig, TeacherConfig
+from edgekd.config.models import ModelConfig, OptimizerConfig, TeacherConfig
 from edgekd.schema import Strict
 
 
@@ -112,6 +112,9 @@ class DistillStage(Strict):
     lr: float = Field(0.01, gt=0)
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(5e-4, ge=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    val_every: int = Field(1, ge=1)
+    """Validate every this many epochs (and after the last); the best validated epoch is kept."""
     baseline: bool = True
     """Also train the same student on hard labels alone (same epochs and seed)."""
     cache_teacher: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,14 +20,53 @@ TORCHVISION_ARCHS = (
 ARCHS = CNN_ARCHS + TORCHVISION_ARCHS
 
 
+class OptimizerConfig(Strict):
+    """How a training stage optimises: the optimiser, the learning-rate schedule around the
+    stage's `lr` (its peak), warm-up and gradient clipping. The default is what edgekd always
+    did: AdamW with a one-cycle schedule (Smith & Topin 2019; its own warm-up, 15 % of the
+    steps)."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    """adamw (decoupled weight decay) or sgd (with `momentum`)."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """sgd only."""
+    schedule: Literal["onecycle", "cosine", "step"] = "onecycle"
+    """onecycle; cosine (decay to 0 after `warmup_epochs`); step (x `gamma` every
+    `step_epochs` after `warmup_epochs`)."""
+    warmup_epochs: int = Field(0, ge=0)
+    """Linear warm-up from 0 to `lr` (cosine and step; one-cycle has its own)."""
+    step_epochs: int = Field(10, ge=1)
+    """step only: epochs between decays."""
+    gamma: float = Field(0.1, gt=0, le=1)
+    """step only: the factor of each decay."""
+    clip_grad_norm: float | None = Field(None, gt=0)
+    """Clip the global gradient L2 norm to this before each step (default: no clipping)."""
+
+    @model_validator(mode="after")
+    def _fields_match_choices(self) -> OptimizerConfig:
+        given = self.model_fields_set
+        if "momentum" in given and self.name != "sgd":
+            raise ValueError("momentum: only the sgd optimiser takes a momentum")
+        if "warmup_epochs" in given and self.schedule == "onecycle":
+            raise ValueError("warmup_epochs: the one-cycle schedule has its own warm-up; use "
+                             "schedule: cosine or step")
+        for name in ("step_epochs", "gamma"):
+            if name in given and self.schedule != "step":
+                raise ValueError(f"{name}: only schedule: step decays in steps")
+        return self
+
+
 class TrainConfig(Strict):
     """Plain supervised training (used for a teacher the pipeline trains itself)."""
 
     epochs: int = Field(20, ge=1)
     lr: float = Field(0.01, gt=0)
-    """Peak learning rate of the one-cycle schedule (AdamW)."""
+    """Peak learning rate."""
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(5e-4, ge=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    val_every: int = Field(1, ge=1)
+    """Validate every this many epochs (and after the last); the best validated epoch is kept."""
 
 
 class ModelConfig(Strict):

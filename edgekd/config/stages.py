@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgekd.budgets import ExportBudget, ProfileBudget, QuantizeBudget
+from edgekd.config.models import OptimizerConfig
 from edgekd.export.formats import FORMAT_NAMES
 from edgekd.schema import Strict
 
@@ -28,7 +29,7 @@ class Calibration(Strict):
     """Training samples used for calibration."""
 
 
-QAT_ONLY = ("epochs", "lr", "batch_size", "temperature", "alpha")
+QAT_ONLY = ("epochs", "lr", "batch_size", "temperature", "alpha", "optimizer", "val_every")
 
 
 class QuantizeStage(Strict):
@@ -49,6 +50,10 @@ class QuantizeStage(Strict):
     """qat only: softmax temperature of the teacher's soft targets."""
     alpha: float = Field(0.7, ge=0, le=1)
     """qat only: weight of the teacher's soft targets during fine-tuning (0 turns KD off)."""
+    optimizer: OptimizerConfig = OptimizerConfig()
+    """qat only."""
+    val_every: int = Field(1, ge=1)
+    """qat only: validate every this many epochs (and after the last); the best is kept."""
     budget: QuantizeBudget | None = None
 
     @model_validator(mode="after")

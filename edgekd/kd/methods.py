@@ -65,7 +65,7 @@ def train_students(cfg: DistillStage, splits, teachers: list[Teacher],
     Names, in training order: assistant_<i>... (teacher-assistant chain, Mirzadeh et al.
     2020), generation_1 (born-again), student, peer (mutual), baseline.
     """
-    settings = Hyperparameters(cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay)
+    settings = Hyperparameters.of(cfg)
     cache = (cache_dir or workdir / "cache") if cfg.cache_teacher else None
     trained: dict[str, Trained] = {}
 

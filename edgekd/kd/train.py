@@ -7,6 +7,7 @@ resumes after the last finished epoch and reaches the same result as an uninterr
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from edgekd import parallel as ranks
+from edgekd.config import OptimizerConfig
 from edgekd.console import EpochReport, progress
 from edgekd.files import atomic_path
 from edgekd.metrics import accuracy
@@ -28,8 +30,7 @@ ModeFn = Callable[[nn.Module, bool], None]
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """Optimisation settings shared by teacher training, distillation and QAT: AdamW with a
-    one-cycle learning-rate schedule (Smith & Topin 2019) peaking at `lr`."""
+    """Optimisation settings shared by teacher training, distillation and QAT."""
 
     epochs: int
     lr: float
@@ -37,7 +38,18 @@ class Hyperparameters:
     batch_size: int
     """Global batch: under torchrun it is split across the ranks."""
     weight_decay: float = 0.0
-    """AdamW's decoupled weight decay."""
+    """Decoupled (AdamW) or L2 (SGD) weight decay."""
+    optimizer: OptimizerConfig = OptimizerConfig()
+    """Optimiser, schedule, warm-up, clipping (default AdamW, one-cycle, no clipping)."""
+    val_every: int = 1
+    """Validate every this many epochs, and after the last."""
+
+    @classmethod
+    def of(cls, cfg) -> Hyperparameters:
+        """From a config with epochs, lr, batch_size, optimizer, val_every (and maybe
+        weight_decay): TrainConfig, DistillStage, QuantizeStage."""
+        return cls(cfg.epochs, cfg.lr, cfg.batch_size, getattr(cfg, "weight_decay", 0.0),
+                   cfg.optimizer, cfg.val_every)
 
 
 def set_seed(seed: int) -> None:
@@ -85,11 +97,9 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
     """
     set_seed(seed)
     bundle = _Bundle(model, extra)
-    optimizer = torch.optim.AdamW([p for p in bundle.parameters() if p.requires_grad],
-                                  lr=settings.lr, weight_decay=settings.weight_decay)
-    steps = settings.epochs * -(-len(x) // settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
-                                                    total_steps=steps, pct_start=0.15)
+    params = [p for p in bundle.parameters() if p.requires_grad]
+    optimizer, scheduler = optimizer_and_schedule(params, settings,
+                                                  -(-len(x) // settings.batch_size))
     history: list[dict] = []
     start, best = 0, None
     if checkpoint.exists():
@@ -114,16 +124,17 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
                 extra.train(True)
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch))
             sums = _train_epoch(net, loss_fn, data, order, settings.batch_size, rank, world,
-                                optimizer, scheduler)
+                                (optimizer, scheduler, settings.optimizer.clip_grad_norm))
             if parallel:
                 sums = _sync_epoch(bundle, sums)
             batches = sums.pop("#")
-            val_acc = accuracy(predict(model, x_val, mode=mode), y_val)
+            validate = (epoch + 1) % settings.val_every == 0 or epoch + 1 == settings.epochs
+            val_acc = accuracy(predict(model, x_val, mode=mode), y_val) if validate else None
             history.append({"epoch": epoch + 1, "loss": sums.pop("") / batches,
                             **{f"loss_{k}": v / batches for k, v in sums.items()},
                             "val_accuracy": val_acc,
                             "images_per_s": len(x) / world / (time.perf_counter() - began)})
-            if best is None or val_acc >= best["val_accuracy"]:
+            if val_acc is not None and (best is None or val_acc >= best["val_accuracy"]):
                 best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_snapshot(bundle)}
             if rank == 0:
                 _save_checkpoint(checkpoint, bundle, optimizer, scheduler, history, epoch + 1,
@@ -140,10 +151,41 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
     return history
 
 
+def optimizer_and_schedule(params: list[nn.Parameter], settings: Hyperparameters,
+                           steps_per_epoch: int):
+    """The optimiser and a per-step learning-rate scheduler for `settings`.
+
+    onecycle: torch's OneCycleLR peaking at lr after 15 % of the steps (Smith & Topin 2019);
+    cosine: linear warm-up over `warmup_epochs`, then cosine decay to 0 (Loshchilov & Hutter
+    2017); step: the same warm-up, then lr x gamma every `step_epochs`."""
+    opt = settings.optimizer
+    if opt.name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=opt.momentum,
+                                    weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    total = settings.epochs * steps_per_epoch
+    if opt.schedule == "onecycle":
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=settings.lr, total_steps=total, pct_start=0.15)
+    warmup = min(opt.warmup_epochs * steps_per_epoch, total - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if opt.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+        return opt.gamma ** ((step - warmup) // (opt.step_epochs * steps_per_epoch))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _train_epoch(net: nn.Module, loss_fn: LossFn, data: tuple[torch.Tensor, torch.Tensor],
-                 order: torch.Tensor, batch_size: int, rank: int, world: int, optimizer,
-                 scheduler) -> dict[str, float]:
-    """One pass over `order`; the sums of the loss and its named parts (and "#": batches)."""
+                 order: torch.Tensor, batch_size: int, rank: int, world: int,
+                 stepping: tuple) -> dict[str, float]:
+    """One pass over `order`; the sums of the loss and its named parts (and "#": batches).
+    `stepping` is (optimizer, scheduler, clip_grad_norm or None)."""
+    optimizer, scheduler, clip = stepping
     xt, yt = data
     sums: dict[str, torch.Tensor | float] = {}
     for i in range(0, len(order), batch_size):
@@ -157,6 +199,9 @@ def _train_epoch(net: nn.Module, loss_fn: LossFn, data: tuple[torch.Tensor, torc
         loss, parts = result if isinstance(result, tuple) else (result, {})
         optimizer.zero_grad()
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(
+                [p for group in optimizer.param_groups for p in group["params"]], clip)
         optimizer.step()
         scheduler.step()
         for key, value in {"": loss, **parts}.items():

@@ -114,8 +114,7 @@ def _extra_teacher(i: int, cfg: EnsembleTeacher, ctx: Context, result: StageResu
                                f"cannot be loaded as arch {cfg.arch}: {first}"]) from None
     set_seed(ctx.pipeline.seed + i)
     model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-    settings = Hyperparameters(cfg.train.epochs, cfg.train.lr, cfg.train.batch_size,
-                               cfg.train.weight_decay)
+    settings = Hyperparameters.of(cfg.train)
     name = f"teacher_{i + 1}"
     result.history[name] = fit(model, hard_labels, splits.x_train, splits.y_train,
                                splits.x_val, splits.y_val, settings, ctx.pipeline.seed + i,

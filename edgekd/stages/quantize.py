@@ -63,7 +63,7 @@ def _qat(cfg: QuantizeStage, student, teacher, ctx: Context,
         targets = soft(x, idx)[LOGITS.name].to(logits.device)
         return losses.hinton(logits, targets, y, cfg.temperature, cfg.alpha)
 
-    settings = Hyperparameters(cfg.epochs, cfg.lr, cfg.batch_size, 0.0)
+    settings = Hyperparameters.of(cfg)
     result.history["qat"] = fit(prepared, kd_loss, splits.x_train, splits.y_train, splits.x_val,
                                 splits.y_val, settings, ctx.pipeline.seed, out / "qat.ckpt",
                                 "qat", mode=lambda m, training: qat.set_mode(m, training),

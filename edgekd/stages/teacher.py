@@ -30,8 +30,7 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
     else:
         set_seed(ctx.pipeline.seed)  # the initial weights are part of what the seed fixes
         model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-        settings = Hyperparameters(cfg.train.epochs, cfg.train.lr, cfg.train.batch_size,
-                                   cfg.train.weight_decay)
+        settings = Hyperparameters.of(cfg.train)
 
         def loss(logits, _x, y, _idx):
             return losses.hinton(logits, None, y, 1.0, 0.0)
