@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.common import RESULTS, pm, table
 
 ORDER = ("distill_quality", "kd_methods", "quantization", "speed", "gemm", "pipeline_cost", "peer",
-         "int8_speed")
+         "int8_speed", "train_throughput")
 TITLES = {
     "distill_quality": "1. Distillation quality",
     "kd_methods": "1b. Distillation methods (issue 6): logit, hint, attention, relational, "
@@ -25,6 +25,8 @@ TITLES = {
     "int8_speed": "7. int8 vs fp32 on both runtimes, before and after edgekd's quantizer "
                   "fixes (issue 5): the default student, mobilenet_v2, resnet18, "
                   "mobilenet_v3_small, random weights",
+    "train_throughput": "8. Training at real scale (issue 12): throughput against a plain "
+                        "PyTorch KD loop, peak memory against dataset size",
 }
 
 HOW = """\
@@ -124,6 +126,32 @@ def goals(docs: dict) -> list[list]:
                      f"{warm - 10:.1f} s over" if warm > 10 else f"{10 - warm:.1f} s to spare"])
     rows += _int8_goals(docs.get("int8_speed", {}).get("results", {}).get("models", {}))
     rows += _parity_goal(quant.get("results", {}))
+    rows += _scale_goals(docs.get("train_throughput", {}).get("results", {}))
+    return rows
+
+
+def _scale_goals(scale: dict) -> list[list]:
+    """Issue 12: distill throughput >= 0.9x a plain PyTorch KD loop on the same PNG folders,
+    and peak memory flat (<= 1.25x) while the data grows 16x."""
+    rows = []
+    speed = scale.get("throughput")
+    if speed:
+        rows.append([f"distill throughput >= {speed['goal']}x a plain PyTorch KD loop, same "
+                     "PNG folders (issue 12)",
+                     f"{speed['edgekd_median']:.0f} vs {speed['plain_median']:.0f} images/s = "
+                     f"{speed['ratio']:.2f}x", "met" if speed["ratio"] >= speed["goal"]
+                     else "MISSED", f"{(speed['ratio'] - speed['goal']) * 100:+.0f} pt of plain"])
+    mem = scale.get("memory")
+    if mem:
+        first, last = mem["rows"][0], mem["rows"][-1]
+        key = mem["measure"]
+        rows.append([f"peak memory at {last['images']:,} images <= {mem['goal']}x the peak at "
+                     f"{first['images']:,} (issue 12)",
+                     f"{last[key]:.0f} vs {first[key]:.0f} MiB "
+                     f"({key.removesuffix('_mib').replace('_', ' ')}) = "
+                     f"{mem['growth']:.2f}x", "met" if mem["growth"] <= mem["goal"] else "MISSED",
+                     f"{(last[key] - first[key]) / (last['images'] - first['images']) * 1000:.1f}"
+                     " MiB per 1,000 more images"])
     return rows
 
 
@@ -163,6 +191,24 @@ def _parity_goal(quant: dict) -> list[list]:
              "met" if ok else "MISSED",
              f"{(1 - within) * 100:.2f} % of outputs beyond one step; the two int8 runtimes "
              f"at most {max(apart):.0f} steps apart (section 2)" if apart else "-"]]
+
+
+def _why_scale(scale: dict) -> list[str]:
+    """Issue 12's memory figure against what holding the decoded images would cost."""
+    mem = scale.get("memory")
+    if not mem:
+        return []
+    first, last = mem["rows"][0], mem["rows"][-1]
+    height, width = mem["image_size"]
+    decoded = (last["images"] - first["images"]) * height * width * 3 / 2**20
+    return [
+        "- **Memory vs dataset size.** The tree's RSS sums every process of the run (edgekd "
+        "and its DataLoader workers; a page they share counts in each), PSS splits shared "
+        f"pages between them (the real footprint). From {first['images']:,} to "
+        f"{last['images']:,} images, holding every decoded image in memory would add "
+        f"{decoded:.0f} MiB as uint8 and {decoded * 4:.0f} MiB as float32; the peak "
+        f"({mem['measure'].removesuffix('_mib').replace('_', ' ')}) grew "
+        f"{last[mem['measure']] - first[mem['measure']]:.0f} MiB."]
 
 
 def _why_int8(models: dict) -> list[str]:
@@ -272,6 +318,7 @@ def why(docs: dict) -> str:
         "where MACs dominate (section 7: resnet18) or batching.")
     lines += _why_int8(docs.get("int8_speed", {}).get("results", {}).get("models", {}))
     lines += _why_parity(docs.get("quantization", {}).get("results", {}))
+    lines += _why_scale(docs.get("train_throughput", {}).get("results", {}))
     first = next(iter(quality.get("mnist", {}).get("students", {}).values()), None)
     if first:
         s = first["summary"]

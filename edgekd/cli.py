@@ -36,25 +36,29 @@ def cli() -> None:
 @click.option("--no-gate", is_flag=True,
               help="Record failed budgets and go on (exit 3 at the end).")
 @click.option("--nproc", type=click.IntRange(min=1),
-              help="Train the distill and quantize stages in N processes (torchrun, DDP).")
+              help="Train in N processes (torchrun, DDP): one per GPU on CUDA, gloo on the CPU.")
+@click.option("--device", help="Train on this device instead of the pipeline's "
+              "(auto, cpu, cuda, cuda:N, mps).")
 def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
-        nproc: int | None) -> None:
+        nproc: int | None, device: str | None) -> None:
     """Run a pipeline: teacher, distill, quantize, export, profile, with budgets."""
     from edgekd import parallel
 
     if nproc and nproc > 1 and not parallel.launched():
+        backend = _backend(pipeline, nproc, device)
         sys.exit(parallel.launch(nproc, ["run", str(pipeline)]
                                  + (["--out", str(out)] if out else [])
                                  + (["--force", force] if force else [])
-                                 + (["--no-gate"] if no_gate else [])))
+                                 + (["--no-gate"] if no_gate else [])
+                                 + (["--device", device] if device else []), backend))
     if not parallel.launched():
-        sys.exit(_run(pipeline, out, force, no_gate))
+        sys.exit(_run(pipeline, out, force, no_gate, device))
     if not parallel.init():
         from edgekd.pipeline import serve
 
         sys.exit(serve())  # ranks > 0 follow rank 0's data-parallel stages
     try:
-        code = _run(pipeline, out, force, no_gate)
+        code = _run(pipeline, out, force, no_gate, device)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -63,7 +67,29 @@ def run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
     sys.exit(parallel.finish(code))
 
 
-def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> int:
+def _backend(source: Path, nproc: int, device: str | None) -> str:
+    """The process-group backend for `--nproc N` (nccl for CUDA, else gloo); exit 2 with one
+    line when the pipeline is invalid or asks for more GPUs than are visible."""
+    from edgekd.kd.compute import cuda_count, wants_cuda
+    from edgekd.pipeline import load
+
+    try:
+        pipeline = load(source, device)
+    except ConfigError as exc:
+        _fail_config(exc)
+    if not wants_cuda(pipeline.device):
+        return "gloo"
+    count = cuda_count()
+    if nproc > count:
+        click.echo(f"{source}: device: --nproc {nproc} needs {nproc} GPUs (one per process) "
+                   f"but {count} {'is' if count == 1 else 'are'} visible; use --nproc "
+                   f"{count or 1}{'' if count else ' --device cpu'} or free more GPUs", err=True)
+        sys.exit(exits.USAGE)
+    return "nccl"
+
+
+def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
+         device: str | None = None) -> int:
     """Run the pipeline in this process, write the report, print the summary; the exit code.
     A config error found inside a stage prints its line only (the report is still written)."""
     from edgekd import report
@@ -72,7 +98,7 @@ def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool) -> 
 
     try:
         result = execute(pipeline, out=out, force=force, gate=not no_gate,
-                         log=lambda msg: click.echo(msg, err=True))
+                         log=lambda msg: click.echo(msg, err=True), device=device)
     except ConfigError as exc:
         _fail_config(exc)
     if result.exit_code == exits.USAGE and result.message:

@@ -11,12 +11,14 @@ import time
 import warnings
 
 
-def progress(total: int, desc: str):
-    """A tqdm bar on stderr, quiet when EDGEKD_PROGRESS=0 or stderr is not a terminal."""
+def progress(total: int, desc: str, unit: str = "it"):
+    """A tqdm bar on stderr (rate and ETA in `unit`s), quiet when EDGEKD_PROGRESS=0 or stderr
+    is not a terminal."""
     from tqdm import tqdm
 
     disable = not _terminal()
-    return tqdm(total=total, desc=desc, unit="ep", leave=False, disable=disable)
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "img", leave=False,
+                disable=disable)
 
 
 def _terminal() -> bool:
@@ -25,7 +27,8 @@ def _terminal() -> bool:
 
 
 class EpochReport:
-    """Shows finished training epochs: on the bar (loss, validation accuracy, images/s) or,
+    """Shows finished training epochs: on the bar (loss, validation accuracy, images/s; the
+    training loop advances the bar per batch) or,
     when stderr is not a terminal (CI logs, nohup, `| tee`), as a line with the ETA: the first
     and last epoch and at most one line every `every_s` seconds between, so a long stage is
     never silent and a fast one is not a wall of lines. Nothing with EDGEKD_PROGRESS=0 or an
@@ -41,7 +44,6 @@ class EpochReport:
                    "img/s": f"{entry['images_per_s']:.0f}"}
         if not self.bar.disable:
             self.bar.set_postfix(figures)
-            self.bar.update(1)
             return
         now = time.monotonic()
         if not self.desc or os.environ.get("EDGEKD_PROGRESS") == "0" or (

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgekd.data import Splits
+    from edgekd.kd.compute import Compute
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Context:
     run_dir: Path
     data_key: str
     _splits: Splits | None = field(default=None, repr=False)
+    _compute: Compute | None = field(default=None, repr=False)
 
     def splits(self) -> Splits:
         """The pipeline's data, split (train / val / test), loaded once."""
@@ -35,6 +37,29 @@ class Context:
 
             self._splits = load(self.pipeline.data, self.pipeline.seed)
         return self._splits
+
+    def compute(self) -> Compute:
+        """Where training runs and in what precision (the pipeline's device, precision and
+        compile; each torchrun rank takes its own GPU). Raises ConfigError naming `device`
+        when the device is not available here."""
+        if self._compute is None:
+            import os
+
+            from edgekd import parallel
+            from edgekd.kd.compute import DeviceError, resolve
+            from edgekd.schema import ConfigError
+
+            p = self.pipeline
+            local = int(os.environ["LOCAL_RANK"]) if parallel.launched() else None
+            try:
+                self._compute = resolve(p.device, p.precision, p.compile, local)
+            except DeviceError as exc:
+                raise ConfigError([f"{self.source}: device: {exc}"]) from None
+        return self._compute
+
+    def training_info(self) -> dict:
+        """What a training stage's report records about how and on what it was measured."""
+        return {**self.compute().describe(), "test_split": self.splits().test_origin}
 
     def meta(self) -> dict:
         """What a saved model records about the data (classes, channels, mean, std)."""
@@ -72,6 +97,5 @@ class Context:
         if not path.is_file():
             from edgekd.data import save_npz
 
-            splits = self.splits()
-            save_npz(path, splits.x_test, splits.y_test)
+            save_npz(path, self.splits().test)
         return path

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 EXIT_FILE_ENV = "EDGEKD_EXIT_FILE"
+BACKEND_ENV = "EDGEKD_BACKEND"
 T = TypeVar("T")
 
 
@@ -74,29 +75,21 @@ def on_leader(write: Callable[[], T]) -> None:
 
 
 def init() -> bool:
-    """Join the process group (gloo on CPU, nccl with CUDA); True on rank 0.
+    """Join the process group (the backend `launch` chose: nccl for CUDA training, else
+    gloo); True on rank 0.
 
     Rank 0 releases the others when the interpreter exits, in case nobody calls `release`."""
     import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = os.environ.get(BACKEND_ENV, "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend)
         if dist.get_rank() == 0:
             atexit.register(release)
     return dist.get_rank() == 0
-
-
-def device():
-    """The device this rank trains on: its GPU under nccl, else the CPU."""
-    import torch
-
-    if active() and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device("cpu")
 
 
 def _broadcast(obj):
@@ -150,13 +143,15 @@ def finish(code: int) -> int:
     return 1
 
 
-def launch(nproc: int, args: list[str]) -> int:
-    """Run `edgekd <args>` in `nproc` processes with torchrun; returns rank 0's exit code."""
+def launch(nproc: int, args: list[str], backend: str = "gloo") -> int:
+    """Run `edgekd <args>` in `nproc` processes with torchrun, joined by `backend` (nccl:
+    one GPU per process); returns rank 0's exit code."""
     with tempfile.TemporaryDirectory(prefix="edgekd-torchrun-") as tmp:
         exit_file = Path(tmp) / "exit"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "edgekd", *args]
-        proc = subprocess.run(cmd, env={**os.environ, EXIT_FILE_ENV: str(exit_file)})
+        proc = subprocess.run(cmd, env={**os.environ, EXIT_FILE_ENV: str(exit_file),
+                                        BACKEND_ENV: backend})
         if exit_file.is_file():
             return int(exit_file.read_text())
         return proc.returncode or 1

@@ -10,6 +10,7 @@ rank 0 and hands data-parallel stages to the other ranks (`serve` is their side)
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +59,14 @@ class Run:
         return "pass" if self.exit_code == exits.OK and not failed else "fail"
 
 
-def load(source: Path) -> Pipeline:
-    """Read and validate a pipeline file: the schema, its target device and its data path,
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$"
+
+
+def load(source: Path, device: str | None = None) -> Pipeline:
+    """Read and validate a pipeline file: the schema, its target device and its data paths,
     every problem at once (ConfigError, one line each). Relative paths in the file are taken
-    from the file's folder; the returned pipeline's `data.path` is resolved so."""
+    from the file's folder; the returned pipeline's data paths are resolved so. `device`
+    (the CLI's --device) replaces the file's `device:`."""
     from edgekd.devices.profiles import check_target
     from edgekd.schema import ConfigError, parse, read_yaml
 
@@ -79,14 +84,19 @@ def load(source: Path) -> Pipeline:
             check_target(target, source)
         except ConfigError as exc:
             problems += exc.lines
-    if pipeline is not None and pipeline.data.path is not None:
-        path = pipeline.data.path if pipeline.data.path.is_absolute() \
-            else source.parent / pipeline.data.path
-        if not path.exists():
-            problems.append(f"{source}: data.path: {path} not found (relative paths are taken "
-                            "from the pipeline file's folder)")
+    if device is not None and not re.match(DEVICE_PATTERN, device):
+        problems.append(f"--device: {device!r} is not auto, cpu, cuda, cuda:N or mps")
+    elif device is not None and pipeline is not None:
+        pipeline = pipeline.model_copy(update={"device": device})
+    if pipeline is not None:
+        resolved = {}
+        for name, path in pipeline.data.paths().items():
+            resolved[name] = path if path.is_absolute() else source.parent / path
+            if not resolved[name].exists():
+                problems.append(f"{source}: data.{name}: {resolved[name]} not found (relative "
+                                "paths are taken from the pipeline file's folder)")
         pipeline = pipeline.model_copy(update={"data": pipeline.data.model_copy(
-            update={"path": path})})
+            update=resolved)})
     if problems:
         raise ConfigError(problems)
     return pipeline
@@ -163,13 +173,14 @@ def _claim(stage_dir: Path, key: str, fresh: bool) -> None:
 
 
 def execute(source: Path, out: Path | None = None, force: str | None = None,
-            gate: bool = True, log=print) -> Run:
-    """Run a pipeline file; returns the Run (its exit_code says how it ended).
+            gate: bool = True, log=print, device: str | None = None) -> Run:
+    """Run a pipeline file; returns the Run (its exit_code says how it ended). `device`
+    replaces the file's `device:`.
 
     Raises ConfigError when the file itself is invalid (nothing has run then)."""
     from edgekd.data import data_key
 
-    pipeline = load(source)
+    pipeline = load(source, device)
     run = Run(pipeline, source, (out or Path("runs") / pipeline.name).resolve(), gate=gate)
     dkey = data_key(pipeline.data, pipeline.seed)
     keys = _keys(pipeline, source, dkey)
@@ -238,7 +249,8 @@ def _job(kind: str, inputs: dict[str, StageResult], ctx: Context) -> dict:
     """A stage call as plain data, for the other ranks (edgekd.parallel.dispatch); they read
     the stage's config from the same pipeline file."""
     return {"kind": kind, "source": str(ctx.source), "run_dir": str(ctx.run_dir),
-            "data_key": ctx.data_key, "inputs": {k: r.as_dict() for k, r in inputs.items()}}
+            "data_key": ctx.data_key, "device": ctx.pipeline.device,
+            "inputs": {k: r.as_dict() for k, r in inputs.items()}}
 
 
 def serve() -> int:
@@ -248,7 +260,8 @@ def serve() -> int:
     os.environ["EDGEKD_PROGRESS"] = "0"  # one progress bar: rank 0's
     for job in parallel.jobs():
         source = Path(job["source"])
-        ctx = Context(load(source), source, Path(job["run_dir"]), job["data_key"])
+        ctx = Context(load(source, job["device"]), source, Path(job["run_dir"]),
+                      job["data_key"])
         inputs = {k: StageResult.from_dict(r) for k, r in job["inputs"].items()}
         cfg = dict(stage_configs(ctx.pipeline))[job["kind"]]
         STAGES[job["kind"]].run(cfg, inputs, ctx)

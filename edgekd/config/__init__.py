@@ -8,7 +8,7 @@ torch, so `edgekd validate` is instant.
 """
 
 from edgekd.budgets import DistillBudget, ExportBudget, ProfileBudget, QuantizeBudget
-from edgekd.config.data import DataConfig, Split
+from edgekd.config.data import Augment, DataConfig, Split
 from edgekd.config.distill import (
     AttentionConfig,
     DistillStage,
@@ -33,8 +33,8 @@ from edgekd.config.stages import Calibration, ExportFormat, ExportStage, Profile
 from edgekd.schema import ConfigError, Strict, parse, read_yaml
 
 __all__ = [
-    "ARCHS", "CNN_ARCHS", "STAGE_KINDS", "TORCHVISION_ARCHS", "AttentionConfig", "Calibration",
-    "ConfigError", "DataConfig", "DistillBudget", "DistillStage", "EnsembleTeacher",
+    "ARCHS", "Augment", "CNN_ARCHS", "STAGE_KINDS", "TORCHVISION_ARCHS", "AttentionConfig",
+    "Calibration", "ConfigError", "DataConfig", "DistillBudget", "DistillStage", "EnsembleTeacher",
     "ExportBudget", "ExportFormat", "ExportStage", "HintConfig", "LayerPair", "ModelConfig",
     "MutualConfig", "OptimizerConfig", "Pipeline", "ProfileBudget", "ProfileStage",
     "QuantizeBudget", "QuantizeStage", "RelationalConfig", "SelfDistillConfig", "Split", "Stage",

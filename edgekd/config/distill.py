@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgekd.budgets import DistillBudget
+from edgekd.config.data import Augment
 from edgekd.config.models import ModelConfig, OptimizerConfig, TeacherConfig
 from edgekd.schema import Strict
 
@@ -115,13 +116,18 @@ class DistillStage(Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     val_every: int = Field(1, ge=1)
     """Validate every this many epochs (and after the last); the best validated epoch is kept."""
+    patience: int | None = Field(None, ge=1)
+    """Early stopping: stop after this many validations without a better accuracy."""
+    augment: Augment | None = None
+    """This stage's augmentation (default: data.augment); the baseline gets the same."""
     baseline: bool = True
     """Also train the same student on hard labels alone (same epochs and seed)."""
-    cache_teacher: bool = True
+    cache_teacher: bool | None = None
     """Compute the teachers' outputs (soft targets, and hinted features that fit in 256 MiB)
     once, memory-mapped on disk keyed by teacher and data, and reuse them across epochs and
-    runs. Valid because edgekd trains without random augmentation; false runs the teachers on
-    every batch."""
+    runs; false runs the teachers on every batch. Default: cache unless the training data is
+    augmented (an augmented image is new every epoch, so its teacher output cannot be
+    stored); true with augmentation is an error."""
     teacher_weight: float = Field(1.0, gt=0)
     """Weight of the pipeline teacher in the ensemble when `teachers:` adds others."""
     teachers: list[EnsembleTeacher] = []

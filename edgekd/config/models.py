@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edgekd.config.data import Augment
 from edgekd.schema import Strict, did_you_mean
 
 # Architectures edgekd can build. Kept as names here so validation needs no torch import;
@@ -67,6 +68,10 @@ class TrainConfig(Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     val_every: int = Field(1, ge=1)
     """Validate every this many epochs (and after the last); the best validated epoch is kept."""
+    patience: int | None = Field(None, ge=1)
+    """Early stopping: stop after this many validations without a better accuracy."""
+    augment: Augment | None = None
+    """This training's augmentation (default: data.augment)."""
 
 
 class ModelConfig(Strict):

@@ -33,6 +33,14 @@ class Pipeline(Strict):
     target: str = "local"
     """A device profile name from devices/ or a path to a device YAML."""
     on_unreachable: Literal["fail", "estimate"] = "fail"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$")  # as --device
+    """Where training runs (teacher, distill, QAT): auto (CUDA when present, else the CPU),
+    cpu, cuda, cuda:N or mps. Export and profiling run on the CPU (and the target)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Training arithmetic (torch.autocast): auto is bf16 on GPUs that support it, else fp32;
+    fp16 adds a gradient scaler. Weights stay fp32."""
+    compile: bool = False
+    """torch.compile the trained model (slower start, faster steps on GPUs)."""
     stages: list[Stage]
 
     @model_validator(mode="after")
@@ -64,6 +72,20 @@ class Pipeline(Strict):
                         f"stages[{i}].budget.artifacts: {name!r} is not an artifact this "
                         f"pipeline exports{did_you_mean(name, written)}; it exports "
                         f"{', '.join(written) or 'none'}")
+        return self
+
+    @model_validator(mode="after")
+    def _no_cache_with_augmentation(self) -> Pipeline:
+        """A cached teacher output belongs to one stored image; augmented images are new."""
+        for i, stage in enumerate(self.stages):
+            augment = getattr(stage, "augment", None) or self.data.augment
+            if getattr(stage, "cache_teacher", None) and augment.random:
+                raise ValueError(
+                    f"stages[{i}].cache_teacher: cannot cache teacher outputs when the training "
+                    f"data is augmented ({augment.preset} preset"
+                    f"{', mixup/cutmix' if augment.mixup or augment.cutmix else ''}): each "
+                    "epoch sees new images, so the teacher must run on every batch; remove "
+                    "cache_teacher or set augment: none")
         return self
 
     def stage(self, kind: str) -> Any:

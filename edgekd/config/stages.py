@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgekd.budgets import ExportBudget, ProfileBudget, QuantizeBudget
+from edgekd.config.data import Augment
 from edgekd.config.models import OptimizerConfig
 from edgekd.export.formats import FORMAT_NAMES
 from edgekd.schema import Strict
@@ -29,7 +30,8 @@ class Calibration(Strict):
     """Training samples used for calibration."""
 
 
-QAT_ONLY = ("epochs", "lr", "batch_size", "temperature", "alpha", "optimizer", "val_every")
+QAT_ONLY = ("epochs", "lr", "batch_size", "temperature", "alpha", "optimizer", "val_every",
+            "patience", "augment")
 
 
 class QuantizeStage(Strict):
@@ -54,6 +56,11 @@ class QuantizeStage(Strict):
     """qat only."""
     val_every: int = Field(1, ge=1)
     """qat only: validate every this many epochs (and after the last); the best is kept."""
+    patience: int | None = Field(None, ge=1)
+    """qat only: early stopping after this many validations without a better accuracy."""
+    augment: Augment | None = None
+    """qat only: the fine-tuning's augmentation (default: data.augment). With augmentation
+    the teacher runs on every batch instead of from the cache."""
     budget: QuantizeBudget | None = None
 
     @model_validator(mode="after")

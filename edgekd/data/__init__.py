@@ -1,5 +1,15 @@
-"""Datasets: the built-in digits, image folders and .npz files, split deterministically."""
+"""Datasets: the built-in digits, image folders, manifests and .npz files, given split or split
+here deterministically, read on demand (edgekd.data.stream serves them as DataLoaders)."""
 
-from edgekd.data.loading import Splits, calibration_samples, data_key, load, save_npz
+from edgekd.data.loading import (
+    Part,
+    Splits,
+    calibration_samples,
+    data_key,
+    from_arrays,
+    load,
+    save_npz,
+)
 
-__all__ = ["Splits", "calibration_samples", "data_key", "load", "save_npz"]
+__all__ = ["Part", "Splits", "calibration_samples", "data_key", "from_arrays", "load",
+           "save_npz"]

@@ -1,108 +1,134 @@
-"""Load samples as float32 NCHW in [0, 1] with integer labels, and split them.
+"""The pipeline's data as three splits that read images on demand.
 
-The split is stratified and fixed by the pipeline's seed, so every stage and every rerun sees
-the same train / val / test samples. Normalisation statistics come from the train split only;
-they are recorded with the model (edgekd.models.Normalize) and applied inside it.
+Data comes split (`train` / `val` / `test` paths, the common layout) or in one place (`path`),
+which is split here: stratified and fixed by the pipeline's seed, so every stage and every
+rerun sees the same samples. Class names must agree across given splits. Normalisation
+statistics come from a seeded sample of the train split (or the config); they are recorded
+with the model (edgekd.models.Normalize) and applied inside it. Models take float32 NCHW in
+[0, 1]; image files stay uint8 until a batch reaches the training device.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.config import DataConfig
+from edgekd.data import sources
+from edgekd.data.sources import ArrayStore, Samples
 from edgekd.files import atomic_path, sha256_file
 from edgekd.schema import ConfigError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-Samples = tuple[np.ndarray, np.ndarray, list[str]]  # x, y, class names
+
+@dataclass
+class Part:
+    """One split: rows of a store and their labels. `len(part)` samples."""
+
+    name: str
+    """train, val or test."""
+    store: ArrayStore | sources.FileStore
+    rows: np.ndarray
+    """The split's rows in `store` (int64)."""
+    y: np.ndarray
+    """Labels, int64, one per row."""
+    key: str = ""
+    """Names this split's content (data key + split name): teacher-output caches use it."""
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.store.in_memory
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        """Samples at `positions` (0..len-1) as n x C x H x W, uint8 or float32 in [0, 1]."""
+        return self.store.read(self.rows[np.asarray(positions)])
+
+    def inputs(self, positions: np.ndarray) -> np.ndarray:
+        """Like `read`, always float32 in [0, 1] (a model's input)."""
+        x = self.read(positions)
+        return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+
+    def array(self, chunk: int = 1024) -> np.ndarray:
+        """The whole split as one float32 array (n x C x H x W): for runtimes that take
+        arrays. Memory: n x C x H x W x 4 bytes."""
+        return np.concatenate([self.inputs(np.arange(i, min(i + chunk, len(self))))
+                               for i in range(0, len(self), chunk)]) if len(self) else \
+            np.zeros((0, *self.store.shape), np.float32)
 
 
 @dataclass
 class Splits:
-    """Train / val / test arrays (x float32 NCHW in [0, 1], y int64) and what describes them."""
+    """Train / val / test splits, the class names and where the test split came from."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    train: Part
+    val: Part
+    test: Part
     classes: list[str]
+    test_origin: str = ""
+    """"given: <path>" or "held out: <fraction> of <source> (seed <n>)": reported with
+    every accuracy."""
+    num_workers: int | str = "auto"
+    stats: tuple[list[float], list[float]] | None = None
+    stats_samples: int = 2048
+    seed: int = 0
+    _meta: dict | None = field(default=None, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """C x H x W of one sample."""
-        return tuple(self.x_train.shape[1:])
+        return tuple(self.train.store.shape)
+
+    # Whole splits as arrays (Part.array: they hold the split in memory), for small data.
+    x_train = property(lambda self: self.train.array())
+    y_train = property(lambda self: self.train.y)
+    x_val = property(lambda self: self.val.array())
+    y_val = property(lambda self: self.val.y)
+    x_test = property(lambda self: self.test.array())
+    y_test = property(lambda self: self.test.y)
 
     def meta(self) -> dict:
         """What a model needs to know about its inputs: shape, classes and normalisation."""
-        mean = self.x_train.mean(axis=(0, 2, 3))
-        std = self.x_train.std(axis=(0, 2, 3)) + 1e-6
-        return {"input_shape": list(self.input_shape), "num_classes": len(self.classes),
-                "in_channels": self.input_shape[0], "classes": self.classes,
-                "mean": mean.astype(float).tolist(), "std": std.astype(float).tolist(),
-                "input_range": [0.0, 1.0], "layout": "NCHW"}
+        if self._meta is None:
+            mean, std = self.stats or channel_stats(self.train, self.stats_samples, self.seed)
+            self._meta = {"input_shape": list(self.input_shape),
+                          "num_classes": len(self.classes), "in_channels": self.input_shape[0],
+                          "classes": self.classes, "mean": mean, "std": std,
+                          "input_range": [0.0, 1.0], "layout": "NCHW"}
+        return self._meta
+
+    def workers(self, augmenting: bool) -> int:
+        """DataLoader workers for the train split: the config's number, or auto (0 for data
+        in memory without augmentation, else min(8, cores - 1), at least 1)."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        if self.train.in_memory and not augmenting:
+            return 0
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def _digits() -> Samples:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return x, bunch.target.astype(np.int64), [str(c) for c in range(10)]
-
-
-def _npz(path: Path) -> Samples:
-    try:
-        blob = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{path}: cannot read as .npz ({exc})"]) from None
-    missing = [k for k in ("x", "y") if k not in blob.files]
-    if missing:
-        raise ConfigError([f"{path}: .npz is missing array(s) {', '.join(missing)} "
-                           f"(has {', '.join(blob.files) or 'none'})"])
-    x, y = blob["x"], blob["y"].astype(np.int64).reshape(-1)
-    if len(x) != len(y):
-        raise ConfigError([f"{path}: x has {len(x)} samples but y has {len(y)}"])
-    x = x.astype(np.float32) / (255.0 if np.issubdtype(blob["x"].dtype, np.integer) else 1.0)
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
-    if x.ndim != 4:
-        raise ConfigError([f"{path}: x must be N x H x W or N x C x H x W, got shape {x.shape}"])
-    classes = [str(c) for c in blob["classes"]] if "classes" in blob.files else \
-        [str(c) for c in range(int(y.max()) + 1)]
-    return np.ascontiguousarray(x), y, classes
-
-
-def _folder(path: Path, size: tuple[int, int], channels: int) -> Samples:
-    from PIL import Image
-
-    if not path.is_dir():
-        raise ConfigError([f"{path}: image folder not found"])
-    classes = sorted(d.name for d in path.iterdir() if d.is_dir())
-    if len(classes) < 2:
-        raise ConfigError([f"{path}: needs one subfolder per class (found {len(classes)})"])
-    xs, ys = [], []
-    mode = "L" if channels == 1 else "RGB"
-    for label, name in enumerate(classes):
-        for file in sorted((path / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            with Image.open(file) as img:
-                img = img.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32) / 255.0
-            xs.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
-            ys.append(label)
-    if not xs:
-        raise ConfigError([f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found"])
-    return np.stack(xs), np.array(ys, dtype=np.int64), classes
+def channel_stats(part: Part, samples: int, seed: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (inputs in [0, 1]) over a seeded sample of up to `samples`
+    images, read in chunks: memory is one chunk, not the split."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(part), size=min(samples, len(part)), replace=False))
+    total = np.zeros(part.store.shape[0], np.float64)
+    squares, count = np.zeros_like(total), 0
+    for i in range(0, len(rows), 256):
+        x = part.inputs(rows[i:i + 256]).astype(np.float64)
+        total += x.sum(axis=(0, 2, 3))
+        squares += (x * x).sum(axis=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0)) + 1e-6
+    return mean.tolist(), std.tolist()
 
 
 def _stratified_split(y: np.ndarray, val: float, test: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -117,51 +143,128 @@ def _stratified_split(y: np.ndarray, val: float, test: float, seed: int) -> tupl
     return tuple(np.sort(np.concatenate(part)) for part in (train, val_idx, test_idx))
 
 
-def load(cfg: DataConfig, seed: int) -> Splits:
-    """Read the configured data and split it (stratified, seeded)."""
-    if cfg.source == "digits":
-        x, y, classes = _digits()
-    elif cfg.source == "npz":
-        x, y, classes = _npz(cfg.path)
-    else:
-        x, y, classes = _folder(cfg.path, cfg.image_size, cfg.channels or 3)
-    if cfg.image_size is not None and cfg.source == "npz" and x.shape[2:] != tuple(cfg.image_size):
-        import torch
-        import torch.nn.functional as F
+def _aligned(name: str, path: Path, samples: Samples, classes: list[str]) -> np.ndarray:
+    """`samples`' labels as indices into the train split's `classes`; ConfigError naming the
+    missing and extra classes when the two sets differ."""
+    missing = sorted(set(classes) - set(samples.classes))
+    extra = sorted(set(samples.classes) - set(classes))
+    if missing or extra:
+        said = [f"missing {', '.join(missing)}" if missing else "",
+                f"extra {', '.join(extra)}" if extra else ""]
+        raise ConfigError([f"data.{name}: {path}: its classes differ from the train split's: "
+                           f"{'; '.join(s for s in said if s)}"])
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[samples.classes[label]] for label in samples.y], dtype=np.int64)
 
-        x = F.interpolate(torch.from_numpy(x), size=tuple(cfg.image_size), mode="bilinear",
-                          align_corners=False).numpy()
-    train, val, test = _stratified_split(y, cfg.split.val, cfg.split.test, seed)
-    return Splits(x[train], y[train], x[val], y[val], x[test], y[test], classes)
+
+def load(cfg: DataConfig, seed: int) -> Splits:
+    """Read the configured data and split it (given splits, or stratified and seeded).
+
+    Raises ConfigError (one line per problem, naming the file) for unreadable data and for
+    class names that differ between given splits."""
+    key = data_key(cfg, seed)
+    read = lambda path: sources.read(cfg.source, path, cfg.image_size, cfg.channels)  # noqa: E731
+    first = read(cfg.train if cfg.given_splits else cfg.path)
+    whole = np.arange(len(first.y))
+    # What is not given is held out of the first location, stratified (0 of a given split).
+    train, val, test = _stratified_split(
+        first.y, cfg.split.val if cfg.val is None else 0.0,
+        cfg.split.test if cfg.test is None else 0.0, seed) \
+        if cfg.val is None or cfg.test is None else (whole, whole[:0], whole[:0])
+    parts = {"train": Part("train", first.store, train, first.y[train], f"{key}-train")}
+    for name, rows in (("val", val), ("test", test)):
+        given = getattr(cfg, name)
+        if given is not None:
+            samples = read(given)
+            if samples.store.shape != first.store.shape:
+                raise ConfigError([f"data.{name}: {given}: images are {samples.store.shape} "
+                                   f"(C, H, W), the train split's {first.store.shape}"])
+            y = _aligned(name, given, samples, first.classes)
+            parts[name] = Part(name, samples.store, np.arange(len(y)), y, f"{key}-{name}")
+        else:
+            parts[name] = Part(name, first.store, rows, first.y[rows], f"{key}-{name}")
+    origin = f"given: {cfg.test}" if cfg.test is not None else (
+        f"held out by edgekd: {cfg.split.test:.0%} of "
+        f"{cfg.train or cfg.path or 'the built-in digits'} (stratified, seed {seed})")
+    stats = (cfg.mean, cfg.std) if cfg.mean is not None else None
+    if stats is not None and len(stats[0]) != first.store.shape[0]:
+        raise ConfigError([f"data.mean: {len(stats[0])} values for images with "
+                           f"{first.store.shape[0]} channel(s)"])
+    return Splits(parts["train"], parts["val"], parts["test"], first.classes, origin,
+                  cfg.num_workers, stats, cfg.stats_samples, seed)
 
 
 def data_key(cfg: DataConfig, seed: int) -> str:
-    """A hash naming this data and split: config, seed and the content of the input file."""
-    h = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), seed], sort_keys=True).encode())
-    if cfg.path is not None and cfg.path.is_file():
-        h.update(sha256_file(cfg.path).encode())
-    elif cfg.path is not None and cfg.path.is_dir():
-        for file in sorted(cfg.path.rglob("*")):
-            if file.is_file():
-                h.update(str(file.relative_to(cfg.path)).encode())
-                h.update(str(file.stat().st_size).encode())
-                h.update(str(file.stat().st_mtime_ns).encode())
+    """A hash naming this data and split: config (worker count aside), seed and the content
+    of every input file (files by hash, folders and manifests' images by name, size and
+    modification time)."""
+    doc = cfg.model_dump(mode="json", exclude={"num_workers"})
+    h = hashlib.sha256(json.dumps([doc, seed], sort_keys=True).encode())
+    for path in cfg.paths().values():
+        if path.is_file():
+            h.update(sha256_file(path).encode())
+            if path.suffix.lower() in sources.MANIFEST_SUFFIXES:
+                files = [path.parent / f for f, _label in sources._manifest_rows(path)]
+                _stat_hash(h, path.parent, files)
+        elif path.is_dir():
+            _stat_hash(h, path, sorted(f for f in path.rglob("*") if f.is_file()))
     return h.hexdigest()[:16]
 
+
+def _stat_hash(h, root: Path, files: list[Path]) -> None:
+    for file in files:
+        if file.is_file():
+            stat = file.stat()
+            h.update(f"{file.relative_to(root) if file.is_relative_to(root) else file}"
+                     f"{stat.st_size}{stat.st_mtime_ns}".encode())
+
+
+def from_arrays(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                x_test: np.ndarray, y_test: np.ndarray, classes: list[str] | None = None,
+                seed: int = 0) -> Splits:
+    """Splits over arrays in memory (float32 NCHW in [0, 1] or uint8, labels int64)."""
+    classes = classes or [str(c) for c in range(int(max(y_train.max(), y_val.max(),
+                                                         y_test.max())) + 1)]
+    parts = [Part(name, ArrayStore(x), np.arange(len(x)), np.asarray(y, np.int64),
+                  f"arrays-{name}-{_array_key(x)}")
+             for name, x, y in (("train", x_train, y_train), ("val", x_val, y_val),
+                                ("test", x_test, y_test))]
+    return Splits(*parts, classes, "given: arrays", seed=seed)
+
+
+def _array_key(x: np.ndarray) -> str:
+    h = hashlib.sha256(str((x.shape, x.dtype.str)).encode())
+    h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()[:16]
 
 
 def calibration_samples(splits: Splits, seed: int, count: int) -> np.ndarray:
     """A fixed, seeded subset of `count` training inputs (all of them if fewer), in their
     original order: the post-training calibration set. N x C x H x W float32."""
-    x = splits.x_train
     rng = np.random.default_rng(seed)
-    count = min(count, len(x))
-    return x[np.sort(rng.choice(len(x), size=count, replace=False))]
+    count = min(count, len(splits.train))
+    return splits.train.inputs(np.sort(rng.choice(len(splits.train), size=count,
+                                                  replace=False)))
 
 
-def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    """Write arrays `x` and `y` as an uncompressed .npz, atomically (runtimes and devices read
-    the test split this way)."""
-    with atomic_path(path) as tmp:
-        np.savez(tmp, x=x, y=y)
+def save_npz(path: Path, x: np.ndarray | Part, y: np.ndarray | None = None,
+             chunk: int = 1024) -> Path:
+    """Write `x` and `y` (or a split's float32 inputs and labels) as an uncompressed .npz,
+    atomically (runtimes and devices read the test split this way). A split is written in
+    chunks: memory is one chunk, not the split."""
+    if not isinstance(x, Part):
+        with atomic_path(path) as tmp:
+            np.savez(tmp, x=x, y=y)
+        return path
+    part = x
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+              "fortran_order": False, "shape": (len(part), *part.store.shape)}
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED,
+                                                   allowZip64=True) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_2_0(f, header)
+            for i in range(0, len(part), chunk):
+                f.write(part.inputs(np.arange(i, min(i + chunk, len(part)))).tobytes())
+        with archive.open("y.npy", "w") as f:
+            np.lib.format.write_array(f, part.y)
     return path

@@ -1,12 +1,15 @@
 """Teacher outputs: soft targets and the hinted features a loss needs, per batch.
 
-With a cache directory they are computed once over the training array and stored as .npy
-files memory-mapped on read, keyed by a hash of the teacher's weights and of the array, so
-every epoch, the baseline's sibling runs and later runs of the same pipeline reuse them.
-A view larger than FEATURE_CACHE_BYTES is computed online instead.
+Online, the teacher runs on each batch where the batch is (the training device, inside the
+training loop's autocast). With a cache directory the outputs are computed once over the
+train split and stored as .npy files memory-mapped on read, keyed by a hash of the teacher's
+weights and of the split, so every epoch, the baseline's sibling runs and later runs of the
+same pipeline reuse them; a batch's rows are looked up by the samples' positions. A view
+larger than FEATURE_CACHE_BYTES is computed online instead.
 
-Caching is valid only because edgekd trains without random augmentation: a sample's
-teacher output never changes. A training loop that augments its inputs must not use it.
+Caching is valid only for unaugmented inputs (a sample's teacher output never changes): the
+training loop passes no positions for augmented batches, and the configs reject a cache
+together with augmentation.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from edgekd import parallel
+from edgekd.data import Part
 from edgekd.kd import losses
 from edgekd.kd.hooks import Taps
 
@@ -73,35 +77,36 @@ def model_key(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def array_key(x: np.ndarray) -> str:
-    """Hash of an array's shape, dtype and bytes (16 hex digits)."""
-    h = hashlib.sha256(str((x.shape, x.dtype.str)).encode())
-    h.update(np.ascontiguousarray(x).data)
-    return h.hexdigest()[:16]
-
-
 class TeacherOutputs:
-    """`outputs(x, idx)` -> {view name: tensor} for a batch of training samples `idx`.
+    """`outputs(x, index)` -> {view name: tensor on x's device} for a batch of training
+    inputs `x` (N, C, H, W) and their positions `index` in the train split (or None).
 
-    Cached views are looked up by sample index; the rest come from running the teacher on
-    `x`. Without `cache_dir` everything runs online.
+    Cached views are looked up by position; the rest, and every view when `index` is None,
+    come from running the teacher on `x` (moved to x's device on first use). Without
+    `cache_dir` everything runs online. `device` is where the cache is computed.
     """
 
-    def __init__(self, model: nn.Module, views: list[View], x_train: np.ndarray,
-                 cache_dir: Path | None):
+    def __init__(self, model: nn.Module, views: list[View], train: Part | None,
+                 cache_dir: Path | None, device: torch.device | None = None):
         self.model = model.eval()
         self.views = list(dict.fromkeys(views))
         self.tables: dict[str, np.ndarray] = {}
-        if cache_dir is not None:
-            folder = cache_dir / f"teacher-{model_key(model)}-{array_key(x_train)}"
-            self.tables = _cached_tables(model, self.views, x_train, folder)
+        if cache_dir is not None and train is not None:
+            folder = cache_dir / f"teacher-{model_key(model)}-{train.key}"
+            self.tables = _cached_tables(model, self.views, train, folder,
+                                         device or torch.device("cpu"))
         self.online = [v for v in self.views if v.name not in self.tables]
 
-    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = compute(self.model, x, self.online) if self.online else {}
-        rows = idx.numpy()
-        for name, table in self.tables.items():
-            out[name] = torch.from_numpy(np.ascontiguousarray(table[rows]))
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if next(self.model.parameters(), x).device != x.device:
+            self.model.to(x.device)
+        views = self.views if index is None else self.online
+        out = compute(self.model, x, views) if views else {}
+        if index is not None:
+            rows = index.numpy()
+            for name, table in self.tables.items():
+                out[name] = torch.from_numpy(np.ascontiguousarray(table[rows])).to(
+                    x.device, non_blocking=True)
         return out
 
     def table(self, name: str) -> np.ndarray:
@@ -113,34 +118,38 @@ def _file_name(view: View) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", view.name) + ".npy"
 
 
-def _cached_tables(model: nn.Module, views: list[View], x: np.ndarray,
-                   folder: Path) -> dict[str, np.ndarray]:
+def _cached_tables(model: nn.Module, views: list[View], train: Part, folder: Path,
+                   device: torch.device) -> dict[str, np.ndarray]:
     """Memory-mapped tables of the views small enough to store, computing missing ones.
 
     Under torchrun only rank 0 computes and writes; the others wait, then map the files."""
-    probe = compute(model, torch.from_numpy(x[:1]), views)
+    probe = compute(model.cpu(), torch.from_numpy(train.inputs(np.arange(1))), views)
     small = [v for v in views
-             if probe[v.name].numel() * 4 * len(x) <= FEATURE_CACHE_BYTES]
+             if probe[v.name].numel() * 4 * len(train) <= FEATURE_CACHE_BYTES]
     missing = [v for v in small if not (folder / _file_name(v)).is_file()]
     # Every rank takes part in on_leader's barrier, even one that already sees the files.
     parallel.on_leader(lambda: missing and _write_tables(
-        model, missing, x, folder, {v.name: probe[v.name].shape[1:] for v in missing}))
+        model, missing, train, folder, {v.name: probe[v.name].shape[1:] for v in missing},
+        device))
     return {v.name: np.load(folder / _file_name(v), mmap_mode="r") for v in small}
 
 
-def _write_tables(model: nn.Module, views: list[View], x: np.ndarray, folder: Path,
-                  shapes: dict[str, tuple], batch: int = 512) -> None:
+def _write_tables(model: nn.Module, views: list[View], train: Part, folder: Path,
+                  shapes: dict[str, tuple], device: torch.device, batch: int = 512) -> None:
+    from edgekd.data.stream import as_input, eval_batches
+
     folder.mkdir(parents=True, exist_ok=True)
     # np.lib.format.open_memmap fills the tables in place, so each is renamed by hand once
     # complete (the same temp-then-rename as edgekd.files.atomic_path).
     tmp = {v.name: folder / f".{_file_name(v)}.tmp" for v in views}
     tables = {v.name: np.lib.format.open_memmap(tmp[v.name], mode="w+", dtype=np.float32,
-                                                shape=(len(x), *shapes[v.name]))
+                                                shape=(len(train), *shapes[v.name]))
               for v in views}
-    for i in range(0, len(x), batch):
-        out = compute(model, torch.from_numpy(x[i:i + batch]), views)
+    model.to(device)
+    for x, _y, index in eval_batches(train, batch):
+        out = compute(model, as_input(x, device), views)
         for name, table in tables.items():
-            table[i:i + batch] = out[name].float().numpy()
+            table[index.numpy()] = out[name].float().cpu().numpy()
     for view in views:
         tables[view.name].flush()
         del tables[view.name]

@@ -24,20 +24,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.config import DistillStage, ModelConfig
+from edgekd.config import DataConfig, DistillStage, ModelConfig
+from edgekd.data import Splits
+from edgekd.kd.compute import CPU, Compute
 from edgekd.kd.objective import Objective
 from edgekd.kd.terms import enabled_methods, layer_errors, student_paths, teacher_views
 from edgekd.kd.terms.term import Teacher
-from edgekd.kd.train import Hyperparameters, fit
+from edgekd.kd.train import Hyperparameters, Minibatch, fit
 
 __all__ = ["Teacher", "Trained", "enabled_methods", "hard_labels", "layer_errors",
            "student_paths", "teacher_views", "train_students"]
 
 
-def hard_labels(logits: torch.Tensor, _x, y: torch.Tensor, _idx) -> torch.Tensor:
+def hard_labels(logits: torch.Tensor, batch: Minibatch) -> torch.Tensor:
     """The baseline's loss: cross-entropy (nats) on the labels alone; logits (N, classes),
-    labels int64 (N,)."""
-    return F.cross_entropy(logits, y)
+    labels int64 (N,) or class probabilities (N, classes)."""
+    return F.cross_entropy(logits, batch.y)
 
 
 @dataclass
@@ -50,32 +52,36 @@ class Trained:
     history: list[dict]
 
 
-def train_students(cfg: DistillStage, splits, teachers: list[Teacher],
+def train_students(cfg: DistillStage, splits: Splits, teachers: list[Teacher],
                    new_student: Callable[[], nn.Module], student_config: ModelConfig,
                    build: Callable[[ModelConfig], nn.Module], seed: int, workdir: Path,
-                   cache_dir: Path | None = None, parallel: bool = False) -> dict[str, Trained]:
+                   cache_dir: Path | None = None, parallel: bool = False,
+                   compute: Compute = CPU, data: DataConfig | None = None
+                   ) -> dict[str, Trained]:
     """Run the method `cfg` describes; returns every model it trained, by report name.
 
-    `splits` has x_train, y_train, x_val, y_val (numpy, float32 NCHW / int64); `new_student()`
+    `splits` is the data (edgekd.data.Splits: train and val are used); `new_student()`
     returns the student (`student_config`) at its starting point, the same weights on every
     call; `build(model_config)` builds an assistant or peer with fresh random weights.
     Epoch checkpoints go to `workdir` (a rerun resumes); teacher outputs are cached in
-    `cache_dir` (default `workdir/cache`) when cfg.cache_teacher. `parallel` trains
-    data-parallel under torchrun.
+    `cache_dir` (default `workdir/cache`) when caching applies (cfg.cache_teacher, default:
+    when the training data is not augmented). `parallel` trains data-parallel under
+    torchrun; `compute` is the device and precision; `data` gives the default augmentation.
     Names, in training order: assistant_<i>... (teacher-assistant chain, Mirzadeh et al.
     2020), generation_1 (born-again), student, peer (mutual), baseline.
     """
-    settings = Hyperparameters.of(cfg)
-    cache = (cache_dir or workdir / "cache") if cfg.cache_teacher else None
+    settings = Hyperparameters.of(cfg, data)
+    caching = cfg.cache_teacher if cfg.cache_teacher is not None else not settings.augment.random
+    cache = (cache_dir or workdir / "cache") if caching else None
     trained: dict[str, Trained] = {}
 
     def train(name: str, model: nn.Module, sources: list[Teacher], **objective_args
               ) -> list[dict]:
-        objective = Objective(cfg, model, sources, splits.x_train, cache, **objective_args)
+        objective = Objective(cfg, model, sources, splits.train, cache, device=compute.device,
+                              **objective_args)
         try:
-            return fit(model, objective, splits.x_train, splits.y_train, splits.x_val,
-                       splits.y_val, settings, seed, workdir / f"{name}.ckpt", name,
-                       extra=objective.extra, parallel=parallel)
+            return fit(model, objective, splits, settings, seed, workdir / f"{name}.ckpt", name,
+                       extra=objective.extra, parallel=parallel, compute=compute)
         finally:
             objective.close()
 
@@ -102,8 +108,8 @@ def train_students(cfg: DistillStage, splits, teachers: list[Teacher],
         trained["peer"] = Trained(peer, cfg.mutual.peer or student_config, [])
     if cfg.baseline:
         baseline = new_student()
-        history = fit(baseline, hard_labels, splits.x_train, splits.y_train, splits.x_val,
-                      splits.y_val, settings, seed, workdir / "baseline.ckpt", "baseline",
-                      parallel=parallel)
+        history = fit(baseline, hard_labels, splits, settings, seed,
+                      workdir / "baseline.ckpt", "baseline", parallel=parallel,
+                      compute=compute)
         trained["baseline"] = Trained(baseline, None, history)
     return trained

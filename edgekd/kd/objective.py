@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgekd.config import DistillStage
+from edgekd.data import Part
 from edgekd.kd import terms
 from edgekd.kd.cache import LOGITS, TeacherOutputs
 from edgekd.kd.hooks import Taps
 from edgekd.kd.terms.term import Batch, Setup, Teacher
+from edgekd.kd.train import Minibatch
 
 
 class Objective:
@@ -21,9 +22,10 @@ class Objective:
 
     `role` picks the terms (`edgekd.kd.terms.active`): "student" all enabled ones,
     "assistant" those declared for teacher-assistant links, "first_generation" those that
-    learn from the teachers. `objective(logits, x, y, idx)` takes the student's logits
-    (N, classes), the inputs (N, C, H, W), the labels (N,) and the samples' rows in `x_train`
-    (N,), and returns (sum of weight * term, {term name: float value}).
+    learn from the teachers. `objective(logits, minibatch)` takes the student's logits
+    (N, classes) and the step's edgekd.kd.train.Minibatch (inputs, labels, positions), and
+    returns (sum of weight * term, {term name: detached scalar tensor}). Teachers run where
+    the inputs are; cached outputs are looked up by the minibatch's positions.
 
     Modules the terms own (hint adapters, the EMA copy, the mutual peer) live in `extra`,
     which fit optimises and checkpoints with the model. Call `close()` after training to
@@ -32,14 +34,15 @@ class Objective:
     """
 
     def __init__(self, cfg: DistillStage, student: nn.Module, teachers: list[Teacher],
-                 x_train: np.ndarray, cache_dir: Path | None, role: terms.Role = "student",
-                 peer: nn.Module | None = None, past: nn.Module | None = None):
+                 train: Part, cache_dir: Path | None, role: terms.Role = "student",
+                 peer: nn.Module | None = None, past: nn.Module | None = None,
+                 device: torch.device | None = None):
         chosen = terms.active(cfg, role)
         views = terms.views(cfg, chosen)
-        self.outputs = [TeacherOutputs(t.model, views if i == 0 else [LOGITS], x_train,
-                                       cache_dir) for i, t in enumerate(teachers)]
+        self.outputs = [TeacherOutputs(t.model, views if i == 0 else [LOGITS], train,
+                                       cache_dir, device) for i, t in enumerate(teachers)]
         # Built before the taps go on: the EMA copy must not carry the objective's hooks.
-        setup = Setup(cfg, student, teachers, x_train, cache_dir, peer, past)
+        setup = Setup(cfg, student, teachers, train, cache_dir, peer, past, device)
         self.terms = [term(setup) for term in chosen]
         self.taps = Taps(student, [layer.path for layer in terms.layers(cfg, chosen)
                                    if layer.model == "student"])
@@ -49,11 +52,11 @@ class Objective:
     def close(self) -> None:
         self.taps.close()
 
-    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                 idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        dev, host = logits.device, x.cpu()
-        targets = [{k: v.to(dev) for k, v in out(host, idx).items()} for out in self.outputs]
-        batch = Batch(logits, x, y, idx, targets, self.taps.outputs)
+    def __call__(self, logits: torch.Tensor, minibatch: Minibatch
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, index = minibatch.x, minibatch.index
+        targets = [out(x, index) for out in self.outputs]
+        batch = Batch(logits, x, minibatch.y, index, targets, self.taps.outputs)
         parts = {name: part for term in self.terms for name, part in term(batch).items()}
         total = sum(w * v for w, v in parts.values())
         # Detached tensors, not floats: reading a value would sync with the device every step.

@@ -1,8 +1,10 @@
-"""The training loop every stage uses: seeded, resumable, with progress, keeping the best epoch.
+"""The training loop every stage uses: streamed, seeded, resumable, on the chosen device and
+precision, with progress, keeping the best epoch.
 
 A checkpoint is written atomically after each epoch (model, optimizer, schedule, history, the
 best epoch's weights); if the process is killed, the next run with the same checkpoint path
-resumes after the last finished epoch and reaches the same result as an uninterrupted run.
+resumes after the last finished epoch and reaches the same result as an uninterrupted run
+(epoch granularity: a killed epoch is redone from its start).
 """
 
 from __future__ import annotations
@@ -18,13 +20,32 @@ import torch
 from torch import nn
 
 from edgekd import parallel as ranks
-from edgekd.config import OptimizerConfig
+from edgekd.config import DataConfig, OptimizerConfig
+from edgekd.config.data import Augment
 from edgekd.console import EpochReport, progress
+from edgekd.data import Part, Splits
+from edgekd.data.augment import BatchMix
+from edgekd.data.stream import as_input, eval_batches, train_loader
 from edgekd.files import atomic_path
-from edgekd.metrics import accuracy
+from edgekd.kd.compute import CPU, Compute
 
-# loss(model_logits, x, y, index_of_samples) -> scalar loss
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+@dataclass
+class Minibatch:
+    """One training step's data, as a loss sees it."""
+
+    x: torch.Tensor
+    """Inputs, float32 (N, C, H, W) in [0, 1], on the training device (augmented, mixed)."""
+    y: torch.Tensor
+    """Labels: int64 (N,), or class probabilities (N, classes) after MixUp / CutMix / label
+    smoothing (F.cross_entropy takes either)."""
+    index: torch.Tensor | None
+    """The samples' positions in the train split (int64 (N,), CPU), for looking up cached
+    teacher outputs; None when the inputs are augmented (no stored output belongs to them)."""
+
+
+# loss(model_logits, minibatch) -> scalar loss, or (loss, {name: scalar part})
+LossFn = Callable[[torch.Tensor, Minibatch], torch.Tensor]
 ModeFn = Callable[[nn.Module, bool], None]
 
 
@@ -43,13 +64,19 @@ class Hyperparameters:
     """Optimiser, schedule, warm-up, clipping (default AdamW, one-cycle, no clipping)."""
     val_every: int = 1
     """Validate every this many epochs, and after the last."""
+    patience: int | None = None
+    """Stop after this many validations without a better accuracy (None: never)."""
+    augment: Augment = Augment()
+    """The training split's augmentation."""
 
     @classmethod
-    def of(cls, cfg) -> Hyperparameters:
+    def of(cls, cfg, data: DataConfig | None = None) -> Hyperparameters:
         """From a config with epochs, lr, batch_size, optimizer, val_every (and maybe
-        weight_decay): TrainConfig, DistillStage, QuantizeStage."""
+        weight_decay, patience, augment): TrainConfig, DistillStage, QuantizeStage. Its
+        augment falls back to `data.augment`."""
+        augment = getattr(cfg, "augment", None) or (data.augment if data else Augment())
         return cls(cfg.epochs, cfg.lr, cfg.batch_size, getattr(cfg, "weight_decay", 0.0),
-                   cfg.optimizer, cfg.val_every)
+                   cfg.optimizer, cfg.val_every, getattr(cfg, "patience", None), augment)
 
 
 def set_seed(seed: int) -> None:
@@ -63,43 +90,75 @@ def default_mode(model: nn.Module, training: bool) -> None:
     model.train(training)
 
 
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512,
-            mode: ModeFn = default_mode) -> np.ndarray:
-    """Logits for every sample, in eval mode, without gradients."""
+def predict(model: nn.Module, data: np.ndarray | Part, batch_size: int = 512,
+            mode: ModeFn = default_mode, device: torch.device | None = None) -> np.ndarray:
+    """Logits (N, classes) float32 for every sample of an array (float32 NCHW in [0, 1]) or a
+    split, in eval mode, without gradients, in fp32 on `device` (default: where the model
+    is; the model returns there afterwards)."""
     mode(model, False)
-    dev = next(model.parameters(), torch.empty(0)).device
+    home = next(model.parameters(), torch.empty(0)).device
+    dev = device or home
+    model.to(dev)
+    batches = ((torch.from_numpy(data[i:i + batch_size]), None, None)
+               for i in range(0, len(data), batch_size)) if isinstance(data, np.ndarray) \
+        else eval_batches(data, batch_size)
     out = []
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            batch = torch.from_numpy(x[i:i + batch_size]).to(dev)
-            out.append(model(batch).float().cpu().numpy())
-    return np.concatenate(out)
+        for x, _y, _i in batches:
+            out.append(model(as_input(x, dev)).float().cpu().numpy())
+    model.to(home)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
-        y_val: np.ndarray, settings: Hyperparameters, seed: int, checkpoint: Path, desc: str,
-        mode: ModeFn = default_mode, extra: nn.Module | None = None,
-        parallel: bool = False) -> list[dict]:
-    """Train `model` in place; returns the per-epoch history.
+def validate(model: nn.Module, part: Part, compute: Compute, mode: ModeFn = default_mode,
+             batch_size: int = 512) -> float:
+    """Top-1 accuracy on a split, in batches on the training device (one host sync)."""
+    mode(model, False)
+    correct = torch.zeros((), dtype=torch.int64, device=compute.device)
+    with torch.no_grad():
+        for x, y, _i in eval_batches(part, batch_size, pin=compute.pin_memory):
+            logits = model(as_input(x, compute.device, compute.memory_format))
+            correct += (logits.argmax(1) == y.to(compute.device)).sum()
+    return int(correct) / max(len(part), 1)
+
+
+def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparameters,
+        seed: int, checkpoint: Path, desc: str, mode: ModeFn = default_mode,
+        extra: nn.Module | None = None, parallel: bool = False,
+        compute: Compute = CPU) -> list[dict]:
+    """Train `model` on `splits.train` in place, validating on `splits.val`; returns the
+    per-epoch history.
 
     Each history entry has `epoch`, `loss` (the epoch's mean), `loss_<name>` for each named
-    part, `val_accuracy`, `images_per_s` (training samples / s of this process) and `kept`.
-    When training ends, the model (and `extra`) hold the weights of the epoch with the best
-    validation accuracy (the latest of equals), the one entry with `kept: true`.
+    part, `val_accuracy` (None on epochs not validated), `images_per_s` (training samples / s
+    of this process) and `kept`. When training ends, the model (and `extra`) hold the weights
+    of the epoch with the best validation accuracy (the latest of equals), the one entry with
+    `kept: true`, and sit on the CPU. With `settings.patience`, training stops after that
+    many validations without a better accuracy (the last entry has `stopped_early: true`).
 
-    `loss_fn` may return the loss alone or `(loss, parts)`, a dict of named scalar terms
-    (tensors or floats) whose epoch means join the history. `extra` holds trainable modules
-    the loss uses besides the model (hint adapters, a mutual-learning peer, an EMA copy):
-    optimised with it (where they require gradients) and saved in its checkpoints. `parallel`
-    trains data-parallel over the processes of a torchrun launch (edgekd.parallel): each global
+    The train split streams through a DataLoader (edgekd.data.stream): shuffled per epoch
+    from the seed, augmented per `settings.augment`, `splits.workers(...)` worker processes.
+    `loss_fn(logits, Minibatch)` may return the loss alone or `(loss, parts)`, a dict of
+    named scalar terms whose epoch means join the history; it runs under `compute`'s autocast
+    (bf16 / fp16), fp16 with a gradient scaler. `extra` holds trainable modules the loss uses
+    besides the model (hint adapters, a mutual-learning peer, an EMA copy): optimised with it
+    (where they require gradients) and saved in its checkpoints. `parallel` trains
+    data-parallel over the processes of a torchrun launch (edgekd.parallel): each global
     batch is split across the ranks, gradients are averaged, rank 0 writes the checkpoints.
     Loss values stay on the device during an epoch: one host sync per epoch, not per step.
     """
     set_seed(seed)
     bundle = _Bundle(model, extra)
     params = [p for p in bundle.parameters() if p.requires_grad]
-    optimizer, scheduler = optimizer_and_schedule(params, settings,
-                                                  -(-len(x) // settings.batch_size))
+    parallel = parallel and ranks.active()
+    rank, world = (ranks.rank(), ranks.world_size()) if parallel else (0, 1)
+    augmenting = settings.augment.random
+    loader, sampler = train_loader(splits.train, settings.batch_size, seed,
+                                   settings.augment if settings.augment.preset != "none" else None,
+                                   splits.workers(augmenting), compute.pin_memory, rank, world)
+    optimizer, scheduler = optimizer_and_schedule(params, settings, max(len(sampler), 1))
+    scaler = compute.scaler()
+    mixer = BatchMix(settings.augment, len(splits.classes), seed)
     history: list[dict] = []
     start, best = 0, None
     if checkpoint.exists():
@@ -108,34 +167,42 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, start, best = state["history"], state["epoch"], state.get("best")
-    parallel = parallel and ranks.active()
-    rank, world = (ranks.rank(), ranks.world_size()) if parallel else (0, 1)
-    dev = ranks.device() if parallel else torch.device("cpu")
-    net = _data_parallel(bundle.to(dev)) if parallel else bundle
-    data = (torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev))
-    with progress(settings.epochs, desc if rank == 0 else "") as bar:
-        bar.update(start)
+    dev = compute.device
+    bundle.to(dev, memory_format=compute.memory_format)
+    _optimizer_to(optimizer, dev)
+    net = _data_parallel(bundle, dev) if parallel else bundle
+    if compute.compile:
+        net = torch.compile(net)
+    step = _Step(net, loss_fn, optimizer, scheduler, scaler, settings.optimizer.clip_grad_norm,
+                 compute, mixer, augmenting)
+    per_epoch_images = len(splits.train) // world
+    with progress(settings.epochs * per_epoch_images, desc if rank == 0 else "",
+                  unit="img") as bar:
+        bar.update(start * per_epoch_images)
         report = EpochReport(bar, desc if rank == 0 else "", settings.epochs)
         loop_began = time.perf_counter()
         for epoch in range(start, settings.epochs):
+            if _patience_spent(history, settings.patience):
+                break
             began = time.perf_counter()
             mode(model, True)
             if extra is not None:
                 extra.train(True)
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch))
-            sums = _train_epoch(net, loss_fn, data, order, settings.batch_size, rank, world,
-                                (optimizer, scheduler, settings.optimizer.clip_grad_norm))
+            sampler.set_epoch(epoch)
+            sums = step.epoch(loader, epoch, bar)
             if parallel:
                 sums = _sync_epoch(bundle, sums)
             batches = sums.pop("#")
-            validate = (epoch + 1) % settings.val_every == 0 or epoch + 1 == settings.epochs
-            val_acc = accuracy(predict(model, x_val, mode=mode), y_val) if validate else None
+            check = (epoch + 1) % settings.val_every == 0 or epoch + 1 == settings.epochs
+            val_acc = validate(model, splits.val, compute, mode) if check else None
             history.append({"epoch": epoch + 1, "loss": sums.pop("") / batches,
                             **{f"loss_{k}": v / batches for k, v in sums.items()},
                             "val_accuracy": val_acc,
-                            "images_per_s": len(x) / world / (time.perf_counter() - began)})
+                            "images_per_s": per_epoch_images / (time.perf_counter() - began)})
             if val_acc is not None and (best is None or val_acc >= best["val_accuracy"]):
                 best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_snapshot(bundle)}
+            if _patience_spent(history, settings.patience):
+                history[-1]["stopped_early"] = True
             if rank == 0:
                 _save_checkpoint(checkpoint, bundle, optimizer, scheduler, history, epoch + 1,
                                  best)
@@ -143,12 +210,23 @@ def fit(model: nn.Module, loss_fn: LossFn, x: np.ndarray, y: np.ndarray, x_val: 
                 ranks.barrier()
             per_epoch = (time.perf_counter() - loop_began) / (epoch + 1 - start)
             report(history[-1], per_epoch * (settings.epochs - epoch - 1))
-    bundle.cpu()
+    bundle.to("cpu", memory_format=torch.contiguous_format)
     if best is not None:
         _restore(bundle, best)
     for entry in history:
         entry["kept"] = best is not None and entry["epoch"] == best["epoch"]
     return history
+
+
+def _patience_spent(history: list[dict], patience: int | None) -> bool:
+    """True when the last `patience` validations all came after the best one."""
+    if patience is None:
+        return False
+    scores = [h["val_accuracy"] for h in history if h["val_accuracy"] is not None]
+    if len(scores) <= patience:
+        return False
+    best_at = max(i for i, s in enumerate(scores) if s == max(scores))
+    return len(scores) - 1 - best_at >= patience
 
 
 def optimizer_and_schedule(params: list[nn.Parameter], settings: Hyperparameters,
@@ -180,35 +258,49 @@ def optimizer_and_schedule(params: list[nn.Parameter], settings: Hyperparameters
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train_epoch(net: nn.Module, loss_fn: LossFn, data: tuple[torch.Tensor, torch.Tensor],
-                 order: torch.Tensor, batch_size: int, rank: int, world: int,
-                 stepping: tuple) -> dict[str, float]:
-    """One pass over `order`; the sums of the loss and its named parts (and "#": batches).
-    `stepping` is (optimizer, scheduler, clip_grad_norm or None)."""
-    optimizer, scheduler, clip = stepping
-    xt, yt = data
-    sums: dict[str, torch.Tensor | float] = {}
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        if world > 1:
-            if len(idx) < world:
-                continue  # a last batch too small to share: skipped on every rank
-            idx = idx.tensor_split(world)[rank]
-        on_device = idx.to(xt.device)
-        result = loss_fn(net(xt[on_device]), xt[on_device], yt[on_device], idx)
-        loss, parts = result if isinstance(result, tuple) else (result, {})
-        optimizer.zero_grad()
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(
-                [p for group in optimizer.param_groups for p in group["params"]], clip)
-        optimizer.step()
-        scheduler.step()
-        for key, value in {"": loss, **parts}.items():
-            value = value.detach() if isinstance(value, torch.Tensor) else value
-            sums[key] = sums.get(key, 0.0) + value
-        sums["#"] = sums.get("#", 0.0) + 1.0
-    return {k: float(v) for k, v in sums.items()}  # the epoch's one host sync
+class _Step:
+    """One optimisation step, and an epoch of them, with the loss sums kept on the device."""
+
+    def __init__(self, net, loss_fn, optimizer, scheduler, scaler, clip, compute: Compute,
+                 mixer: BatchMix, augmenting: bool):
+        self.net, self.loss_fn, self.optimizer, self.scheduler = net, loss_fn, optimizer, scheduler
+        self.scaler, self.clip, self.compute, self.mixer = scaler, clip, compute, mixer
+        self.augmenting = augmenting
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def epoch(self, loader, epoch: int, bar) -> dict[str, float]:
+        """One pass over the loader; the sums of the loss and its named parts (and "#":
+        batches)."""
+        dev, sums = self.compute.device, {}
+        for i, (xb, yb, index) in enumerate(loader):
+            x = as_input(xb, dev, self.compute.memory_format)
+            x, y = self.mixer(x, yb.to(dev, non_blocking=True), epoch, i)
+            batch = Minibatch(x, y, None if self.augmenting else index)
+            with self.compute.autocast():
+                result = self.loss_fn(self.net(x), batch)
+            loss, parts = result if isinstance(result, tuple) else (result, {})
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            for key, value in {"": loss, **parts}.items():
+                value = value.detach().float() if isinstance(value, torch.Tensor) else value
+                sums[key] = sums.get(key, 0.0) + value
+            sums["#"] = sums.get("#", 0.0) + 1.0
+            bar.update(len(xb))
+        return {k: float(v) for k, v in sums.items()}  # the epoch's one host sync
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, dev: torch.device) -> None:
+    """Move a resumed optimiser's state (loaded on the CPU) to the training device."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(dev)
 
 
 def _snapshot(bundle: _Bundle) -> dict:
@@ -240,12 +332,11 @@ class _Bundle(nn.Module):
         return self.model(x)
 
 
-def _data_parallel(bundle: nn.Module) -> nn.Module:
+def _data_parallel(bundle: nn.Module, dev: torch.device) -> nn.Module:
     """DDP over the bundle. Parameters of `extra` are used by the loss outside forward; DDP's
     gradient hooks still fire for them in the same backward, so they are averaged too."""
     from torch.nn.parallel import DistributedDataParallel
 
-    dev = ranks.device()
     # Buffers (BatchNorm statistics) follow rank 0's at every forward, DDP's default.
     return DistributedDataParallel(bundle, device_ids=[dev] if dev.type == "cuda" else None)
 
@@ -256,7 +347,8 @@ def _sync_epoch(bundle: nn.Module, sums: dict[str, float]) -> dict[str, float]:
     import torch.distributed as dist
 
     keys = sorted(sums)
-    total = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+    dev = next(bundle.parameters()).device
+    total = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=dev)
     dist.all_reduce(total)
     for buffer in bundle.buffers():
         dist.broadcast(buffer, src=0)

@@ -37,9 +37,11 @@ class StageSpec:
 
 
 STAGES: dict[str, StageSpec] = {
-    "teacher": StageSpec("teacher"),
-    "distill": StageSpec("distill", needs=("teacher",), reads=("student",), parallel=True),
-    "quantize": StageSpec("quantize", needs=("teacher", "distill"), parallel=True),
+    "teacher": StageSpec("teacher", reads=("precision", "compile"), parallel=True),
+    "distill": StageSpec("distill", needs=("teacher",), reads=("student", "precision", "compile"),
+                         parallel=True),
+    "quantize": StageSpec("quantize", needs=("teacher", "distill"),
+                          reads=("precision", "compile"), parallel=True),
     "export": StageSpec("export", needs=("distill", "quantize")),
     "profile": StageSpec("profile", needs=("export",), reads=("target", "on_unreachable")),
 }

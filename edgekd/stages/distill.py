@@ -39,21 +39,23 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
     teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
     _check_layers(cfg, ctx, teacher)
     splits, out = ctx.splits(), ctx.stage_dir("distill")
-    result = StageResult(info={"methods": enabled_methods(cfg)})
+    result = StageResult(info={"methods": enabled_methods(cfg), **ctx.training_info()})
     teachers = [Teacher(teacher, cfg.teacher_weight)]
     for i, teacher_cfg in enumerate(cfg.teachers, 1):
         model = _extra_teacher(i, teacher_cfg, ctx, result)
         teachers.append(Teacher(model, teacher_cfg.weight))
     trained = train_students(
         cfg, splits, teachers, lambda: new_student(ctx), ctx.pipeline.student,
-        lambda c: _other_model(c, cfg, ctx), ctx.pipeline.seed, out,
-        ctx.cache_dir() if cfg.cache_teacher else None, parallel=parallel.active())
-    teacher_test = predict(teacher, splits.x_test)
+        lambda c: _other_model(c, cfg, ctx), ctx.pipeline.seed, out, ctx.cache_dir(),
+        parallel=parallel.active(), compute=ctx.compute(), data=ctx.pipeline.data)
+    teacher_test = predict(teacher, splits.test, device=ctx.compute().device)
     for name, item in trained.items():
         _record(name, item, ctx, teacher_test, result)
     result.metrics.update(_teacher_comparison(result.metrics, teacher, teacher_test, ctx))
     if len(teachers) > 1:
-        ensemble = sum(t.weight * _probs(predict(t.model, splits.x_test)) for t in teachers)
+        ensemble = sum(t.weight * _probs(predict(t.model, splits.test,
+                                                 device=ctx.compute().device))
+                       for t in teachers)
         result.metrics["ensemble_accuracy"] = accuracy(ensemble, splits.y_test)
     result.summary = {"student fp32 accuracy": result.metrics["accuracy"]}
     if "baseline_accuracy" in result.metrics:
@@ -114,13 +116,14 @@ def _extra_teacher(i: int, cfg: EnsembleTeacher, ctx: Context, result: StageResu
                                f"cannot be loaded as arch {cfg.arch}: {first}"]) from None
     set_seed(ctx.pipeline.seed + i)
     model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-    settings = Hyperparameters.of(cfg.train)
+    settings = Hyperparameters.of(cfg.train, ctx.pipeline.data)
     name = f"teacher_{i + 1}"
-    result.history[name] = fit(model, hard_labels, splits.x_train, splits.y_train,
-                               splits.x_val, splits.y_val, settings, ctx.pipeline.seed + i,
-                               out / f"{name}.ckpt", name, parallel=parallel.active())
+    result.history[name] = fit(model, hard_labels, splits, settings, ctx.pipeline.seed + i,
+                               out / f"{name}.ckpt", name, parallel=parallel.active(),
+                               compute=ctx.compute())
     _save(model, cfg, ctx, name, result)
-    result.metrics[f"{name}_accuracy"] = accuracy(predict(model, splits.x_test), splits.y_test)
+    result.metrics[f"{name}_accuracy"] = accuracy(
+        predict(model, splits.test, device=ctx.compute().device), splits.y_test)
     return model.eval()
 
 
@@ -136,7 +139,7 @@ def _record(name: str, item: Trained, ctx: Context, teacher_test, result: StageR
     _save(item.model, item.config or ctx.pipeline.student, ctx, name, result)
     if item.history:
         result.history[name] = item.history
-    logits = predict(item.model, splits.x_test)
+    logits = predict(item.model, splits.test, device=ctx.compute().device)
     prefix = "" if name == "student" else f"{name}_"
     result.metrics[f"{prefix}accuracy"] = accuracy(logits, splits.y_test)
     result.metrics[f"{prefix}ece"] = expected_calibration_error(logits, splits.y_test)

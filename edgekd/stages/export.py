@@ -29,6 +29,7 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
     run each file by its own runtime on the test split and compare it with the PyTorch model
     it came from; per-artifact metrics as `<artifact>.<metric>` (README, report.json)."""
     splits, out = ctx.splits(), ctx.stage_dir("export")
+    x_test = splits.test.array()  # the runtimes take arrays: n x C x H x W float32
     source = _source(inputs, ctx)
     result = StageResult()
     written: dict[str, Written] = {}
@@ -44,8 +45,8 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
             result.info.setdefault("compared_with", {})[fmt.artifact] = \
                 f"{done.reference_kind} PyTorch model"
             if id(done.reference) not in references:
-                references[id(done.reference)] = _reference_logits(done, splits.x_test)
-            logits[name] = runtime.evaluate(done.path, splits.x_test)
+                references[id(done.reference)] = _reference_logits(done, x_test)
+            logits[name] = runtime.evaluate(done.path, x_test)
             result.metrics.update(_compare(fmt.artifact, done.path, logits[name],
                                            references[id(done.reference)], splits.y_test,
                                            runtime.output_scale(done.path)))

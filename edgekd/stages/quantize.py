@@ -15,7 +15,7 @@ from edgekd.config import QuantizeStage
 from edgekd.context import Context
 from edgekd.kd import losses
 from edgekd.kd.cache import LOGITS, TeacherOutputs
-from edgekd.kd.train import Hyperparameters, fit
+from edgekd.kd.train import Hyperparameters, fit, predict
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import load_model
 from edgekd.quant import int8, ptq, qat
@@ -40,7 +40,7 @@ def run(cfg: QuantizeStage, inputs: dict[str, StageResult], ctx: Context) -> Sta
     path = ctx.stage_dir("quantize") / "student_int8.zip"
     parallel.on_leader(lambda: int8.save(model, path, splits.input_shape))
     result.artifacts["student_int8"] = Artifact.of("student_int8", path, "int8-graph")
-    logits = model.logits(splits.x_test)
+    logits = predict(model.folded, splits.test, mode=lambda _model, _training: None)
     fp32_accuracy = inputs["distill"].metrics["accuracy"]
     result.metrics.update({
         "accuracy": accuracy(logits, splits.y_test),
@@ -57,16 +57,20 @@ def _qat(cfg: QuantizeStage, student, teacher, ctx: Context,
     """Fine-tune with fake-quant, the teacher's soft targets still in the loss."""
     splits, out = ctx.splits(), ctx.stage_dir("quantize")
     prepared = qat.prepare(student, splits.input_shape)
-    soft = TeacherOutputs(teacher, [LOGITS], splits.x_train, ctx.cache_dir())
+    settings = Hyperparameters.of(cfg, ctx.pipeline.data)
+    # Augmented inputs are new every epoch: the teacher then runs on each batch.
+    soft = TeacherOutputs(teacher, [LOGITS], splits.train,
+                          None if settings.augment.random else ctx.cache_dir(),
+                          ctx.compute().device)
 
-    def kd_loss(logits, x, y, idx):
-        targets = soft(x, idx)[LOGITS.name].to(logits.device)
-        return losses.hinton(logits, targets, y, cfg.temperature, cfg.alpha)
+    def kd_loss(logits, batch):
+        targets = soft(batch.x, batch.index)[LOGITS.name]
+        return losses.hinton(logits, targets, batch.y, cfg.temperature, cfg.alpha)
 
-    settings = Hyperparameters.of(cfg)
-    result.history["qat"] = fit(prepared, kd_loss, splits.x_train, splits.y_train, splits.x_val,
-                                splits.y_val, settings, ctx.pipeline.seed, out / "qat.ckpt",
-                                "qat", mode=lambda m, training: qat.set_mode(m, training),
-                                parallel=parallel.active())
+    result.info.update(ctx.training_info())
+    result.history["qat"] = fit(prepared, kd_loss, splits, settings, ctx.pipeline.seed,
+                                out / "qat.ckpt", "qat",
+                                mode=lambda m, training: qat.set_mode(m, training),
+                                parallel=parallel.active(), compute=ctx.compute())
     qat.set_mode(prepared, False)
     return prepared

@@ -6,10 +6,11 @@ need it load it from this stage's `teacher` artifact.
 
 from __future__ import annotations
 
+from edgekd import parallel
 from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import TeacherConfig
 from edgekd.context import Context
-from edgekd.kd import losses
+from edgekd.kd.methods import hard_labels
 from edgekd.kd.train import Hyperparameters, fit, predict, set_seed
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import build, count_macs, count_params, load_model, save_model
@@ -30,17 +31,13 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
     else:
         set_seed(ctx.pipeline.seed)  # the initial weights are part of what the seed fixes
         model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-        settings = Hyperparameters.of(cfg.train)
-
-        def loss(logits, _x, y, _idx):
-            return losses.hinton(logits, None, y, 1.0, 0.0)
-
-        history["teacher"] = fit(model, loss, splits.x_train, splits.y_train, splits.x_val,
-                                 splits.y_val, settings, ctx.pipeline.seed,
-                                 out / "teacher.ckpt", "teacher")
+        settings = Hyperparameters.of(cfg.train, ctx.pipeline.data)
+        history["teacher"] = fit(model, hard_labels, splits, settings, ctx.pipeline.seed,
+                                 out / "teacher.ckpt", "teacher", parallel=parallel.active(),
+                                 compute=ctx.compute())
     path = out / "teacher.pt"
-    save_model(model, cfg, meta, path)
-    logits = predict(model, splits.x_test)
+    parallel.on_leader(lambda: save_model(model, cfg, meta, path))
+    logits = predict(model, splits.test, device=ctx.compute().device)
     metrics = {
         "accuracy": accuracy(logits, splits.y_test),
         "ece": expected_calibration_error(logits, splits.y_test),
@@ -48,7 +45,8 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
         "macs": count_macs(model, splits.input_shape),
     }
     return StageResult({"teacher": Artifact.of("teacher", path, "torch")}, metrics,
-                       summary={"teacher accuracy": metrics["accuracy"]}, history=history)
+                       summary={"teacher accuracy": metrics["accuracy"]}, history=history,
+                       info=ctx.training_info())
 
 
 def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):

@@ -29,7 +29,8 @@ class Hint:
     def __init__(self, setup: Setup):
         self.hints = setup.cfg.hints
         self.modules = {"adapters": _adapters(self.hints, setup.student,
-                                              setup.teachers[0].model, setup.x_train)}
+                                              setup.teachers[0].model,
+                                              setup.train.inputs(np.arange(2)))}
 
     @staticmethod
     def enabled(cfg: DistillStage) -> bool:

@@ -39,7 +39,8 @@ class SelfDistill:
         elif setup.past is None:
             raise ValueError("born-again self-distillation needs the first generation")
         else:
-            self.past = TeacherOutputs(setup.past, [LOGITS], setup.x_train, setup.cache_dir)
+            self.past = TeacherOutputs(setup.past, [LOGITS], setup.train, setup.cache_dir,
+                                       setup.device)
 
     @staticmethod
     def enabled(cfg: DistillStage) -> bool:
@@ -60,7 +61,7 @@ class SelfDistill:
     def __call__(self, batch: Batch) -> Parts:
         t = self.cfg.temperature
         past = self._ema(batch.x) if self.past is None else \
-            self.past(batch.x.cpu(), batch.idx)["logits"].to(batch.logits.device)
+            self.past(batch.x, batch.idx)["logits"]
         return {"self": (self.cfg.weight,
                          losses.soft_kl(batch.logits, F.log_softmax(past / t, dim=1), t))}
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgekd.config import DistillStage
+from edgekd.data import Part
 from edgekd.kd.cache import View
 
 Parts = dict[str, tuple[float, torch.Tensor]]
@@ -48,14 +48,16 @@ class Setup:
     """The model being trained, before the objective hooks it."""
     teachers: list[Teacher]
     """The first is the pipeline's teacher (or, for an assistant link, the one before)."""
-    x_train: np.ndarray
-    """The training inputs, float32 (N, C, H, W); a batch's `idx` indexes them."""
+    train: Part
+    """The train split; a batch's `idx` holds positions in it."""
     cache_dir: Path | None
     """Where teacher outputs are cached (None: computed on every batch)."""
     peer: nn.Module | None = None
     """Deep mutual learning's peer (trained alongside the student)."""
     past: nn.Module | None = None
     """Born-again self-distillation's first generation (frozen)."""
+    device: torch.device | None = None
+    """The training device (where cached outputs are computed)."""
 
 
 @dataclass
@@ -67,9 +69,11 @@ class Batch:
     x: torch.Tensor
     """The inputs, float32 (N, C, H, W)."""
     y: torch.Tensor
-    """The hard labels, int64 (N,)."""
-    idx: torch.Tensor
-    """The samples' row numbers in `Setup.x_train`, int64 (N,), on the CPU."""
+    """The labels, int64 (N,), or class probabilities (N, classes) after MixUp / CutMix /
+    label smoothing."""
+    idx: torch.Tensor | None
+    """The samples' positions in `Setup.train`, int64 (N,), on the CPU; None for augmented
+    inputs (no cached output belongs to them)."""
     targets: list[dict[str, torch.Tensor]]
     """Per teacher (the first is the pipeline's), its outputs by `View.name`: every teacher
     gives "logits" (N, classes); the first also gives the views the enabled terms declare."""
