@@ -101,12 +101,12 @@ def load_splits(dataset: str, data: dict):
     """Train / test arrays: stratified 80 / 20, seed SPLIT_SEED. fit() wants a validation
     array to report on each epoch; nothing here selects on it, so it is a slice of the
     training set rather than samples taken away from training."""
-    from edgekd.data import Splits, load
+    from edgekd.data import from_arrays, load
 
     cfg = DataConfig(**{**data, "split": Split(val=0.1, test=0.2)})
     s = load(cfg, SPLIT_SEED)
     x, y = np.concatenate([s.x_train, s.x_val]), np.concatenate([s.y_train, s.y_val])
-    return Splits(x, y, x[:500], y[:500], s.x_test, s.y_test, s.classes)
+    return from_arrays(x, y, x[:500], y[:500], s.x_test, s.y_test, s.classes)
 
 
 def maker(splits):
@@ -128,7 +128,7 @@ def train_teacher(make, splits, cfg: ModelConfig, setting: Setting, seed: int, w
     from edgekd.kd.train import Hyperparameters, fit
 
     model = make(cfg, seed)
-    fit(model, hard_labels, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+    fit(model, hard_labels, splits,
         Hyperparameters(setting.teacher_epochs, setting.teacher_lr, setting.batch_size, 5e-4), seed,
         work / f"teacher-{cfg.width}-{cfg.depth}.ckpt", "teacher")
     return model.eval()
@@ -144,7 +144,7 @@ def run_method(name: str, fields: dict | None, make, splits, teachers: list, set
     start = time.perf_counter()
     if fields is None:
         student = make(STUDENT, seed)
-        fit(student, hard_labels, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+        fit(student, hard_labels, splits,
             Hyperparameters(setting.epochs, setting.lr, setting.batch_size, 5e-4), seed,
             work / "baseline.ckpt", "baseline")
     else:

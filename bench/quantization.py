@@ -40,8 +40,8 @@ class _Reader:
 def calibration_samples(splits, n: int) -> np.ndarray:
     """A seeded sample of the train split (never the test split)."""
     rng = np.random.default_rng(0)
-    pick = rng.choice(len(splits.x_train), size=min(n, len(splits.x_train)), replace=False)
-    return splits.x_train[np.sort(pick)]
+    pick = rng.choice(len(splits.train), size=min(n, len(splits.train)), replace=False)
+    return splits.train.inputs(np.sort(pick))
 
 
 def ort_static(fp32: Path, out: Path, calib: np.ndarray, method: str) -> tuple[Path, str]:

@@ -148,7 +148,7 @@ def _scale_goals(scale: dict) -> list[list]:
         rows.append([f"peak memory at {last['images']:,} images <= {mem['goal']}x the peak at "
                      f"{first['images']:,} (issue 12)",
                      f"{last[key]:.0f} vs {first[key]:.0f} MiB "
-                     f"({key.removesuffix('_mib').replace('_', ' ')}) = "
+                     f"({mem['measure_label']}) = "
                      f"{mem['growth']:.2f}x", "met" if mem["growth"] <= mem["goal"] else "MISSED",
                      f"{(last[key] - first[key]) / (last['images'] - first['images']) * 1000:.1f}"
                      " MiB per 1,000 more images"])
@@ -207,7 +207,7 @@ def _why_scale(scale: dict) -> list[str]:
         f"pages between them (the real footprint). From {first['images']:,} to "
         f"{last['images']:,} images, holding every decoded image in memory would add "
         f"{decoded:.0f} MiB as uint8 and {decoded * 4:.0f} MiB as float32; the peak "
-        f"({mem['measure'].removesuffix('_mib').replace('_', ' ')}) grew "
+        f"({mem['measure_label']}) grew "
         f"{last[mem['measure']] - first[mem['measure']]:.0f} MiB."]
 
 

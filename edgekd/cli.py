@@ -81,9 +81,9 @@ def _backend(source: Path, nproc: int, device: str | None) -> str:
         return "gloo"
     count = cuda_count()
     if nproc > count:
+        advice = f"use --nproc {count}" if count else "train on the CPU with --device cpu"
         click.echo(f"{source}: device: --nproc {nproc} needs {nproc} GPUs (one per process) "
-                   f"but {count} {'is' if count == 1 else 'are'} visible; use --nproc "
-                   f"{count or 1}{'' if count else ' --device cpu'} or free more GPUs", err=True)
+                   f"but {count} {'is' if count == 1 else 'are'} visible; {advice}", err=True)
         sys.exit(exits.USAGE)
     return "nccl"
 
@@ -118,6 +118,10 @@ def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
 def _summary(doc: dict, run_dir: Path) -> None:
     """The few lines a person reads after a run: each stage's own summary figures."""
     click.echo(f"verdict: {doc['verdict'].upper()}  ({run_dir / 'report.html'})")
+    origin = next((s["info"]["test_split"] for s in doc["stages"]
+                   if "test_split" in (s.get("info") or {})), None)
+    if origin:
+        click.echo(f"  accuracies are on the test split, {origin}")
     for stage in doc["stages"]:
         for label, value in stage["summary"].items():
             click.echo(f"  {label:<36} {value:.4g}")

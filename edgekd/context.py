@@ -34,8 +34,13 @@ class Context:
         """The pipeline's data, split (train / val / test), loaded once."""
         if self._splits is None:
             from edgekd.data import load
+            from edgekd.schema import ConfigError
 
-            self._splits = load(self.pipeline.data, self.pipeline.seed)
+            try:
+                self._splits = load(self.pipeline.data, self.pipeline.seed)
+            except ConfigError as exc:  # "data.<field>: ..." lines get the pipeline file
+                raise ConfigError([f"{self.source}: {line}" if line.startswith("data.")
+                                   else line for line in exc.lines]) from None
         return self._splits
 
     def compute(self) -> Compute:

@@ -83,7 +83,9 @@ def init() -> bool:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = os.environ.get(BACKEND_ENV, "gloo")
+        # Launched by plain torchrun (no backend chosen): nccl when this rank has a GPU.
+        backend = os.environ.get(BACKEND_ENV) or (
+            "nccl" if torch.cuda.device_count() > int(os.environ["LOCAL_RANK"]) else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend)

@@ -26,7 +26,13 @@ class ConfigError(Exception):
     """A configuration file (or flag) is wrong; `lines` holds one message per problem, each
     starting with the file and the field it concerns."""
 
-    def __init__(self, lines: list[str]):
+    def __init__(self, lines: list[str] | str):
+        if isinstance(lines, str):
+            # Re-raised from a DataLoader worker as one string: the worker's traceback, whose
+            # last line is "...ConfigError: <the lines>".
+            text = lines.rsplit("ConfigError: ", 1)[-1] if "Original Traceback" in lines \
+                else lines
+            lines = [line for line in text.splitlines() if line.strip()]
         super().__init__("\n".join(lines))
         self.lines = lines
 

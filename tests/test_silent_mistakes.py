@@ -40,7 +40,7 @@ CASES = {
     "image_size_with_digits": ("data: {source: digits, image_size: [16, 16]}\n" + "stages:\n"
                                + DISTILL, None, "data.image_size", "not resized"),
     "channels_with_digits": ("data: {source: digits, channels: 3}\n" + "stages:\n" + DISTILL,
-                             None, "data.channels", "only folder images are converted"),
+                             None, "data.channels", "only image files are converted"),
     # fields with no effect for the chosen method
     "calibration_with_qat": (DISTILL, QUANTIZE + "    calibration: {samples: 8}\n",
                              "stages[1].calibration", "only method: ptq calibrates"),
@@ -122,8 +122,8 @@ def test_target_is_reported_with_the_schema_errors(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("data: {source: digit}\n", "data.source: 'digit' is not one of digits, folder, npz (did "
-                                "you mean digits?)"),
+    ("data: {source: digit}\n", "data.source: 'digit' is not one of digits, folder, npz, "
+                                "manifest (did you mean digits?)"),
     ("  - kind: profile\n    budget: {max_latency_ms: {p50: 50, p95: 100}}\n",
      "stages[3].budget.max_latency_ms: unknown percentile 'p95' (did you mean p99?); use mean, "
      "p50, p90, p99"),

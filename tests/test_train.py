@@ -5,7 +5,7 @@ import torch
 from edgekd.config import DataConfig, ModelConfig
 from edgekd.data import load
 from edgekd.kd.losses import hinton
-from edgekd.kd.train import Hyperparameters, fit, predict
+from edgekd.kd.train import Hyperparameters, Minibatch, fit, predict
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import build
 
@@ -21,8 +21,8 @@ def fresh(splits):
     return build(ModelConfig(arch="cnn", width=4, depth=2), 10, 1, meta["mean"], meta["std"])
 
 
-def loss(logits, _x, y, _idx):
-    return hinton(logits, None, y, 1.0, 0.0)
+def loss(logits, batch):
+    return hinton(logits, None, batch.y, 1.0, 0.0)
 
 
 def test_hinton_loss_terms():
@@ -40,10 +40,10 @@ def test_hinton_loss_terms():
 
 def test_fit_learns(splits, tmp_path):
     model = fresh(splits)
-    before = accuracy(predict(model, splits.x_test), splits.y_test)
-    history = fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                  Hyperparameters(4, 0.01, 64), 0, tmp_path / "a.ckpt", "t")
-    after = accuracy(predict(model, splits.x_test), splits.y_test)
+    before = accuracy(predict(model, splits.test), splits.test.y)
+    history = fit(model, loss, splits, Hyperparameters(4, 0.01, 64), 0, tmp_path / "a.ckpt",
+                  "t")
+    after = accuracy(predict(model, splits.test), splits.test.y)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]
     assert after > max(0.5, before + 0.2)
@@ -52,25 +52,22 @@ def test_fit_learns(splits, tmp_path):
 def test_interrupted_training_resumes_to_the_same_weights(splits, tmp_path):
     settings = Hyperparameters(4, 0.01, 64)
     whole = fresh(splits)
-    fit(whole, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val, settings, 0,
-        tmp_path / "whole.ckpt", "t")
+    fit(whole, loss, splits, settings, 0, tmp_path / "whole.ckpt", "t")
 
     calls = {"n": 0}
-    batches_per_epoch = -(-len(splits.x_train) // 64)
+    batches_per_epoch = -(-len(splits.train) // 64)
 
-    def dies_in_epoch_3(logits, x, y, idx):
+    def dies_in_epoch_3(logits, batch):
         calls["n"] += 1
         if calls["n"] > 2 * batches_per_epoch + 3:
             raise KeyboardInterrupt
-        return loss(logits, x, y, idx)
+        return loss(logits, batch)
 
     broken = fresh(splits)
     with pytest.raises(KeyboardInterrupt):
-        fit(broken, dies_in_epoch_3, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-            settings, 0, tmp_path / "resume.ckpt", "t")
+        fit(broken, dies_in_epoch_3, splits, settings, 0, tmp_path / "resume.ckpt", "t")
     resumed = fresh(splits)
-    history = fit(resumed, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                  settings, 0, tmp_path / "resume.ckpt", "t")
+    history = fit(resumed, loss, splits, settings, 0, tmp_path / "resume.ckpt", "t")
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
@@ -89,35 +86,36 @@ def test_best_epoch_is_kept_not_the_last(splits, tmp_path):
     the weights of the best epoch and marks it, and its accuracy is measured, not assumed."""
     scrambled = torch.from_numpy(np.random.default_rng(0).permutation(10))
     calls = {"n": 0}
-    per_epoch = -(-len(splits.x_train) // 64)
+    per_epoch = -(-len(splits.train) // 64)
 
-    def spoils_late(logits, x, y, idx):
+    def spoils_late(logits, batch):
         calls["n"] += 1
-        return loss(logits, x, scrambled[y] if calls["n"] > 2 * per_epoch else y, idx)
+        y = scrambled[batch.y] if calls["n"] > 2 * per_epoch else batch.y
+        return loss(logits, Minibatch(batch.x, y, batch.index))
 
     model = fresh(splits)
-    history = fit(model, spoils_late, splits.x_train, splits.y_train, splits.x_val,
-                  splits.y_val, Hyperparameters(4, 0.03, 64), 0, tmp_path / "a.ckpt", "t")
+    history = fit(model, spoils_late, splits, Hyperparameters(4, 0.03, 64), 0,
+                  tmp_path / "a.ckpt", "t")
     val = [h["val_accuracy"] for h in history]
     assert val[-1] < max(val) - 0.2, val  # the last epoch really is worse
     (kept,) = [h for h in history if h["kept"]]
     assert kept["val_accuracy"] == max(val)
     assert kept["epoch"] == max(h["epoch"] for h in history if h["val_accuracy"] == max(val))
-    assert accuracy(predict(model, splits.x_val), splits.y_val) == kept["val_accuracy"]
+    assert accuracy(predict(model, splits.val), splits.val.y) == kept["val_accuracy"]
     assert all(h["images_per_s"] > 0 for h in history)
 
 
 def test_epoch_lines_when_stderr_is_not_a_terminal(splits, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EDGEKD_PROGRESS", "auto")  # pytest's stderr is not a terminal
-    fit(fresh(splits), loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-        Hyperparameters(2, 0.01, 64), 0, tmp_path / "a.ckpt", "teacher")
+    fit(fresh(splits), loss, splits, Hyperparameters(2, 0.01, 64), 0, tmp_path / "a.ckpt",
+        "teacher")
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("teacher: epoch 1/2 loss ") and " img/s ETA 0:" in lines[0]
     assert lines[1].startswith("teacher: epoch 2/2 ") and lines[1].endswith("ETA 0:00:00")
     monkeypatch.setenv("EDGEKD_PROGRESS", "0")
-    fit(fresh(splits), loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-        Hyperparameters(1, 0.01, 64), 0, tmp_path / "b.ckpt", "teacher")
+    fit(fresh(splits), loss, splits, Hyperparameters(1, 0.01, 64), 0, tmp_path / "b.ckpt",
+        "teacher")
     assert capsys.readouterr().err == ""
 
 
@@ -157,21 +155,20 @@ def test_sgd_cosine_learns_and_clipping_limits_each_step(splits, tmp_path):
 
     sgd = OptimizerConfig(name="sgd", schedule="cosine", warmup_epochs=1)
     model = fresh(splits)
-    fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-        Hyperparameters(4, 0.1, 64, optimizer=sgd), 0, tmp_path / "a.ckpt", "t")
-    assert accuracy(predict(model, splits.x_test), splits.y_test) > 0.5
+    fit(model, loss, splits, Hyperparameters(4, 0.1, 64, optimizer=sgd), 0,
+        tmp_path / "a.ckpt", "t")
+    assert accuracy(predict(model, splits.test), splits.test.y) > 0.5
 
     def moved(clip):
         model = fresh(splits)
         start = [p.detach().clone() for p in model.parameters()]
         settings = Hyperparameters(1, 0.1, 64, optimizer=sgd.model_copy(
             update={"clip_grad_norm": clip, "momentum": 0.0}))
-        fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val, settings,
-            0, tmp_path / f"clip-{clip}.ckpt", "t")
+        fit(model, loss, splits, settings, 0, tmp_path / f"clip-{clip}.ckpt", "t")
         return sum(float((p.detach() - s).norm() ** 2) for p, s in zip(model.parameters(), start,
                                                              strict=True)) ** 0.5
 
-    steps = -(-len(splits.x_train) // 64)
+    steps = -(-len(splits.train) // 64)
     # plain SGD moves at most lr x clip per step (momentum 0, warm-up lr <= 0.1)
     assert moved(1e-3) <= steps * 0.1 * 1e-3 * 1.001
     assert moved(None) > 100 * moved(1e-3)
@@ -179,8 +176,8 @@ def test_sgd_cosine_learns_and_clipping_limits_each_step(splits, tmp_path):
 
 def test_validation_every_k_epochs_keeps_the_best_validated(splits, tmp_path):
     model = fresh(splits)
-    history = fit(model, loss, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                  Hyperparameters(5, 0.01, 64, val_every=2), 0, tmp_path / "a.ckpt", "t")
+    history = fit(model, loss, splits, Hyperparameters(5, 0.01, 64, val_every=2), 0,
+                  tmp_path / "a.ckpt", "t")
     assert [h["val_accuracy"] is not None for h in history] == [False, True, False, True, True]
     (kept,) = [h for h in history if h["kept"]]
     assert kept["val_accuracy"] == max(h["val_accuracy"] for h in history

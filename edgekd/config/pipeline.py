@@ -82,8 +82,7 @@ class Pipeline(Strict):
             if getattr(stage, "cache_teacher", None) and augment.random:
                 raise ValueError(
                     f"stages[{i}].cache_teacher: cannot cache teacher outputs when the training "
-                    f"data is augmented ({augment.preset} preset"
-                    f"{', mixup/cutmix' if augment.mixup or augment.cutmix else ''}): each "
+                    f"data is augmented ({_describe(augment)}): each "
                     "epoch sees new images, so the teacher must run on every batch; remove "
                     "cache_teacher or set augment: none")
         return self
@@ -91,6 +90,12 @@ class Pipeline(Strict):
     def stage(self, kind: str) -> Any:
         """The stage config of `kind`, or None when the pipeline has none."""
         return next((s for s in self.stages if s.kind == kind), None)
+
+
+def _describe(augment) -> str:
+    parts = [f"{augment.preset} preset"] if augment.preset != "none" else []
+    parts += [name for name in ("mixup", "cutmix") if getattr(augment, name)]
+    return ", ".join(parts)
 
 
 def load_pipeline(path: str | Path) -> Pipeline:

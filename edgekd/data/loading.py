@@ -39,9 +39,20 @@ class Part:
     """Labels, int64, one per row."""
     key: str = ""
     """Names this split's content (data key + split name): teacher-output caches use it."""
+    num_workers: int | str = "auto"
+    """The config's `num_workers` (see `workers`)."""
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def workers(self, augmenting: bool = False) -> int:
+        """DataLoader workers for this split: the config's number, or auto (0 for data in
+        memory without augmentation, else min(8, cores - 1), at least 1)."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        if self.in_memory and not augmenting:
+            return 0
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
 
     @property
     def in_memory(self) -> bool:
@@ -75,7 +86,6 @@ class Splits:
     test_origin: str = ""
     """"given: <path>" or "held out: <fraction> of <source> (seed <n>)": reported with
     every accuracy."""
-    num_workers: int | str = "auto"
     stats: tuple[list[float], list[float]] | None = None
     stats_samples: int = 2048
     seed: int = 0
@@ -105,13 +115,8 @@ class Splits:
         return self._meta
 
     def workers(self, augmenting: bool) -> int:
-        """DataLoader workers for the train split: the config's number, or auto (0 for data
-        in memory without augmentation, else min(8, cores - 1), at least 1)."""
-        if self.num_workers != "auto":
-            return int(self.num_workers)
-        if self.train.in_memory and not augmenting:
-            return 0
-        return max(1, min(8, (os.cpu_count() or 2) - 1))
+        """DataLoader workers for the train split (Part.workers)."""
+        return self.train.workers(augmenting)
 
 
 def channel_stats(part: Part, samples: int, seed: int) -> tuple[list[float], list[float]]:
@@ -146,7 +151,7 @@ def _stratified_split(y: np.ndarray, val: float, test: float, seed: int) -> tupl
 def _aligned(name: str, path: Path, samples: Samples, classes: list[str]) -> np.ndarray:
     """`samples`' labels as indices into the train split's `classes`; ConfigError naming the
     missing and extra classes when the two sets differ."""
-    missing = sorted(set(classes) - set(samples.classes))
+    missing = sorted(set(classes) - set(samples.classes)) if samples.named else []
     extra = sorted(set(samples.classes) - set(classes))
     if missing or extra:
         said = [f"missing {', '.join(missing)}" if missing else "",
@@ -190,8 +195,10 @@ def load(cfg: DataConfig, seed: int) -> Splits:
     if stats is not None and len(stats[0]) != first.store.shape[0]:
         raise ConfigError([f"data.mean: {len(stats[0])} values for images with "
                            f"{first.store.shape[0]} channel(s)"])
-    return Splits(parts["train"], parts["val"], parts["test"], first.classes, origin,
-                  cfg.num_workers, stats, cfg.stats_samples, seed)
+    for part in parts.values():
+        part.num_workers = cfg.num_workers
+    return Splits(parts["train"], parts["val"], parts["test"], first.classes, origin, stats,
+                  cfg.stats_samples, seed)
 
 
 def data_key(cfg: DataConfig, seed: int) -> str:
@@ -204,7 +211,7 @@ def data_key(cfg: DataConfig, seed: int) -> str:
         if path.is_file():
             h.update(sha256_file(path).encode())
             if path.suffix.lower() in sources.MANIFEST_SUFFIXES:
-                files = [path.parent / f for f, _label in sources._manifest_rows(path)]
+                files = [path.parent / f for f, _label in sources.manifest_rows(path)]
                 _stat_hash(h, path.parent, files)
         elif path.is_dir():
             _stat_hash(h, path, sorted(f for f in path.rglob("*") if f.is_file()))

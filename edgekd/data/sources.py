@@ -78,8 +78,9 @@ class FileStore:
             file = self.files[row]
             try:
                 with Image.open(file) as img:
-                    img = img.convert(self.mode).resize((self.size[1], self.size[0]),
-                                                        Image.BILINEAR)
+                    img = img.convert(self.mode)
+                    if img.size != (self.size[1], self.size[0]):
+                        img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
                     arr = np.asarray(img, dtype=np.uint8)
             except (OSError, UnidentifiedImageError) as exc:
                 raise ConfigError([f"{file}: cannot read as an image ({exc})"]) from None
@@ -94,6 +95,9 @@ class Samples:
     store: ArrayStore | FileStore
     y: np.ndarray
     classes: list[str]
+    named: bool = True
+    """False when the class names are only the label numbers (an .npz without `classes`):
+    a split may then lack the highest classes without being a different class set."""
 
 
 def digits() -> Samples:
@@ -130,9 +134,10 @@ def npz(path: Path, size: tuple[int, int] | None) -> Samples:
         raise ConfigError([f"{path}: x must be N x H x W or N x C x H x W, got shape {x.shape}"])
     nhwc = x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
     y = y.astype(np.int64)
+    named = classes is not None
     if classes is None:
         classes = [str(c) for c in range(int(y.max()) + 1)] if len(y) else []
-    return Samples(ArrayStore(x, nhwc, size), y, classes)
+    return Samples(ArrayStore(x, nhwc, size), y, classes, named)
 
 
 def _mapped(path: Path, member: str) -> np.ndarray | None:
@@ -182,7 +187,7 @@ def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:
     folder; labels are class names (sorted numerically when all are integers)."""
     if path.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ConfigError([f"{path}: a manifest must be .csv or .jsonl"])
-    rows = _manifest_rows(path)
+    rows = manifest_rows(path)
     if not rows:
         raise ConfigError([f"{path}: the manifest lists no images"])
     names = sorted({label for _file, label in rows},
@@ -196,9 +201,10 @@ def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:
     return Samples(FileStore(files, size, channels), y, names)
 
 
-def _manifest_rows(path: Path) -> list[tuple[str, str]]:
+def manifest_rows(path: Path) -> list[tuple[str, str]]:
+    """(image path as written, label) for every row of a .csv or .jsonl manifest."""
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8"
         if path.suffix.lower() == ".csv":
             reader = csv.DictReader(f)
             missing = {"path", "label"} - set(reader.fieldnames or [])

@@ -81,19 +81,26 @@ def train_loader(part: Part, batch_size: int, seed: int, augment: Augment | None
                  workers: int, pin: bool, rank: int = 0, world: int = 1):
     """The training DataLoader over `part` and its EpochBatches sampler (call `set_epoch`)."""
     sampler = EpochBatches(len(part), batch_size, seed, rank, world)
+    # Its own generator: worker seeds never draw from (and shift) the global RNG.
     loader = torch.utils.data.DataLoader(
         _Samples(part, augment, seed), batch_sampler=sampler, collate_fn=_as_is,
         num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
-        prefetch_factor=2 if workers > 0 else None)
+        prefetch_factor=2 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed))
     return loader, sampler
 
 
-def eval_batches(part: Part, batch_size: int = 512, workers: int = 0, pin: bool = False):
-    """Ordered, unaugmented batches of `part` (every sample once)."""
+def eval_batches(part: Part, batch_size: int = 512, pin: bool = False,
+                 persistent: bool = False):
+    """Ordered, unaugmented batches of `part` (every sample once), read by
+    `part.workers()` worker processes (kept between passes with `persistent`)."""
     positions = list(range(len(part)))
     batches = [positions[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    workers = part.workers()
     return torch.utils.data.DataLoader(_Samples(part), batch_sampler=batches,
-                                       collate_fn=_as_is, num_workers=workers, pin_memory=pin)
+                                       collate_fn=_as_is, num_workers=workers,
+                                       pin_memory=pin, generator=torch.Generator(),
+                                       persistent_workers=persistent and workers > 0)
 
 
 def as_input(x: torch.Tensor, device: torch.device,

@@ -111,12 +111,14 @@ def predict(model: nn.Module, data: np.ndarray | Part, batch_size: int = 512,
 
 
 def validate(model: nn.Module, part: Part, compute: Compute, mode: ModeFn = default_mode,
-             batch_size: int = 512) -> float:
-    """Top-1 accuracy on a split, in batches on the training device (one host sync)."""
+             batch_size: int = 512, batches=None) -> float:
+    """Top-1 accuracy on a split, in batches on the training device (one host sync);
+    `batches` is a loader over `part` to reuse (default: a new one)."""
     mode(model, False)
     correct = torch.zeros((), dtype=torch.int64, device=compute.device)
+    batches = batches or eval_batches(part, batch_size, pin=compute.pin_memory)
     with torch.no_grad():
-        for x, y, _i in eval_batches(part, batch_size, pin=compute.pin_memory):
+        for x, y, _i in batches:
             logits = model(as_input(x, compute.device, compute.memory_format))
             correct += (logits.argmax(1) == y.to(compute.device)).sum()
     return int(correct) / max(len(part), 1)
@@ -133,7 +135,8 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
     part, `val_accuracy` (None on epochs not validated), `images_per_s` (training samples / s
     of this process) and `kept`. When training ends, the model (and `extra`) hold the weights
     of the epoch with the best validation accuracy (the latest of equals), the one entry with
-    `kept: true`, and sit on the CPU. With `settings.patience`, training stops after that
+    `kept: true`, and sit on the CPU. images/s counts the training pass only (not
+    validation). With `settings.patience`, training stops after that
     many validations without a better accuracy (the last entry has `stopped_early: true`).
 
     The train split streams through a DataLoader (edgekd.data.stream): shuffled per epoch
@@ -156,6 +159,7 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
     loader, sampler = train_loader(splits.train, settings.batch_size, seed,
                                    settings.augment if settings.augment.preset != "none" else None,
                                    splits.workers(augmenting), compute.pin_memory, rank, world)
+    val_batches = eval_batches(splits.val, pin=compute.pin_memory, persistent=True)
     optimizer, scheduler = optimizer_and_schedule(params, settings, max(len(sampler), 1))
     scaler = compute.scaler()
     mixer = BatchMix(settings.augment, len(splits.classes), seed)
@@ -190,15 +194,17 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
                 extra.train(True)
             sampler.set_epoch(epoch)
             sums = step.epoch(loader, epoch, bar)
+            trained_s = time.perf_counter() - began
             if parallel:
                 sums = _sync_epoch(bundle, sums)
             batches = sums.pop("#")
             check = (epoch + 1) % settings.val_every == 0 or epoch + 1 == settings.epochs
-            val_acc = validate(model, splits.val, compute, mode) if check else None
+            val_acc = validate(model, splits.val, compute, mode, batches=val_batches) \
+                if check else None
             history.append({"epoch": epoch + 1, "loss": sums.pop("") / batches,
                             **{f"loss_{k}": v / batches for k, v in sums.items()},
                             "val_accuracy": val_acc,
-                            "images_per_s": per_epoch_images / (time.perf_counter() - began)})
+                            "images_per_s": per_epoch_images / trained_s})
             if val_acc is not None and (best is None or val_acc >= best["val_accuracy"]):
                 best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_snapshot(bundle)}
             if _patience_spent(history, settings.patience):
@@ -218,15 +224,21 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
     return history
 
 
+def throughput(history: list[dict]) -> float | None:
+    """Median training images/s over a history's epochs (None when it has none)."""
+    import statistics
+
+    rates = [h["images_per_s"] for h in history if "images_per_s" in h]
+    return round(statistics.median(rates), 1) if rates else None
+
+
 def _patience_spent(history: list[dict], patience: int | None) -> bool:
-    """True when the last `patience` validations all came after the best one."""
+    """True when `patience` validations have passed since the best accuracy was first
+    reached (a tie is no improvement, as in Keras' and Lightning's early stopping)."""
     if patience is None:
         return False
     scores = [h["val_accuracy"] for h in history if h["val_accuracy"] is not None]
-    if len(scores) <= patience:
-        return False
-    best_at = max(i for i, s in enumerate(scores) if s == max(scores))
-    return len(scores) - 1 - best_at >= patience
+    return bool(scores) and len(scores) - 1 - scores.index(max(scores)) >= patience
 
 
 def optimizer_and_schedule(params: list[nn.Parameter], settings: Hyperparameters,

@@ -23,7 +23,7 @@ from edgekd.kd.methods import (
     layer_errors,
     train_students,
 )
-from edgekd.kd.train import Hyperparameters, fit, predict, set_seed
+from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error, top1_agreement
 from edgekd.models import build, count_macs, count_params, load_model, save_model
 from edgekd.schema import ConfigError
@@ -48,6 +48,7 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
         cfg, splits, teachers, lambda: new_student(ctx), ctx.pipeline.student,
         lambda c: _other_model(c, cfg, ctx), ctx.pipeline.seed, out, ctx.cache_dir(),
         parallel=parallel.active(), compute=ctx.compute(), data=ctx.pipeline.data)
+    result.info["images_per_s"] = throughput(trained["student"].history)
     teacher_test = predict(teacher, splits.test, device=ctx.compute().device)
     for name, item in trained.items():
         _record(name, item, ctx, teacher_test, result)

@@ -15,7 +15,7 @@ from edgekd.config import QuantizeStage
 from edgekd.context import Context
 from edgekd.kd import losses
 from edgekd.kd.cache import LOGITS, TeacherOutputs
-from edgekd.kd.train import Hyperparameters, fit, predict
+from edgekd.kd.train import Hyperparameters, fit, predict, throughput
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import load_model
 from edgekd.quant import int8, ptq, qat
@@ -72,5 +72,6 @@ def _qat(cfg: QuantizeStage, student, teacher, ctx: Context,
                                 out / "qat.ckpt", "qat",
                                 mode=lambda m, training: qat.set_mode(m, training),
                                 parallel=parallel.active(), compute=ctx.compute())
+    result.info["images_per_s"] = throughput(result.history["qat"])
     qat.set_mode(prepared, False)
     return prepared

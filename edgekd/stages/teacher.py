@@ -11,7 +11,7 @@ from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import TeacherConfig
 from edgekd.context import Context
 from edgekd.kd.methods import hard_labels
-from edgekd.kd.train import Hyperparameters, fit, predict, set_seed
+from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import build, count_macs, count_params, load_model, save_model
 from edgekd.schema import ConfigError
@@ -46,7 +46,8 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
     }
     return StageResult({"teacher": Artifact.of("teacher", path, "torch")}, metrics,
                        summary={"teacher accuracy": metrics["accuracy"]}, history=history,
-                       info=ctx.training_info())
+                       info={**ctx.training_info(), **(
+                           {"images_per_s": throughput(history["teacher"])} if history else {})})
 
 
 def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):

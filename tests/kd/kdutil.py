@@ -21,8 +21,7 @@ def make(splits, cfg: ModelConfig, seed: int = 0):
 
 def train_teacher(splits, cfg: ModelConfig, seed: int, path: Path):
     model = make(splits, cfg, seed)
-    fit(model, hard_labels, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-        Hyperparameters(6, 0.01, 64), seed, path, "teacher")
+    fit(model, hard_labels, splits, Hyperparameters(6, 0.01, 64), seed, path, "teacher")
     return model.eval()
 
 

@@ -4,18 +4,26 @@ identical to running the teacher online."""
 import numpy as np
 import torch
 
+from edgekd.data import from_arrays
 from edgekd.kd import cache
 from edgekd.kd.cache import LOGITS, TeacherOutputs, View
 
 VIEWS = [LOGITS, View("feature", "net.0.5"), View("attention", "net.0.2")]
 
 
+def train_part(splits, n: int):
+    """A train split of the first `n` training samples (its key names its content)."""
+    x, y = splits.train.inputs(np.arange(n)), splits.train.y[:n]
+    return from_arrays(x, y, x, y, x, y, splits.classes).train
+
+
 def test_cached_views_equal_online_and_are_memory_mapped(splits, teacher, tmp_path):
-    x = splits.x_train[:300]
-    cached = TeacherOutputs(teacher, VIEWS, x, tmp_path)
-    online = TeacherOutputs(teacher, VIEWS, x, None)
+    part = train_part(splits, 300)
+    cached = TeacherOutputs(teacher, VIEWS, part, tmp_path)
+    online = TeacherOutputs(teacher, VIEWS, part, None)
     idx = torch.tensor([5, 17, 299, 0])
-    a, b = cached(torch.from_numpy(x[idx.numpy()]), idx), online(torch.from_numpy(x[idx]), idx)
+    x = torch.from_numpy(part.inputs(idx.numpy()))
+    a, b = cached(x, idx), online(x, idx)
     assert set(a) == set(b) == {v.name for v in VIEWS}
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-5), name
@@ -24,21 +32,21 @@ def test_cached_views_equal_online_and_are_memory_mapped(splits, teacher, tmp_pa
 
 
 def test_cache_is_reused_and_keyed_by_teacher_and_data(splits, teacher, tmp_path, monkeypatch):
-    x = splits.x_train[:200]
-    TeacherOutputs(teacher, [LOGITS], x, tmp_path)
+    part = train_part(splits, 200)
+    TeacherOutputs(teacher, [LOGITS], part, tmp_path)
     calls = []
     real = cache.compute
     monkeypatch.setattr(cache, "compute", lambda *a: calls.append(1) or real(*a))
-    TeacherOutputs(teacher, [LOGITS], x, tmp_path)
+    TeacherOutputs(teacher, [LOGITS], part, tmp_path)
     assert len(calls) == 1  # the shape probe only: nothing recomputed
-    TeacherOutputs(teacher, [LOGITS], x[:100], tmp_path)  # other data: a new entry
+    TeacherOutputs(teacher, [LOGITS], train_part(splits, 100), tmp_path)  # other data: new entry
     changed = type(teacher)(teacher.net, [0.0], [1.0])
-    TeacherOutputs(changed, [LOGITS], x, tmp_path)  # other teacher: a new entry
+    TeacherOutputs(changed, [LOGITS], part, tmp_path)  # other teacher: a new entry
     assert len(list(tmp_path.glob("teacher-*"))) == 3
 
 
 def test_views_too_large_run_online(splits, teacher, tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "FEATURE_CACHE_BYTES", 200 * 10 * 4)
-    outputs = TeacherOutputs(teacher, VIEWS, splits.x_train[:200], tmp_path)
+    outputs = TeacherOutputs(teacher, VIEWS, train_part(splits, 200), tmp_path)
     assert set(outputs.tables) == {"logits"}
     assert {v.name for v in outputs.online} == {"feature:net.0.5", "attention:net.0.2:p2"}

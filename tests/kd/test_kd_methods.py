@@ -137,20 +137,21 @@ def test_self_term_is_kl_to_the_ema_after_its_update(splits, teacher):
     then loss_self = T^2 * KL(softmax(ema/T) || softmax(student/T)) over the batch."""
     from edgekd.config import DistillStage
     from edgekd.kd.objective import Objective
+    from edgekd.kd.train import Minibatch
 
     cfg = DistillStage(kind="distill", alpha=0.0,
                        self_distillation={"decay": 0.9, "temperature": 3.0, "weight": 2.0})
     student = make(splits, STUDENT)
-    objective = Objective(cfg, student, one(teacher), splits.x_train, None)
+    objective = Objective(cfg, student, one(teacher), splits.train, None)
     ema = objective.extra["ema"]
     start = [p.detach().clone() for p in ema.parameters()]
     with torch.no_grad():  # a training step moved the student away from the EMA
         for p in student.parameters():
             p.add_(0.05 * torch.randn_like(p))
     idx = torch.arange(16)
-    x, y = torch.from_numpy(splits.x_train[:16]), torch.from_numpy(splits.y_train[:16])
+    x = torch.from_numpy(splits.train.inputs(idx.numpy()))
     logits = student(x)
-    total, parts = objective(logits, x, y, idx)
+    total, parts = objective(logits, Minibatch(x, torch.from_numpy(splits.train.y[:16]), idx))
     parts = {k: float(v) for k, v in parts.items()}  # detached tensors: no sync per step
     objective.close()
     for e, e0, s in zip(ema.parameters(), start, student.parameters(), strict=True):

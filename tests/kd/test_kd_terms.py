@@ -10,7 +10,7 @@ from edgekd.kd.terms import TERMS, active
 # DistillStage fields that configure training as a whole, not one method (the assistant
 # chain trains extra models; it adds no loss term).
 SETTINGS = {"kind", "temperature", "alpha", "epochs", "lr", "batch_size", "weight_decay",
-            "optimizer", "val_every",
+            "optimizer", "val_every", "patience", "augment",
             "baseline", "cache_teacher", "teacher_weight", "budget", "assistants"}
 ASSISTANT = {"arch": "cnn", "width": 12, "depth": 2}
 
