@@ -125,8 +125,14 @@ def _stage_section(stage: dict) -> str:
     error = f"<p class='fail'>{html.escape(stage['error'])}</p>" if stage.get("error") else ""
     files = "".join(f"<tr><td>{html.escape(a['name'])}</td><td>{html.escape(a['path'])}</td>"
                     f"<td>{a['bytes']:,} B</td></tr>" for a in stage["artifacts"])
+    info = stage.get("info") or {}
+    how = "; ".join(f"{label} {html.escape(str(info[key]))}" for key, label in (
+        ("device", "trained on"), ("gpu", "GPU"), ("precision", "precision"),
+        ("images_per_s", "images/s"), ("test_split", "accuracies on the test split,"))
+        if info.get(key) is not None)
+    how = f"<p>{how}</p>" if how else ""
     return (f"<h2>{html.escape(stage['kind'])}: {stage['status']} "
-            f"({stage['duration_s']:.1f} s)</h2>{error}{warnings}"
+            f"({stage['duration_s']:.1f} s)</h2>{error}{warnings}{how}"
             f"<table>{rows}</table><table>{files}</table>")
 
 
