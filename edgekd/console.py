@@ -44,14 +44,20 @@ class EpochReport:
                    "img/s": f"{entry['images_per_s']:.0f}"}
         if not self.bar.disable:
             self.bar.set_postfix(figures)
+            if entry.get("stopped_early"):
+                self.bar.write(f"{self.desc}: stopped early at epoch {entry['epoch']} "
+                               "(patience spent)")
             return
         now = time.monotonic()
+        stopped = entry.get("stopped_early", False)
         if not self.desc or os.environ.get("EDGEKD_PROGRESS") == "0" or (
-                now - self.last < self.every_s and entry["epoch"] != self.epochs):
+                now - self.last < self.every_s and entry["epoch"] != self.epochs
+                and not stopped):
             return
         self.last = now
         print(f"{self.desc}: epoch {entry['epoch']}/{self.epochs} loss {figures['loss']} val "
-              f"{figures['val']} {figures['img/s']} img/s ETA {_duration(eta_s)}",
+              f"{figures['val']} {figures['img/s']} img/s "
+              + ("stopped early (patience spent)" if stopped else f"ETA {_duration(eta_s)}"),
               file=sys.stderr, flush=True)
 
 

@@ -59,9 +59,6 @@ class Run:
         return "pass" if self.exit_code == exits.OK and not failed else "fail"
 
 
-DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$"
-
-
 def load(source: Path, device: str | None = None) -> Pipeline:
     """Read and validate a pipeline file: the schema, its target device and its data paths,
     every problem at once (ConfigError, one line each). Relative paths in the file are taken
@@ -84,6 +81,8 @@ def load(source: Path, device: str | None = None) -> Pipeline:
             check_target(target, source)
         except ConfigError as exc:
             problems += exc.lines
+    from edgekd.config.pipeline import DEVICE_PATTERN
+
     if device is not None and not re.match(DEVICE_PATTERN, device):
         problems.append(f"--device: {device!r} is not auto, cpu, cuda, cuda:N or mps")
     elif device is not None and pipeline is not None:

@@ -154,7 +154,8 @@ def test_patience_stops_early_and_keeps_the_best_epoch(shades, tmp_path):
     assert equal_weights(model, again)
 
 
-def test_patience_counts_a_plateau_as_no_improvement(shades, tmp_path):
+def test_patience_counts_a_plateau_as_no_improvement(shades, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDGEKD_PROGRESS", "auto")  # stderr is captured: epoch lines
     def no_gradient(logits, _batch):
         return (logits * 0).sum()
 
@@ -166,6 +167,9 @@ def test_patience_counts_a_plateau_as_no_improvement(shades, tmp_path):
     assert len({h["val_accuracy"] for h in history}) == 1
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1].get("stopped_early") is True
+    lines = capsys.readouterr().err.splitlines()
+    assert any(ln.startswith("t: epoch 3/5 ") and ln.endswith("stopped early (patience spent)")
+               for ln in lines), lines  # the log says so
 
 
 # --- errors inside DataLoader workers ---------------------------------------------------------

@@ -104,6 +104,8 @@ class DataConfig(Strict):
         if files and (self.path is None) == (self.train is None):
             raise ValueError(f"path: give either path (one set, split by fractions) or train "
                              f"(with optional val and test) for source {self.source!r}")
+        if self.val is not None and self.test is not None and "split" in self.model_fields_set:
+            raise ValueError("split: val and test are both given, so nothing is held out")
         if self.path is not None and (self.val or self.test):
             raise ValueError(f"{'val' if self.val else 'test'}: separate splits go with train:, "
                              "not path:")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgekd.config.data import DataConfig
 from edgekd.config.distill import DistillStage
@@ -18,6 +19,8 @@ Stage = Annotated[
     Union[DistillStage, QuantizeStage, ExportStage, ProfileStage],  # noqa: UP007
     Field(discriminator="kind"),
 ]
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$"
+"""What `device:` and `--device` take."""
 STAGE_KINDS = ("distill", "quantize", "export", "profile")
 """The stage kinds a pipeline's `stages:` list takes, in the order they must run."""
 
@@ -33,7 +36,7 @@ class Pipeline(Strict):
     target: str = "local"
     """A device profile name from devices/ or a path to a device YAML."""
     on_unreachable: Literal["fail", "estimate"] = "fail"
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$")  # as --device
+    device: str = "auto"
     """Where training runs (teacher, distill, QAT): auto (CUDA when present, else the CPU),
     cpu, cuda, cuda:N or mps. Export and profiling run on the CPU (and the target)."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -73,6 +76,13 @@ class Pipeline(Strict):
                         f"pipeline exports{did_you_mean(name, written)}; it exports "
                         f"{', '.join(written) or 'none'}")
         return self
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.match(DEVICE_PATTERN, device):
+            raise ValueError(f"{device!r} is not auto, cpu, cuda, cuda:N or mps")
+        return device
 
     @model_validator(mode="after")
     def _no_cache_with_augmentation(self) -> Pipeline:

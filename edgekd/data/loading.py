@@ -168,7 +168,9 @@ def load(cfg: DataConfig, seed: int) -> Splits:
     Raises ConfigError (one line per problem, naming the file) for unreadable data and for
     class names that differ between given splits."""
     key = data_key(cfg, seed)
-    read = lambda path: sources.read(cfg.source, path, cfg.image_size, cfg.channels)  # noqa: E731
+    def read(path: Path, evaluation: bool = False) -> Samples:
+        return sources.read(cfg.source, path, cfg.image_size, cfg.channels, evaluation)
+
     first = read(cfg.train if cfg.given_splits else cfg.path)
     whole = np.arange(len(first.y))
     # What is not given is held out of the first location, stratified (0 of a given split).
@@ -180,7 +182,7 @@ def load(cfg: DataConfig, seed: int) -> Splits:
     for name, rows in (("val", val), ("test", test)):
         given = getattr(cfg, name)
         if given is not None:
-            samples = read(given)
+            samples = read(given, evaluation=True)
             if samples.store.shape != first.store.shape:
                 raise ConfigError([f"data.{name}: {given}: images are {samples.store.shape} "
                                    f"(C, H, W), the train split's {first.store.shape}"])

@@ -164,11 +164,14 @@ def _mapped(path: Path, member: str) -> np.ndarray | None:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
-def folder(path: Path, size: tuple[int, int], channels: int) -> Samples:
-    """An image folder: one subfolder per class (its name), images inside."""
+def folder(path: Path, size: tuple[int, int], channels: int,
+           allow_empty: bool = False) -> Samples:
+    """An image folder: one subfolder per class (its name), images inside. A class folder
+    without images is an error unless `allow_empty` (a val / test split may lack a class)."""
     if not path.is_dir():
         raise ConfigError([f"{path}: image folder not found"])
-    classes = sorted(d.name for d in path.iterdir() if d.is_dir())
+    # Hidden folders (.ipynb_checkpoints, .git) are not classes.
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise ConfigError([f"{path}: needs one subfolder per class (found {len(classes)})"])
     files, labels = [], []
@@ -178,6 +181,10 @@ def folder(path: Path, size: tuple[int, int], channels: int) -> Samples:
         labels += [label] * len(found)
     if not files:
         raise ConfigError([f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found"])
+    empty = [name for label, name in enumerate(classes) if label not in set(labels)]
+    if empty and not allow_empty:
+        raise ConfigError([f"{path}: class folder(s) {', '.join(empty)} hold no images "
+                           f"({', '.join(sorted(IMAGE_SUFFIXES))})"])
     return Samples(FileStore(files, size, channels), np.array(labels, dtype=np.int64), classes)
 
 
@@ -230,12 +237,13 @@ def manifest_rows(path: Path) -> list[tuple[str, str]]:
 
 
 def read(source: str, path: Path | None, size: tuple[int, int] | None,
-         channels: int | None) -> Samples:
-    """The samples at `path` for a DataConfig `source` (digits takes no path)."""
+         channels: int | None, evaluation: bool = False) -> Samples:
+    """The samples at `path` for a DataConfig `source` (digits takes no path); `evaluation`:
+    a given val / test split, whose class folders may be empty."""
     if source == "digits":
         return digits()
     if source == "npz":
         return npz(path, size)
     if source == "manifest":
         return manifest(path, size, channels or 3)
-    return folder(path, size, channels or 3)
+    return folder(path, size, channels or 3, allow_empty=evaluation)

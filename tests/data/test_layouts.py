@@ -379,3 +379,37 @@ def test_save_npz_writes_a_split_chunk_by_chunk(tmp_path, monkeypatch):
     assert max(reads) <= 4 and sum(reads) == 23
     with np.load(path) as saved:
         assert np.array_equal(saved["x"], x / np.float32(255)) and np.array_equal(saved["y"], y)
+
+
+# --- folders a user's tools leave behind --------------------------------------------------------
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+    write_images(tmp_path / "train", {"dark": 4, "bright": 4})
+    write_images(tmp_path / "test", {"dark": 2, "bright": 2})
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    splits = load(folder_cfg(train=tmp_path / "train", test=tmp_path / "test"), seed=0)
+    assert splits.classes == ["bright", "dark"]
+
+
+def test_empty_class_folder_in_train_is_an_error(tmp_path):
+    write_images(tmp_path / "train", {"dark": 4, "bright": 4})
+    (tmp_path / "train" / "owl").mkdir()
+    with pytest.raises(ConfigError) as info:
+        load(folder_cfg(train=tmp_path / "train"), seed=0)
+    assert info.value.lines == [f"{tmp_path / 'train'}: class folder(s) owl hold no images "
+                                "(.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
+
+
+def test_empty_class_folder_in_test_is_a_class_without_samples(tmp_path):
+    write_images(tmp_path / "train", {"dark": 4, "bright": 4})
+    write_images(tmp_path / "test", {"dark": 2})
+    (tmp_path / "test" / "bright").mkdir()
+    splits = load(folder_cfg(train=tmp_path / "train", test=tmp_path / "test"), seed=0)
+    assert splits.test.y.tolist() == [1, 1]
+
+
+def test_split_fractions_with_both_splits_given_are_an_error(tmp_path):
+    with pytest.raises(ValueError, match="split: val and test are both given"):
+        DataConfig(source="folder", image_size=(8, 8), train=tmp_path, val=tmp_path,
+                   test=tmp_path, split={"val": 0.1, "test": 0.2})
