@@ -87,6 +87,12 @@ class DistillBudget(_Budget):
     """Student test accuracy."""
     min_teacher_retention: float | None = Field(None, ge=0)
     """Student accuracy / teacher accuracy, e.g. 0.97."""
+    max_params: int | None = Field(None, ge=1)
+    """Student parameters. Size limits are checked before training starts, too."""
+    min_param_ratio: float | None = Field(None, gt=0)
+    """Teacher parameters / student parameters, e.g. 10 for a 10x smaller student."""
+    max_macs: int | None = Field(None, ge=1)
+    """Student multiply-accumulates per sample at the data's input size."""
 
 
 class QuantizeBudget(_Budget):
@@ -196,6 +202,18 @@ def _compare(name: str, value: float | None, limit: float, at_least: bool, where
     return Check(name, value, limit, passed, where, estimated)
 
 
+SIZE_LIMITS = [("max_params", "student_params", False), ("min_param_ratio", "param_ratio", True),
+               ("max_macs", "student_macs", False)]
+"""Limits on the student's size: (budget field, metric, at least?). Known before training."""
+
+
+def check_sizes(budget: Budget | None, metrics: dict[str, float]) -> list[Check]:
+    """The size limits of `budget` (SIZE_LIMITS) against `metrics`, before a stage trains."""
+    return [_compare(field, metrics.get(metric), getattr(budget, field), at_least, "host", False)
+            for field, metric, at_least in SIZE_LIMITS
+            if getattr(budget, field, None) is not None]
+
+
 def check(budget: Budget | None, metrics: dict[str, float], artifacts: list[str],
           measured_on: str = "host", estimated: bool = False) -> list[Check]:
     """Compare a stage's metrics with its budget.
@@ -210,7 +228,7 @@ def check(budget: Budget | None, metrics: dict[str, float], artifacts: list[str]
     if not budget.per_artifact:
         plain = [("max_accuracy_drop", "accuracy_drop", False),
                  ("min_teacher_retention", "teacher_retention", True),
-                 ("min_accuracy", "accuracy", True)]
+                 ("min_accuracy", "accuracy", True), *SIZE_LIMITS]
         return [_compare(field, metrics.get(metric), getattr(budget, field), at_least,
                          measured_on, False)
                 for field, metric, at_least in plain if getattr(budget, field, None) is not None]

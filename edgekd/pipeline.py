@@ -214,9 +214,16 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
     if result is not None:
         record.status = "cached"
     else:
+        inputs = {k: results[k] for k in spec.needs if k in results}
+        early = budgets.check_sizes(getattr(cfg, "budget", None), spec.sizes(cfg, inputs, ctx))
+        if any(not c.passed for c in early):
+            for check in early:
+                log(f"    {check.describe()}")
+            if run.gate:  # before any epoch: nothing trained, nothing cached
+                record.checks = early
+                return _gate_failed(run, record, kind, "before training")
         _claim(run.run_dir / kind, record.key, fresh=forced)
         log(f"[{kind}] running")
-        inputs = {k: results[k] for k in spec.needs if k in results}
         if spec.parallel:
             parallel.dispatch(_job(kind, inputs, ctx))
         result = spec.run(cfg, inputs, ctx)
@@ -235,10 +242,15 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
         log(f"    WARNING {warning}")
     if all(c.passed for c in record.checks) or not run.gate:
         return True
+    return _gate_failed(run, record, kind)
+
+
+def _gate_failed(run: Run, record: StageRecord, kind: str, when: str = "") -> bool:
+    """Stop the run at `kind` for its failed checks (exit 3); always False."""
     record.status = "gate_failed"
     run.exit_code = exits.GATE
     failed = [c for c in record.checks if not c.passed]
-    run.message = f"gate failed at {kind}: " + "; ".join(
+    run.message = f"gate failed at {kind}{f' {when}' if when else ''}: " + "; ".join(
         f"{c.name} = {'missing' if c.value is None else f'{c.value:.4g}'} (limit {c.limit:.4g})"
         for c in failed)
     return False

@@ -30,6 +30,12 @@ class StageSpec:
     parallel: bool = False
     """Trains data-parallel under `--nproc` (edgekd.parallel): the loop hands it to every rank."""
 
+    def sizes(self, cfg, inputs: dict[str, StageResult], ctx) -> dict[str, float]:
+        """What the stage knows before it trains (its module's `sizes`, if any): metrics the
+        loop gates on before running it (edgekd.budgets.check_sizes)."""
+        module = importlib.import_module(f"edgekd.stages.{self.kind}")
+        return module.sizes(cfg, inputs, ctx) if hasattr(module, "sizes") else {}
+
     def run(self, cfg, inputs: dict[str, StageResult], ctx) -> StageResult:
         """Import the stage's module and call its `run(cfg, inputs, ctx)`."""
         module = importlib.import_module(f"edgekd.stages.{self.kind}")

@@ -64,6 +64,20 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
     return result
 
 
+def sizes(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> dict[str, float]:
+    """The student's size before training: student_params, student_macs and param_ratio
+    (teacher / student parameters), for the size limits of the budget; {} without them."""
+    budget = cfg.budget
+    if budget is None or all(getattr(budget, f) is None
+                             for f in ("max_params", "min_param_ratio", "max_macs")):
+        return {}
+    student = new_student(ctx)
+    teacher = load_model(inputs["teacher"].artifacts["teacher"].path)
+    params = count_params(student)
+    return {"student_params": params, "param_ratio": count_params(teacher) / params,
+            "student_macs": count_macs(student, ctx.splits().input_shape)}
+
+
 def new_student(ctx: Context):
     """The student at its starting point: the same weights for the KD run and the baseline."""
     set_seed(ctx.pipeline.seed)
