@@ -49,3 +49,13 @@ def test_checkpoint_of_another_architecture_is_a_config_error(tmp_path):
     valid = subprocess.run([sys.executable, "-m", "edgekd", "validate", "p.yaml"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=60)
     assert valid.returncode == 0, valid.stderr[-2000:]
+
+
+def test_checkpoint_for_another_class_count_names_both_counts(tmp_path):
+    torch.save(cnn(5, 1, width=8, depth=2).state_dict(), tmp_path / "teacher.pt")
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    proc = run(tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("p.yaml: teacher.checkpoint: ") and "does not fit arch cnn" in line
+    assert line.endswith("has 5 outputs, the data has 10 classes"), line

@@ -157,5 +157,16 @@ def load_model(path: Path, cfg: ModelConfig | None = None, meta: dict | None = N
     if not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items()}
         state.update({f"normalize.{k}": v for k, v in model.normalize.state_dict().items()})
+    _check_head(model, state, meta["num_classes"])
     model.load_state_dict(state)
     return model
+
+
+def _check_head(model: Classifier, state: dict, num_classes: int) -> None:
+    """Raise ValueError naming both class counts when the state's classifier (the model's
+    last Linear layer) was trained for another number of classes."""
+    heads = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    key = f"{heads[-1]}.weight" if heads else None
+    if key in state and getattr(state[key], "ndim", 0) == 2 and len(state[key]) != num_classes:
+        raise ValueError(f"its classifier ({key.removeprefix('net.')}) has "
+                         f"{len(state[key])} outputs, the data has {num_classes} classes")
