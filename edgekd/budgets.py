@@ -207,6 +207,11 @@ SIZE_LIMITS = [("max_params", "student_params", False), ("min_param_ratio", "par
 """Limits on the student's size: (budget field, metric, at least?). Known before training."""
 
 
+def has_size_limits(budget: Budget | None) -> bool:
+    """True when `budget` sets any of SIZE_LIMITS."""
+    return any(getattr(budget, field, None) is not None for field, _m, _a in SIZE_LIMITS)
+
+
 def check_sizes(budget: Budget | None, metrics: dict[str, float]) -> list[Check]:
     """The size limits of `budget` (SIZE_LIMITS) against `metrics`, before a stage trains."""
     return [_compare(field, metrics.get(metric), getattr(budget, field), at_least, "host", False)

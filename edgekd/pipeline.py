@@ -10,7 +10,6 @@ rank 0 and hands data-parallel stages to the other ranks (`serve` is their side)
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,10 +80,10 @@ def load(source: Path, device: str | None = None) -> Pipeline:
             check_target(target, source)
         except ConfigError as exc:
             problems += exc.lines
-    from edgekd.config.pipeline import DEVICE_PATTERN
+    from edgekd.config.pipeline import device_problem
 
-    if device is not None and not re.match(DEVICE_PATTERN, device):
-        problems.append(f"--device: {device!r} is not auto, cpu, cuda, cuda:N or mps")
+    if device is not None and device_problem(device):
+        problems.append(f"--device: {device_problem(device)}")
     elif device is not None and pipeline is not None:
         pipeline = pipeline.model_copy(update={"device": device})
     if pipeline is not None:
@@ -215,7 +214,9 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
         record.status = "cached"
     else:
         inputs = {k: results[k] for k in spec.needs if k in results}
-        early = budgets.check_sizes(getattr(cfg, "budget", None), spec.sizes(cfg, inputs, ctx))
+        budget = getattr(cfg, "budget", None)
+        early = budgets.check_sizes(budget, spec.sizes(cfg, inputs, ctx)) \
+            if budgets.has_size_limits(budget) else []
         if any(not c.passed for c in early):
             for check in early:
                 log(f"    {check.describe()}")

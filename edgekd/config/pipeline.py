@@ -80,8 +80,8 @@ class Pipeline(Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str) -> str:
-        if not re.match(DEVICE_PATTERN, device):
-            raise ValueError(f"{device!r} is not auto, cpu, cuda, cuda:N or mps")
+        if device_problem(device):
+            raise ValueError(device_problem(device))
         return device
 
     @model_validator(mode="after")
@@ -100,6 +100,13 @@ class Pipeline(Strict):
     def stage(self, kind: str) -> Any:
         """The stage config of `kind`, or None when the pipeline has none."""
         return next((s for s in self.stages if s.kind == kind), None)
+
+
+def device_problem(device: str) -> str | None:
+    """What is wrong with a `device:` / `--device` value, or None when it is one we take."""
+    if re.match(DEVICE_PATTERN, device):
+        return None
+    return f"{device!r} is not auto, cpu, cuda, cuda:N or mps"
 
 
 def _describe(augment) -> str:

@@ -67,11 +67,15 @@ class Part:
         x = self.read(positions)
         return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
 
-    def array(self, chunk: int = 1024) -> np.ndarray:
+    def chunks(self, size: int = 1024):
+        """The split's inputs in order, `size` samples at a time (float32, see `inputs`)."""
+        for i in range(0, len(self), size):
+            yield self.inputs(np.arange(i, min(i + size, len(self))))
+
+    def array(self) -> np.ndarray:
         """The whole split as one float32 array (n x C x H x W): for runtimes that take
         arrays. Memory: n x C x H x W x 4 bytes."""
-        return np.concatenate([self.inputs(np.arange(i, min(i + chunk, len(self))))
-                               for i in range(0, len(self), chunk)]) if len(self) else \
+        return np.concatenate(list(self.chunks())) if len(self) else \
             np.zeros((0, *self.store.shape), np.float32)
 
 
@@ -272,8 +276,8 @@ def save_npz(path: Path, x: np.ndarray | Part, y: np.ndarray | None = None,
                                                    allowZip64=True) as archive:
         with archive.open("x.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_2_0(f, header)
-            for i in range(0, len(part), chunk):
-                f.write(part.inputs(np.arange(i, min(i + chunk, len(part)))).tobytes())
+            for x_chunk in part.chunks(chunk):
+                f.write(x_chunk.tobytes())
         with archive.open("y.npy", "w") as f:
             np.lib.format.write_array(f, part.y)
     return path

@@ -66,11 +66,8 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
 
 def sizes(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> dict[str, float]:
     """The student's size before training: student_params, student_macs and param_ratio
-    (teacher / student parameters), for the size limits of the budget; {} without them."""
-    budget = cfg.budget
-    if budget is None or all(getattr(budget, f) is None
-                             for f in ("max_params", "min_param_ratio", "max_macs")):
-        return {}
+    (teacher / student parameters), for the size limits of the budget (the loop asks only
+    when the budget has one)."""
     student = new_student(ctx)
     teacher = load_model(inputs["teacher"].artifacts["teacher"].path)
     params = count_params(student)
