@@ -40,18 +40,20 @@ MODELS = {  # name -> (builder, input shape)
 
 def build(arch: str, shape: tuple[int, ...]) -> torch.nn.Module:
     """The student (Normalize + cnn) or a torchvision model with random weights."""
-    from edgekd.models.builders import Classifier, cnn, torchvision_model
+    import torchvision
+
+    from edgekd.models.builders import Classifier, cnn
 
     torch.manual_seed(0)
     if arch == "cnn":
         net = cnn(10, 1, width=12, depth=2)
     else:
-        net = torchvision_model(arch.removesuffix("_relu"), 10, 3)
+        net = torchvision.models.get_model(arch.removesuffix("_relu"), weights=None, num_classes=10)
         for module in net.modules() if arch.endswith("_relu") else ():
             for child_name, child in module.named_children():
                 if isinstance(child, torch.nn.Hardswish):
                     setattr(module, child_name, torch.nn.ReLU(inplace=True))
-    return Classifier(net, [0.5] * shape[0], [0.25] * shape[0])
+    return Classifier(net, {"mean": [0.5] * shape[0], "std": [0.25] * shape[0]})
 
 
 def quantize(model: torch.nn.Module, shape, fixes: bool, calib: torch.Tensor):

@@ -118,7 +118,7 @@ def maker(splits):
 
     def make(cfg: ModelConfig, seed: int):
         set_seed(seed)
-        return build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+        return build(cfg, meta)
 
     return make
 

@@ -163,9 +163,10 @@ def plain_kd(train: Path, epochs: int, workers: int, seed: int = 0, device: str 
         contextlib.nullcontext
     scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
     mean, std = [0.5] * 3, [0.25] * 3
-    teacher = build(ModelConfig(**pair[0]), 10, 3, mean, std).eval().to(dev, memory_format=fmt)
-    student = build(ModelConfig(**pair[1]), 10, 3, mean, std).train().to(dev,
-                                                                          memory_format=fmt)
+    meta = {"num_classes": 10, "in_channels": 3, "input_shape": [3, SIZE, SIZE], "mean": mean,
+            "std": std}
+    teacher = build(ModelConfig(**pair[0]), meta).eval().to(dev, memory_format=fmt)
+    student = build(ModelConfig(**pair[1]), meta).train().to(dev, memory_format=fmt)
     loader = DataLoader(PngFolder(train), batch_size=BATCH, shuffle=True, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=dev.type == "cuda",
                         generator=torch.Generator().manual_seed(seed))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekd.config import Pipeline
+from edgekd.config import ModelConfig, Pipeline
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,6 +70,19 @@ class Context:
         """What a saved model records about the data (classes, channels, mean, std)."""
         return self.splits().meta()
 
+    def build_model(self, spec: ModelConfig, where: str, role: str = "student"):
+        """The model `spec` names (edgekd.models.registry.build) for this pipeline's data,
+        paths resolved against the pipeline's folder. `where` is the spec's place in the file
+        ("teacher", "student", "stages[0].assistants[1]") for error lines; a spec that cannot
+        be built is a ConfigError `FILE: where.field: ...`. The caller seeds the generator."""
+        from edgekd.models import ModelError, build
+        from edgekd.schema import ConfigError
+
+        try:
+            return build(spec, self.meta(), self.source.parent, role)
+        except ModelError as exc:
+            raise ConfigError([f"{self.source}: {where}.{exc}"]) from None
+
     def resolve(self, path: Path) -> Path:
         """A path from the pipeline file, relative to the file's folder."""
         return path if path.is_absolute() else self.source.parent / path
@@ -80,6 +93,10 @@ class Context:
             return f"{self.source}: teacher"
         index = next(i for i, s in enumerate(self.pipeline.stages) if s.kind == kind)
         return f"{self.source}: stages[{index}]"
+
+    def stage_field(self, kind: str) -> str:
+        """`stages[i]`: where the stage of `kind` sits in the file."""
+        return self.where(kind).removeprefix(f"{self.source}: ")
 
     def stage_dir(self, kind: str) -> Path:
         path = self.run_dir / kind

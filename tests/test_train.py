@@ -18,7 +18,7 @@ def splits():
 def fresh(splits):
     torch.manual_seed(0)
     meta = splits.meta()
-    return build(ModelConfig(arch="cnn", width=4, depth=2), 10, 1, meta["mean"], meta["std"])
+    return build(ModelConfig(arch="cnn", width=4, depth=2), meta)
 
 
 def loss(logits, batch):

@@ -59,7 +59,9 @@ def fresh():
     from edgekd.models import build
 
     torch.manual_seed(0)
-    return build(ModelConfig(arch="cnn", width=4, depth=1), 2, 1, [0.5], [0.3])
+    return build(ModelConfig(arch="cnn", width=4, depth=1),
+                 {"num_classes": 2, "in_channels": 1, "input_shape": [1, 8, 8],
+                  "mean": [0.5], "std": [0.3]})
 
 
 def equal_weights(a, b):

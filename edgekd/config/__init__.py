@@ -22,7 +22,9 @@ from edgekd.config.distill import (
 from edgekd.config.models import (
     ARCHS,
     CNN_ARCHS,
+    SOURCES,
     TORCHVISION_ARCHS,
+    InputSpec,
     ModelConfig,
     OptimizerConfig,
     TeacherConfig,
@@ -33,10 +35,11 @@ from edgekd.config.stages import Calibration, ExportFormat, ExportStage, Profile
 from edgekd.schema import ConfigError, Strict, parse, read_yaml
 
 __all__ = [
-    "ARCHS", "Augment", "CNN_ARCHS", "STAGE_KINDS", "TORCHVISION_ARCHS", "AttentionConfig",
-    "Calibration", "ConfigError", "DataConfig", "DistillBudget", "DistillStage", "EnsembleTeacher",
-    "ExportBudget", "ExportFormat", "ExportStage", "HintConfig", "LayerPair", "ModelConfig",
-    "MutualConfig", "OptimizerConfig", "Pipeline", "ProfileBudget", "ProfileStage",
-    "QuantizeBudget", "QuantizeStage", "RelationalConfig", "SelfDistillConfig", "Split", "Stage",
-    "Strict", "TeacherConfig", "TrainConfig", "load_pipeline", "parse", "read_yaml",
+    "ARCHS", "CNN_ARCHS", "SOURCES", "STAGE_KINDS", "TORCHVISION_ARCHS", "AttentionConfig",
+    "Augment", "Calibration", "ConfigError", "DataConfig", "DistillBudget", "DistillStage",
+    "EnsembleTeacher", "ExportBudget", "ExportFormat", "ExportStage", "HintConfig", "InputSpec",
+    "LayerPair", "ModelConfig", "MutualConfig", "OptimizerConfig", "Pipeline", "ProfileBudget",
+    "ProfileStage", "QuantizeBudget", "QuantizeStage", "RelationalConfig", "SelfDistillConfig",
+    "Split", "Stage", "Strict", "TeacherConfig", "TrainConfig", "load_pipeline", "parse",
+    "read_yaml",
 ]

@@ -1,5 +1,9 @@
-"""Model builders (plain functions) and checkpoint loading."""
+"""Models: the registry that builds any spec (registry), edgekd's own families and the input
+adapter (builders), model files (checkpoints)."""
 
-from edgekd.models.builders import build, count_macs, count_params, load_model, save_model
+from edgekd.models.builders import Classifier, count_macs, count_params
+from edgekd.models.checkpoints import HeadMismatch, ModelError, load_model, save_model
+from edgekd.models.registry import build
 
-__all__ = ["build", "count_macs", "count_params", "load_model", "save_model"]
+__all__ = ["Classifier", "HeadMismatch", "ModelError", "build", "count_macs", "count_params",
+           "load_model", "save_model"]

@@ -1,45 +1,79 @@
-"""Builders: `cnn()` and torchvision architectures by name, all wrapped with the input
-normalisation so every exported file takes raw pixels in [0, 1] and normalises identically.
+"""The network families edgekd builds itself, the input adapter every model is wrapped with,
+and size counts.
 
 Defaults are chosen to survive int8: ReLU activations, BatchNorm with momentum 0.1 and eps
 1e-5 (torchao's PT2E helpers reset BatchNorm to those values and its conv-BN QAT fusion
-hard-codes eps 1e-5).
+hard-codes eps 1e-5). Models from other sources are built in edgekd.models.registry.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from edgekd.config import CNN_ARCHS, TORCHVISION_ARCHS, ModelConfig
-from edgekd.files import atomic_path
+LUMA = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights: RGB to grey, as PIL's convert("L") does."""
 
 
-class Normalize(nn.Module):
-    """(x - mean) / std per channel; part of the model so every runtime applies it."""
+class InputAdapter(nn.Module):
+    """Raw pixels in [0, 1] at the data's size and channels -> what the network was trained on:
+    resize, channel conversion, scaling to its range and mean/std, folded into one affine map
+    per channel. Part of the model, so every exported file takes raw pixels.
 
-    def __init__(self, mean: list[float], std: list[float]):
+    `input` is a resolved input record (edgekd.models.registry.resolve_input): mean, std and
+    optionally range, channels_in, channels, size_in, size, channel_order (default: [0, 1],
+    as many channels as `mean`, no resize, rgb). Input N x channels_in x H x W.
+    """
+
+    def __init__(self, input: dict):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, -1, 1, 1))
+        channels = len(input["mean"])
+        self.channels_in = input.get("channels_in", channels)
+        self.channels = input.get("channels", channels)
+        size = input.get("size")
+        self.size = tuple(size) if size is not None and size != input.get("size_in") else None
+        self.bgr = input.get("channel_order", "rgb") == "bgr"
+        low, high = input.get("range", (0.0, 1.0))
+        mean = torch.tensor(input["mean"], dtype=torch.float32)
+        std = torch.tensor(input["std"], dtype=torch.float32)
+        # ((x * (high - low) + low) - mean) / std  ==  (x - (mean - low) / span) / (std / span)
+        span = high - low
+        shift, scale = (mean - low) / span, std / span
+        self.identity = bool(torch.all(shift == 0) and torch.all(scale == 1))
+        self.register_buffer("mean", shift.view(1, -1, 1, 1))
+        self.register_buffer("inv_std", 1.0 / scale.view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        if self.channels_in == 1 and self.channels == 3:
+            # Concatenation, not expand: converters lower it to a plain copy.
+            x = torch.cat([x, x, x], dim=1)
+        elif self.channels_in == 3 and self.channels == 1:
+            x = x[:, 0:1] * LUMA[0] + x[:, 1:2] * LUMA[1] + x[:, 2:3] * LUMA[2]
+        if self.bgr:
+            x = torch.flip(x, dims=[1])
+        if self.identity:
+            return x
         return (x - self.mean) * self.inv_std
 
 
 class Classifier(nn.Module):
-    """Normalize followed by the network. `net` holds the architecture's own modules, so layer
-    paths read `net.features.0` as in the architecture."""
+    """The input adapter followed by the network. `net` holds the network's own modules, so
+    layer paths read `net.features.0` as in the architecture. A network whose output is an
+    object with `.logits` (Hugging Face) is unwrapped. `record` describes how the model was
+    built (spec, input, notes) so a saved file can be rebuilt (edgekd.models.checkpoints)."""
 
-    def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
+    def __init__(self, net: nn.Module, input: dict, record: dict | None = None):
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        self.normalize = InputAdapter(input)
         self.net = net
+        self.record = record or {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        out = self.net(self.normalize(x))
+        return out.logits if hasattr(out, "logits") else out
 
 
 def cnn(num_classes: int, in_channels: int = 1, width: int = 16, depth: int = 2) -> nn.Module:
@@ -60,38 +94,6 @@ def cnn(num_classes: int, in_channels: int = 1, width: int = 16, depth: int = 2)
         nn.Flatten(),
         nn.Linear(channels, num_classes),
     )
-
-
-def torchvision_model(arch: str, num_classes: int, in_channels: int) -> nn.Module:
-    """A torchvision architecture with random weights (nothing is downloaded)."""
-    import torchvision
-
-    net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
-    if in_channels != 3:
-        # Grey inputs: repeat to three channels inside the model rather than edit its stem.
-        net = nn.Sequential(_RepeatChannels(3), net)
-    return net
-
-
-class _RepeatChannels(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.channels = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.expand(-1, self.channels, -1, -1)
-
-
-def build(cfg: ModelConfig, num_classes: int, in_channels: int, mean: list[float],
-          std: list[float]) -> Classifier:
-    """The model a config names, wrapped with its input normalisation (random weights)."""
-    if cfg.arch in CNN_ARCHS:
-        net = cnn(num_classes, in_channels, width=cfg.width or 16, depth=cfg.depth or 2)
-    elif cfg.arch in TORCHVISION_ARCHS:
-        net = torchvision_model(cfg.arch, num_classes, in_channels)
-    else:  # config validation makes this unreachable for loaded files
-        raise ValueError(f"unknown architecture {cfg.arch!r}")
-    return Classifier(net, mean, std)
 
 
 def count_params(model: nn.Module) -> int:
@@ -126,47 +128,3 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     for h in hooks:
         h.remove()
     return total
-
-
-def save_model(model: Classifier, cfg: ModelConfig, meta: dict, path: Path) -> None:
-    """Save weights with what is needed to rebuild the model (atomically)."""
-    arch = cfg.model_dump(mode="json", include={"arch", "width", "depth"})
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), "config": arch, "meta": meta}, tmp)
-
-
-def load_model(path: Path, cfg: ModelConfig | None = None, meta: dict | None = None) -> Classifier:
-    """Load a model saved by save_model, a user's state_dict, or a fully saved model.
-
-    A user's state_dict may be for the bare network (keys without the `net.` prefix) or for the
-    wrapped Classifier; a fully saved nn.Module is wrapped with the data's normalisation.
-    """
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(blob, dict) and "state_dict" in blob and "config" in blob:
-        cfg, meta = ModelConfig.model_validate(blob["config"]), blob["meta"]
-        state = blob["state_dict"]
-    elif isinstance(blob, nn.Module):
-        if isinstance(blob, Classifier):
-            return blob
-        return Classifier(blob, meta["mean"], meta["std"])
-    else:
-        state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
-        if state is None or cfg is None or meta is None:
-            raise ValueError(f"{path}: not a state_dict or a saved model")
-    model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-    if not any(k.startswith("net.") for k in state):
-        state = {f"net.{k}": v for k, v in state.items()}
-        state.update({f"normalize.{k}": v for k, v in model.normalize.state_dict().items()})
-    _check_head(model, state, meta["num_classes"])
-    model.load_state_dict(state)
-    return model
-
-
-def _check_head(model: Classifier, state: dict, num_classes: int) -> None:
-    """Raise ValueError naming both class counts when the state's classifier (the model's
-    last Linear layer) was trained for another number of classes."""
-    heads = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    key = f"{heads[-1]}.weight" if heads else None
-    if key in state and getattr(state[key], "ndim", 0) == 2 and len(state[key]) != num_classes:
-        raise ValueError(f"its classifier ({key.removeprefix('net.')}) has "
-                         f"{len(state[key])} outputs, the data has {num_classes} classes")

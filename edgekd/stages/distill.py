@@ -25,7 +25,7 @@ from edgekd.kd.methods import (
 )
 from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error, top1_agreement
-from edgekd.models import build, count_macs, count_params, load_model, save_model
+from edgekd.models import count_macs, count_params, load_model, save_model
 from edgekd.schema import ConfigError
 
 
@@ -78,34 +78,20 @@ def sizes(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> di
 def new_student(ctx: Context):
     """The student at its starting point: the same weights for the KD run and the baseline."""
     set_seed(ctx.pipeline.seed)
-    return _build(ctx.pipeline.student, ctx, "student")
+    return ctx.build_model(ctx.pipeline.student, "student")
 
 
 def _other_model(model: ModelConfig, cfg: DistillStage, ctx: Context):
     """An assistant or the mutual peer. The default peer is the student's architecture with
-    fresh weights (never the student's checkpoint: two equal starts would agree)."""
+    fresh weights (never the student's weights file: two equal starts would agree)."""
+    where = ctx.stage_field("distill")
     if model is ctx.pipeline.student:
-        return _build(model.model_copy(update={"checkpoint": None}), ctx, "mutual.peer")
+        fresh = model if model.source == "checkpoint" else \
+            model.model_copy(update={"checkpoint": None, "weights": None})
+        return ctx.build_model(fresh, f"{where}.mutual.peer")
     index = next((i for i, a in enumerate(cfg.assistants) if a is model), None)
-    return _build(model, ctx, f"assistants[{index}]" if index is not None else "mutual.peer")
-
-
-def _build(cfg: ModelConfig, ctx: Context, field: str):
-    """A model of `cfg`: from its checkpoint when it names one, else fresh random weights
-    (drawn from the generator as it stands: the caller seeds it). `field`: where `cfg` sits
-    ("student", "assistants[0]", "mutual.peer"), for the error line."""
-    meta = ctx.meta()
-    if cfg.checkpoint is None:
-        return build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-    path = ctx.resolve(cfg.checkpoint)
-    try:
-        return load_model(path, cfg, meta)
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        where = f"{ctx.source}: student" if field == "student" else \
-            f"{ctx.where('distill')}.{field}"
-        raise ConfigError([f"{where}.checkpoint: {path} cannot be loaded as arch {cfg.arch}: "
-                           f"{first}"]) from None
+    field = f"assistants[{index}]" if index is not None else "mutual.peer"
+    return ctx.build_model(model, f"{where}.{field}")
 
 
 def _check_layers(cfg: DistillStage, ctx: Context, teacher) -> None:
@@ -116,39 +102,34 @@ def _check_layers(cfg: DistillStage, ctx: Context, teacher) -> None:
 
 
 def _extra_teacher(i: int, cfg: EnsembleTeacher, ctx: Context, result: StageResult):
-    """Teacher i of `teachers:`, loaded from its checkpoint or trained here like the first."""
-    splits, meta, out = ctx.splits(), ctx.meta(), ctx.stage_dir("distill")
-    if cfg.checkpoint is not None:
-        path = ctx.resolve(cfg.checkpoint)
-        try:
-            return load_model(path, cfg, meta).eval()
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError([f"{ctx.where('distill')}.teachers[{i - 1}].checkpoint: {path} "
-                               f"cannot be loaded as arch {cfg.arch}: {first}"]) from None
+    """Teacher i of `teachers:`, loaded from its weights or trained here like the first."""
+    splits, out = ctx.splits(), ctx.stage_dir("distill")
+    where = ctx.stage_field("distill")
     set_seed(ctx.pipeline.seed + i)
-    model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+    model = ctx.build_model(cfg, f"{where}.teachers[{i - 1}]", role="teacher")
+    if cfg.train is None:
+        return model.eval()
     settings = Hyperparameters.of(cfg.train, ctx.pipeline.data)
     name = f"teacher_{i + 1}"
     result.history[name] = fit(model, hard_labels, splits, settings, ctx.pipeline.seed + i,
                                out / f"{name}.ckpt", name, parallel=parallel.active(),
                                compute=ctx.compute())
-    _save(model, cfg, ctx, name, result)
+    _save(model, ctx, name, result)
     result.metrics[f"{name}_accuracy"] = accuracy(
         predict(model, splits.test, device=ctx.compute().device), splits.y_test)
     return model.eval()
 
 
-def _save(model, cfg: ModelConfig, ctx: Context, name: str, result: StageResult) -> None:
+def _save(model, ctx: Context, name: str, result: StageResult) -> None:
     """Rank 0 writes the model; every rank then describes the same file."""
     path = ctx.stage_dir("distill") / f"{name}.pt"
-    parallel.on_leader(lambda: save_model(model, cfg, ctx.meta(), path))
+    parallel.on_leader(lambda: save_model(model, ctx.meta(), path))
     result.artifacts[f"{name}_fp32"] = Artifact.of(f"{name}_fp32", path, "torch")
 
 
 def _record(name: str, item: Trained, ctx: Context, teacher_test, result: StageResult) -> None:
     splits = ctx.splits()
-    _save(item.model, item.config or ctx.pipeline.student, ctx, name, result)
+    _save(item.model, ctx, name, result)
     if item.history:
         result.history[name] = item.history
     logits = predict(item.model, splits.test, device=ctx.compute().device)

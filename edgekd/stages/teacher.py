@@ -1,7 +1,10 @@
-"""teacher: the user's checkpoint loaded, or a teacher trained on the data by the pipeline.
+"""teacher: the user's teacher loaded (any model source), or trained / fine-tuned on the data
+by the pipeline.
 
 Either way it is saved in edgekd's model format and cached like any stage; the stages that
-need it load it from this stage's `teacher` artifact.
+need it load it from this stage's `teacher` artifact. A loaded teacher is first measured on the
+validation split: a teacher fed the wrong normalisation still runs, only worse, and everything
+distilled from it inherits that, so a low score is a loud warning.
 """
 
 from __future__ import annotations
@@ -13,51 +16,81 @@ from edgekd.context import Context
 from edgekd.kd.methods import hard_labels
 from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error
-from edgekd.models import build, count_macs, count_params, load_model, save_model
-from edgekd.schema import ConfigError
+from edgekd.models import count_macs, count_params, save_model
+
+SHORTFALL = 0.05
+"""How far (absolute accuracy) below `expected_accuracy` a loaded teacher may score on the
+validation split before edgekd warns."""
 
 
 def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
-    """Load the user's teacher checkpoint or train one; artifact `teacher` (edgekd's model
-    format), metrics accuracy, ece, params, macs on the test split.
+    """Load the user's teacher or train one; artifact `teacher` (edgekd's model format),
+    metrics accuracy, ece, params, macs on the test split (and val_accuracy for a loaded one).
 
-    Raises ConfigError naming `teacher.checkpoint` when the file is missing or does not fit
-    the architecture."""
+    Raises ConfigError naming the teacher's field when its spec cannot be built or its weights
+    do not fit (edgekd.models.registry.build)."""
     splits, meta = ctx.splits(), ctx.meta()
     out = ctx.stage_dir("teacher")
-    history = {}
-    if cfg.checkpoint is not None:
-        model = _load_checkpoint(cfg, ctx, meta)
-    else:
-        set_seed(ctx.pipeline.seed)  # the initial weights are part of what the seed fixes
-        model = build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+    set_seed(ctx.pipeline.seed)  # the initial weights (and any new head) are part of the seed
+    model = ctx.build_model(cfg, "teacher", role="teacher")
+    result = StageResult(info={**ctx.training_info(), **describe_input(model)})
+    if cfg.train is not None:
         settings = Hyperparameters.of(cfg.train, ctx.pipeline.data)
-        history["teacher"] = fit(model, hard_labels, splits, settings, ctx.pipeline.seed,
-                                 out / "teacher.ckpt", "teacher", parallel=parallel.active(),
-                                 compute=ctx.compute())
+        result.history["teacher"] = fit(model, hard_labels, splits, settings,
+                                        ctx.pipeline.seed, out / "teacher.ckpt", "teacher",
+                                        parallel=parallel.active(), compute=ctx.compute())
+        result.info["images_per_s"] = throughput(result.history["teacher"])
+    else:
+        _check_loaded(cfg, model, ctx, result)
     path = out / "teacher.pt"
-    parallel.on_leader(lambda: save_model(model, cfg, meta, path))
+    parallel.on_leader(lambda: save_model(model, meta, path))
     logits = predict(model, splits.test, device=ctx.compute().device)
-    metrics = {
+    result.metrics.update({
         "accuracy": accuracy(logits, splits.y_test),
         "ece": expected_calibration_error(logits, splits.y_test),
         "params": count_params(model),
         "macs": count_macs(model, splits.input_shape),
-    }
-    return StageResult({"teacher": Artifact.of("teacher", path, "torch")}, metrics,
-                       summary={"teacher accuracy": metrics["accuracy"]}, history=history,
-                       info={**ctx.training_info(), **(
-                           {"images_per_s": throughput(history["teacher"])} if history else {})})
+    })
+    result.artifacts["teacher"] = Artifact.of("teacher", path, "torch")
+    result.summary = {"teacher accuracy": result.metrics["accuracy"]}
+    return result
 
 
-def _load_checkpoint(cfg: TeacherConfig, ctx: Context, meta: dict):
-    path = ctx.resolve(cfg.checkpoint)
-    if not path.is_file():
-        raise ConfigError([f"{ctx.source}: teacher.checkpoint: file {path} not found"])
-    try:
-        return load_model(path, cfg, meta)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        first = (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0])
-        raise ConfigError([f"{ctx.source}: teacher.checkpoint: {path} does not fit "
-                           f"arch {cfg.arch}: {first}"]) from None
+def describe_input(model) -> dict:
+    """What the report says about how a model was built: its input (normalisation and where
+    it came from, size, channels), notes (a replaced head) and whether its file was trusted."""
+    record = model.record
+    spec, inp = record["spec"], record["input"]
+    info = {"source": spec.get("arch") or spec.get("module") or spec.get("checkpoint"),
+            "input": f"mean {_short(inp['mean'])} std {_short(inp['std'])} in "
+                     f"{list(inp['range'])}, {inp['channels']} channel(s), "
+                     f"{inp['size'][0]}x{inp['size'][1]} ({inp['origin']})"}
+    if record["notes"]:
+        info["notes"] = list(record["notes"])
+    if record.get("trusted"):
+        info["trusted_checkpoint"] = spec.get("checkpoint", True)
+    return info
+
+
+def _short(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
+
+
+def _check_loaded(cfg: TeacherConfig, model, ctx: Context, result: StageResult) -> None:
+    """Measure a loaded teacher on the validation split; warn when it is far below what the
+    user expects, or at chance level, naming the input normalisation as the first suspect."""
+    splits = ctx.splits()
+    val = accuracy(predict(model, splits.val, device=ctx.compute().device), splits.y_val)
+    result.metrics["val_accuracy"] = val
+    chance = 1.0 / len(splits.classes)
+    expected = cfg.expected_accuracy
+    if expected is not None and val < expected - SHORTFALL:
+        problem = f"{val:.3f} on the validation split, far below the expected {expected:.3f}"
+    elif val < 1.5 * chance:
+        problem = f"{val:.3f} on the validation split, about chance ({chance:.3f})"
+    else:
+        return
+    result.warnings.append(
+        f"teacher: {problem}. Check its input first: edgekd feeds it {result.info['input']}; "
+        "if it was trained with another normalisation, range, size or channel order, say so "
+        "in teacher.input (mean, std, range, size, channel_order)")

@@ -93,7 +93,9 @@ def trained(folder, tmp_path, augment, seed, workers=0):
                              mean=[0.2], std=[0.3], num_workers=workers), seed=0)
     assert splits.workers(augmenting=True) == workers
     torch.manual_seed(0)  # the same initial weights every time: only training differs
-    model = build(ModelConfig(arch="cnn", width=4, depth=1), 2, 1, [0.2], [0.3])
+    model = build(ModelConfig(arch="cnn", width=4, depth=1),
+                  {"num_classes": 2, "in_channels": 1, "input_shape": [1, 8, 8],
+                  "mean": [0.2], "std": [0.3]})
     name = f"{augment.preset}-{augment.mixup}-{seed}-{workers}"
     fit(model, hard_labels, splits, Hyperparameters(2, 0.05, 8, augment=augment), seed,
         tmp_path / f"{name}.ckpt", "t")

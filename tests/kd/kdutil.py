@@ -16,7 +16,7 @@ STUDENT = ModelConfig(arch="cnn", width=8, depth=2)
 def make(splits, cfg: ModelConfig, seed: int = 0):
     meta = splits.meta()
     set_seed(seed)
-    return build(cfg, meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+    return build(cfg, meta)
 
 
 def train_teacher(splits, cfg: ModelConfig, seed: int, path: Path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgekd.artifacts import Artifact, StageResult
-from edgekd.config import ConfigError, ModelConfig, load_pipeline
+from edgekd.config import ConfigError, load_pipeline
 from edgekd.context import Context
 from edgekd.models import save_model
 
@@ -72,7 +72,7 @@ def run_distill_on(tmp_path, splits, teacher, extra: str):
     ctx = Context(pipeline, path, tmp_path / "run", "k")
     ctx._splits = splits
     teacher_path = tmp_path / "teacher.pt"
-    save_model(teacher, ModelConfig(arch="cnn", width=16, depth=2), splits.meta(), teacher_path)
+    save_model(teacher, splits.meta(), teacher_path)
     inputs = {"teacher": StageResult({"teacher": Artifact.of("teacher", teacher_path, "torch")})}
     return distill.run(pipeline.stages[0], inputs, ctx)
 
@@ -121,7 +121,7 @@ def test_assistant_and_peer_checkpoints_are_their_starting_points(field, tmp_pat
     rate too small to move it, the model stays as accurate as the trained file it starts from
     (a random start of the same architecture stays near chance)."""
     start = tmp_path / "start.pt"
-    save_model(teacher, ModelConfig(arch="cnn", width=16, depth=2), splits.meta(), start)
+    save_model(teacher, splits.meta(), start)
     spec = f"{{arch: cnn, width: 16, depth: 2, checkpoint: {start}}}"
     extra = f"    assistants: [{spec}]\n" if field == "assistants" else \
         f"    mutual: {{peer: {spec}}}\n"

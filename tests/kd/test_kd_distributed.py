@@ -8,7 +8,6 @@ from collections import Counter
 
 import pytest
 
-from edgekd.config import ModelConfig
 from edgekd.models import save_model
 
 PIPELINE = """\
@@ -69,7 +68,7 @@ def run(work, *args):
 
 @pytest.mark.slow
 def test_two_processes_write_once_and_match_one_process(splits, teacher, tmp_path):
-    save_model(teacher, ModelConfig(arch="cnn", width=16, depth=2), splits.meta(),
+    save_model(teacher, splits.meta(),
                tmp_path / "teacher.pt")
     (tmp_path / "p.yaml").write_text(PIPELINE)
     (tmp_path / "audit").mkdir()

@@ -16,6 +16,8 @@ PIPELINES = sorted((Path(__file__).resolve().parents[2] / "pipelines").glob("*.y
 def test_shipped_layer_paths_exist(path):
     pipeline = load_pipeline(path)
     stage = pipeline.stage("distill")
-    student = build(pipeline.student, 10, 1, [0.0], [1.0])
-    teacher = build(pipeline.teacher, 10, 1, [0.0], [1.0])
+    meta = {"num_classes": 10, "in_channels": 1, "input_shape": [1, 8, 8],
+                  "mean": [0.0], "std": [1.0]}
+    student = build(pipeline.student, meta)
+    teacher = build(pipeline.teacher, meta, role="teacher")
     assert layer_errors(stage, student, teacher) == []

@@ -86,7 +86,7 @@ def test_litert_input_normalisation_runs_before_the_nhwc_transpose(tmp_path):
     from edgekd.models.builders import Classifier
 
     torch.manual_seed(0)
-    model = Classifier(Residual(), [0.5, 0.4, 0.3], [0.2, 0.3, 0.4])
+    model = Classifier(Residual(), {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4]})
     out = litert_ptq(model, data(), tmp_path / "normalized.tflite")
     ops = [op["op_name"] for op in Interpreter(model_path=str(out))._get_ops_details()]
     assert ops[:3] == ["SUB", "MUL", "TRANSPOSE"], ops

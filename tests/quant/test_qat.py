@@ -19,7 +19,8 @@ def test_converted_biases_sit_on_the_int32_grid_the_runtimes_use(tmp_path):
     from edgekd.quant.quantizer import attribute
 
     torch.manual_seed(0)
-    prepared = qat.prepare(Classifier(cnn(10, 1, width=8, depth=2), [0.5], [0.25]), (1, 8, 8))
+    prepared = qat.prepare(Classifier(cnn(10, 1, width=8, depth=2), {"mean": [0.5], "std": [0.25]}),
+                           (1, 8, 8))
     x = torch.rand(256, 1, 8, 8)
     with torch.no_grad():
         prepared(x)

@@ -1,0 +1,214 @@
+"""Model files: reading a user's weights safely, fitting them to a network, and edgekd's own
+model file.
+
+A user's `weights:` / `checkpoint:` is read with `torch.load(weights_only=True)` (or as
+safetensors), which loads tensors and plain containers and never runs code from the file. A
+model pickled whole (`torch.save(model)`) can only be unpickled, which runs whatever the file
+says: it is refused unless the spec sets `trust_checkpoint: true`.
+
+edgekd's model file (a run's teacher.pt, student.pt) is a dict of plain values, read with
+`weights_only=True` too: `{"edgekd_model": 2, "record": ..., "meta": ..., "state_dict": ...}`,
+where `record` says how to rebuild the network (edgekd.models.registry.rebuild).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgekd.files import atomic_path
+
+FILE_VERSION = 2
+
+
+class ModelError(ValueError):
+    """A model spec cannot be built, or its weights do not fit it. The message starts with the
+    spec's field: `weights: ...`, `checkpoint: ...`, `arch: ...`, `module: ...`."""
+
+
+class HeadMismatch(ModelError):
+    """Weights whose classifier was trained for another number of classes (a teacher's)."""
+
+
+def read_state(path: Path, field: str, trust: bool = False) -> tuple[dict, dict | None]:
+    """The network's state_dict from a weights file, and the input record it was saved with
+    (edgekd model files only, else None).
+
+    Takes a state_dict as torch.save or safetensors wrote it, wrapped or not ("state_dict",
+    "model", "model_state_dict"), with DDP's `module.` prefix or edgekd's `net.` one, an edgekd
+    model file, or with `trust` a whole pickled model (its weights are used). Raises ModelError
+    naming `field` and the file."""
+    if not path.is_file():
+        raise ModelError(f"{field}: file {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _unwrap(load_file(path), path, field), None
+    blob = _load(path, field, trust)
+    if isinstance(blob, nn.Module):
+        return blob.state_dict(), None
+    if isinstance(blob, dict) and blob.get("edgekd_model") == FILE_VERSION:
+        state = {k.removeprefix("net."): v for k, v in blob["state_dict"].items()
+                 if k.startswith("net.")}
+        return state, {**blob["record"]["input"], "origin": f"saved with the model ({path.name})"}
+    if isinstance(blob, dict) and {"state_dict", "config", "meta"} <= blob.keys():
+        # An edgekd model file of version 1: the data's normalisation was in `meta`.
+        meta = blob["meta"]
+        return _unwrap(blob["state_dict"], path, field), {
+            "mean": meta["mean"], "std": meta["std"], "origin": f"saved with the model ({path})"}
+    return _unwrap(blob, path, field), None
+
+
+def _load(path: Path, field: str, trust: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not trust:
+            raise ModelError(
+                f"{field}: {path} is not a plain state_dict: loading it means unpickling, which "
+                "runs code from the file. Save model.state_dict() instead, or, if you trust "
+                "the file, set trust_checkpoint: true") from None
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{field}: {path} is not a PyTorch file: {first}") from None
+
+
+def _unwrap(blob, path: Path, field: str) -> dict:
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
+            blob = blob[key]
+            break
+    if not isinstance(blob, dict) or not blob or not all(
+            isinstance(v, torch.Tensor) for v in blob.values()):
+        raise ModelError(f"{field}: {path} holds no state_dict (a dict of tensors)")
+    if all(k.startswith("module.") for k in blob):  # saved from DistributedDataParallel
+        blob = {k.removeprefix("module."): v for k, v in blob.items()}
+    if any(k.startswith("net.") for k in blob):  # saved from an edgekd Classifier
+        blob = {k.removeprefix("net."): v for k, v in blob.items() if k.startswith("net.")}
+    return blob
+
+
+def load_whole(path: Path) -> nn.Module:
+    """A model saved whole: `torch.save(model)` (unpickled: the spec trusted it) or a
+    `torch.export` program (`.pt2`, as its module: frozen, for inference). Raises ModelError
+    naming `checkpoint`."""
+    if not path.is_file():
+        raise ModelError(f"checkpoint: file {path} not found")
+    if path.suffix == ".pt2":
+        try:
+            return torch.export.load(path).module()
+        except Exception as exc:  # torch raises many kinds for a bad archive
+            raise ModelError(f"checkpoint: {path} is not a torch.export program: "
+                             f"{type(exc).__name__}: {exc}") from None
+    blob = _load(path, "checkpoint", trust=True)
+    if not isinstance(blob, nn.Module):
+        raise ModelError(f"checkpoint: {path} holds no whole model (found "
+                         f"{type(blob).__name__}); for a state_dict give arch: or module: too")
+    return blob
+
+
+def fit_state(net: nn.Module, state: dict, num_classes: int, replace_head: bool,
+              field: str) -> list[str]:
+    """Load `state` into `net` (in place); returns notes for the report.
+
+    Keys must match exactly, except a classifier trained for another number of classes: with
+    `replace_head` the network keeps its fresh head (a note says so), else HeadMismatch naming
+    both counts. Any other difference is a ModelError listing the keys."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
+    head = [k for k in mismatched if own[k].ndim and own[k].shape[0] == num_classes]
+    others = [k for k in mismatched if k not in head]
+    if missing or unexpected or others:
+        parts = [f"{label} {_few(keys)}" for label, keys in (
+            ("missing keys", missing), ("unexpected keys", unexpected),
+            ("keys of another shape", [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                                       for k in others])) if keys]
+        raise ModelError(f"{field}: does not fit the network: {'; '.join(parts)}")
+    notes = []
+    if head:
+        outputs = state[head[0]].shape[0]
+        if not replace_head:
+            raise HeadMismatch(
+                f"{field}: its classifier ({head[0].rsplit('.', 1)[0]}) has {outputs} outputs, "
+                f"the data has {num_classes} classes; a teacher must be trained for the data's "
+                "classes (or set reset_head: true and a train: block to fine-tune a new head)")
+        state = {**state, **{k: own[k] for k in head}}
+        notes.append(f"classifier replaced: {head[0].rsplit('.', 1)[0]} had {outputs} outputs, "
+                     f"the data has {num_classes} classes (the new head starts at random)")
+    net.load_state_dict(state)
+    return notes
+
+
+def fit_outputs(net: nn.Module, channels: int, size: tuple[int, int], num_classes: int,
+                replace_head: bool, field: str) -> list[str]:
+    """For a network built or loaded whole: check on one zero input (channels x size) that it
+    gives `num_classes` outputs; replace its last nn.Linear when it does not and
+    `replace_head`, else HeadMismatch. Returns notes."""
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(1, channels, *size))
+    except Exception as exc:  # the user's network: any error means the input does not fit
+        raise ModelError(f"{field}: the network fails on a 1 x {channels} x {size[0]} x "
+                         f"{size[1]} input ({type(exc).__name__}: {exc}); set input: channels "
+                         "/ size to what it takes") from None
+    finally:
+        net.train(was)
+    out = getattr(out, "logits", out)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ModelError(f"{field}: the network must return logits N x classes, got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)}")
+    outputs = out.shape[1]
+    if outputs == num_classes:
+        return []
+    linears = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not replace_head or not linears:
+        why = "" if linears else " and has no nn.Linear classifier to replace"
+        raise HeadMismatch(f"{field}: the network has {outputs} outputs, the data has "
+                           f"{num_classes} classes{why}")
+    name, last = linears[-1]
+    parent, _, attr = name.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, attr,
+            nn.Linear(last.in_features, num_classes, bias=last.bias is not None))
+    return [f"classifier replaced: {name} had {outputs} outputs, the data has {num_classes} "
+            "classes (the new head starts at random)"]
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def save_model(model: nn.Module, meta: dict, path: Path) -> None:
+    """Save an edgekd Classifier with what rebuilds it (its record) and the data's meta,
+    atomically."""
+    blob = {"edgekd_model": FILE_VERSION, "record": model.record, "meta": meta,
+            "state_dict": model.state_dict()}
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def load_model(path: Path) -> nn.Module:
+    """An edgekd model file back as the Classifier it was saved from (weights_only=True; a
+    network from a whole pickled checkpoint is unpickled again only because its record says
+    the user trusted it). Raises ModelError for any other file."""
+    from edgekd.models.registry import rebuild
+
+    blob = _load(path, "model", trust=False)
+    if not isinstance(blob, dict) or blob.get("edgekd_model") != FILE_VERSION:
+        raise ModelError(f"model: {path} is not an edgekd model file (version {FILE_VERSION})")
+    model = rebuild(blob["record"], blob["meta"])
+    model.load_state_dict(blob["state_dict"])
+    return model
+
+
+def model_meta(path: Path) -> dict:
+    """The data meta an edgekd model file was saved with."""
+    return _load(path, "model", trust=False)["meta"]
