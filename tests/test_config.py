@@ -86,10 +86,11 @@ def test_stage_order_and_dependencies_are_checked(tmp_path):
     assert "export stage needs a distill stage" in line
 
 
-def test_teacher_needs_exactly_one_source(tmp_path):
+def test_teacher_needs_weights_or_training(tmp_path):
     text = MINIMAL.replace(", train: {epochs: 1}", "")
     (line,) = errors(write(tmp_path, text))
-    assert "teacher" in line and "exactly one of checkpoint or train" in line
+    assert line.endswith("teacher: give the teacher trained weights (checkpoint: or weights:), "
+                         "or a train: block to train it here")
 
 
 def test_yaml_syntax_error_names_line(tmp_path):

@@ -58,4 +58,5 @@ def test_checkpoint_for_another_class_count_names_both_counts(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("p.yaml: teacher.checkpoint: ") and "does not fit arch cnn" in line
-    assert line.endswith("has 5 outputs, the data has 10 classes"), line
+    assert "its classifier (3) has 5 outputs, the data has 10 classes" in line
+    assert "reset_head: true" in line, line

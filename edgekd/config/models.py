@@ -240,7 +240,7 @@ class TeacherConfig(ModelConfig):
     @model_validator(mode="after")
     def _weights_or_train(self) -> TeacherConfig:
         if self.train is None and not self.pretrained:
-            raise ValueError("teacher: give trained weights (checkpoint: or weights:), or a "
+            raise ValueError("give the teacher trained weights (checkpoint: or weights:), or a "
                              "train: block to train it here")
         if self.reset_head and self.train is None:
             raise ValueError("reset_head: a teacher with a new head must be fine-tuned: add a "

@@ -113,12 +113,13 @@ def load_whole(path: Path) -> nn.Module:
 
 
 def fit_state(net: nn.Module, state: dict, num_classes: int, replace_head: bool,
-              field: str) -> list[str]:
+              field: str, network: str = "the network") -> list[str]:
     """Load `state` into `net` (in place); returns notes for the report.
 
     Keys must match exactly, except a classifier trained for another number of classes: with
     `replace_head` the network keeps its fresh head (a note says so), else HeadMismatch naming
-    both counts. Any other difference is a ModelError listing the keys."""
+    both counts. Any other difference is a ModelError listing the keys. `field` and `network`
+    ("arch cnn") name the file and the spec in messages."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -130,13 +131,14 @@ def fit_state(net: nn.Module, state: dict, num_classes: int, replace_head: bool,
             ("missing keys", missing), ("unexpected keys", unexpected),
             ("keys of another shape", [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                                        for k in others])) if keys]
-        raise ModelError(f"{field}: does not fit the network: {'; '.join(parts)}")
+        raise ModelError(f"{field} does not fit {network}: {'; '.join(parts)}")
     notes = []
     if head:
         outputs = state[head[0]].shape[0]
         if not replace_head:
             raise HeadMismatch(
-                f"{field}: its classifier ({head[0].rsplit('.', 1)[0]}) has {outputs} outputs, "
+                f"{field} does not fit {network}: its classifier ({head[0].rsplit('.', 1)[0]}) "
+                f"has {outputs} outputs, "
                 f"the data has {num_classes} classes; a teacher must be trained for the data's "
                 "classes (or set reset_head: true and a train: block to fine-tune a new head)")
         state = {**state, **{k: own[k] for k in head}}

@@ -159,7 +159,8 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def build(spec: ModelConfig, meta: dict, base: Path, role: Role = "student") -> Classifier:
+def build(spec: ModelConfig, meta: dict, base: Path = Path("."), role: Role = "student"
+          ) -> Classifier:
     """The model `spec` names for data described by `meta` (num_classes, input_shape, mean,
     std: edgekd.data.Splits.meta), with its weights when the spec gives a file, wrapped with
     its input adapter. Random weights are drawn from torch's generator as it stands (the
@@ -175,7 +176,7 @@ def build(spec: ModelConfig, meta: dict, base: Path, role: Role = "student") -> 
     if file is not None and spec.source != "checkpoint":
         field = "weights" if spec.weights is not None else "checkpoint"
         path = _resolve(file, base)
-        label = f"{field}: {path}"
+        label = f"{field}: {file}"
         state, saved = checkpoints.read_state(path, field, spec.trust_checkpoint)
     channels = _channels(spec, source, meta, saved)
     net = source.build(spec, num_classes, channels, base)
@@ -184,7 +185,8 @@ def build(spec: ModelConfig, meta: dict, base: Path, role: Role = "student") -> 
     notes: list[str] = []
     replace = role == "student" or spec.reset_head
     if state is not None:
-        notes += checkpoints.fit_state(net, state, num_classes, replace, label)
+        network = f"module {spec.module}" if spec.module else f"arch {spec.arch}"
+        notes += checkpoints.fit_state(net, state, num_classes, replace, label, network)
     elif spec.source in ("module", "checkpoint"):
         size = spec.input.size if spec.input and spec.input.size else meta["input_shape"][1:]
         label = f"checkpoint: {_resolve(spec.checkpoint, base)}" \

@@ -39,7 +39,7 @@ def errors(tmp_path, extra: str) -> list[str]:
     ("    teachers: [{arch: resnet81, train: {epochs: 1}}]\n",
      "stages[0].teachers[0].arch: unknown architecture 'resnet81' (did you mean resnet18?)"),
     ("    teachers: [{arch: cnn}]\n",
-     "stages[0].teachers[0].teacher: give exactly one of checkpoint or train"),
+     "stages[0].teachers[0]: give the teacher trained weights (checkpoint: or weights:)"),
     ("    assistants: [{arch: cnn, widht: 12}]\n",
      "stages[0].assistants[0].widht: unknown key (did you mean width?)"),
     ("    assistants: [{arch: cnn}]\n    hints: [{student: net.0.5, teacher: net.0.5}]\n",
