@@ -121,27 +121,39 @@ def _keys(pipeline: Pipeline, source: Path, dkey: str) -> dict[str, str]:
                 from edgekd.devices.profiles import check_target
 
                 inputs.append(check_target(pipeline.target, source).read_text())
-        # The content of every checkpoint file the stage reads (teacher, student, extra
-        # teachers), not just its name: a retrained checkpoint must invalidate the cache.
-        inputs += [_file_hash(Path(p), source) for p in _checkpoints(config)]
+        # The content of every model file the stage reads (weights, checkpoints, a module's
+        # .py, a Hugging Face directory), not just its name: a retrained checkpoint or an
+        # edited module must invalidate the cache.
+        inputs += [_file_hash(Path(p), source) for p in _model_files(config)]
         keys[kind] = cache_key(kind, config, inputs)
         chain.append(keys[kind])
     return keys
 
 
-def _checkpoints(config) -> list[str]:
-    """Every `checkpoint:` path anywhere in a config dump."""
+def _model_files(config) -> list[str]:
+    """Every file or folder a model spec anywhere in a config dump reads: `checkpoint:`,
+    `weights:`, the file of `module: file.py:function`, the folder of `arch: hf:<dir>`."""
     if isinstance(config, dict):
-        found = [config["checkpoint"]] if config.get("checkpoint") else []
-        return found + [p for k, v in config.items() if k != "checkpoint"
-                        for p in _checkpoints(v)]
+        found = [config[k] for k in ("checkpoint", "weights") if config.get(k)]
+        module, arch = config.get("module"), config.get("arch")
+        if isinstance(module, str) and module.rpartition(":")[0].endswith(".py"):
+            found.append(module.rpartition(":")[0])
+        if isinstance(arch, str) and arch.startswith("hf:"):
+            found.append(arch.removeprefix("hf:"))
+        return found + [p for v in config.values() if isinstance(v, dict | list)
+                        for p in _model_files(v)]
     if isinstance(config, list):
-        return [p for item in config for p in _checkpoints(item)]
+        return [p for item in config for p in _model_files(item)]
     return []
 
 
 def _file_hash(path: Path, source: Path) -> str:
-    full = path if path.is_absolute() else source.parent / path
+    """The content hash of a file, or of every file in a folder (by relative name)."""
+    full = path.expanduser()
+    full = full if full.is_absolute() else source.parent / full
+    if full.is_dir():
+        return ";".join(f"{f.relative_to(full)}={sha256_file(f)}"
+                        for f in sorted(full.rglob("*")) if f.is_file())
     return sha256_file(full) if full.is_file() else f"missing:{full}"
 
 

@@ -131,9 +131,19 @@ def _stage_section(stage: dict) -> str:
         ("images_per_s", "images/s"), ("test_split", "accuracies on the test split,"))
         if info.get(key) is not None)
     how = f"<p>{how}</p>" if how else ""
+    how += "".join(_model_line(role, info[role]) for role in ("teacher", "student")
+                   if isinstance(info.get(role), dict))
     return (f"<h2>{html.escape(stage['kind'])}: {stage['status']} "
             f"({stage['duration_s']:.1f} s)</h2>{error}{warnings}{how}"
             f"<table>{rows}</table><table>{files}</table>")
+
+
+def _model_line(role: str, model: dict) -> str:
+    """How a model was built (edgekd.models.describe): source, input, notes, trust."""
+    parts = [f"{role}: {model['source']}", f"input {model['input']}", *model.get("notes", [])]
+    if model.get("trusted_checkpoint"):
+        parts.append(f"trusted checkpoint (unpickled) {model['trusted_checkpoint']}")
+    return f"<p>{html.escape('; '.join(parts))}</p>"
 
 
 def _num(value) -> str:

@@ -58,3 +58,22 @@ def test_every_checkpoint_file_content_is_in_the_key(tmp_path):
     torch.save(cnn(10, 1, width=4, depth=1).state_dict(), tmp_path / "extra.pt")  # retrained
     after = _keys(pipeline, tmp_path / "p.yaml", "d")
     assert before["teacher"] == after["teacher"] and before["distill"] != after["distill"]
+
+
+def test_weights_module_file_and_hf_folder_contents_are_in_the_key(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"1")
+    (tmp_path / "mine.py").write_text("def build(): ...\n")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    (tmp_path / "p.yaml").write_text(
+        "name: k\nteacher: {arch: 'hf:hf'}\n"
+        "student: {module: 'mine.py:build'}\nstages:\n  - kind: distill\n"
+        "    assistants: [{arch: cnn, weights: w.pt}]\n")
+    pipeline = load_pipeline(tmp_path / "p.yaml")
+    keys = [_keys(pipeline, tmp_path / "p.yaml", "d")]
+    for path, text in (("hf/config.json", "{ }"), ("mine.py", "def build(): pass\n"),
+                       ("w.pt", "2")):
+        (tmp_path / path).write_text(text)
+        keys.append(_keys(pipeline, tmp_path / "p.yaml", "d"))
+    assert keys[0]["teacher"] != keys[1]["teacher"] == keys[2]["teacher"] == keys[3]["teacher"]
+    assert len({k["distill"] for k in keys}) == 4

@@ -122,6 +122,11 @@ class DistillStage(Strict):
     """This stage's augmentation (default: data.augment); the baseline gets the same."""
     baseline: bool = True
     """Also train the same student on hard labels alone (same epochs and seed)."""
+    check_export: bool = True
+    """Before training, check on the untrained student that it survives what the later stages
+    do to it (torch.export, QAT preparation, a dry conversion to every export format); a
+    failure stops the run naming the format and the op. Results are cached per architecture
+    (edgekd.export.check)."""
     cache_teacher: bool | None = None
     """Compute the teachers' outputs (soft targets, and hinted features that fit in 256 MiB)
     once, memory-mapped on disk keyed by teacher and data, and reuse them across epochs and

@@ -33,7 +33,7 @@ from typing import Literal
 
 from torch import nn
 
-from edgekd.config.models import CNN_ARCHS, SPEC_FORMS, TORCHVISION_ARCHS, ModelConfig, split_arch
+from edgekd.config.models import ModelConfig, split_arch
 from edgekd.models import checkpoints
 from edgekd.models.builders import Classifier, cnn
 from edgekd.models.checkpoints import HeadMismatch, ModelError
@@ -214,6 +214,26 @@ def rebuild(record: dict, meta: dict) -> Classifier:
     return Classifier(net, record["input"], record)
 
 
+def describe(model: Classifier) -> dict:
+    """What the report says about how a model was built: its input (normalisation and where
+    it came from, size, channels), notes (a replaced head) and whether its file was trusted."""
+    record = model.record
+    spec, inp = record["spec"], record["input"]
+    info = {"source": spec.get("arch") or spec.get("module") or spec.get("checkpoint"),
+            "input": f"mean {_short(inp['mean'])} std {_short(inp['std'])} in "
+                     f"{list(inp['range'])}, {inp['channels']} channel(s), "
+                     f"{inp['size'][0]}x{inp['size'][1]} ({inp['origin']})"}
+    if record["notes"]:
+        info["notes"] = list(record["notes"])
+    if record.get("trusted"):
+        info["trusted_checkpoint"] = spec.get("checkpoint", True)
+    return info
+
+
+def _short(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
+
+
 def _channels(spec: ModelConfig, source: Source, meta: dict, saved: dict | None) -> int:
     if spec.input is not None and spec.input.channels is not None:
         return spec.input.channels
@@ -277,8 +297,8 @@ def _per_channel(values: list[float], channels: int) -> list[float]:
 def portable_spec(spec: ModelConfig, base: Path) -> dict:
     """The spec as a saved file records it: paths absolute, weights left out (the file holds
     them), a whole checkpoint kept (the network comes from it)."""
-    out = spec.model_dump(mode="json", exclude_defaults=True,
-                          exclude={"weights", "input", "reset_head"})
+    fields = set(ModelConfig.model_fields) - {"weights", "input", "reset_head"}
+    out = spec.model_dump(mode="json", exclude_defaults=True, include=fields)
     if spec.source != "checkpoint":
         out.pop("checkpoint", None)
         out.pop("trust_checkpoint", None)
@@ -349,10 +369,3 @@ class _quiet_transformers:
         logging.set_verbosity(self._level)
         if self._bars:
             logging.enable_progress_bar()
-
-
-def describe_sources() -> str:
-    """The spec forms for error messages."""
-    return ", ".join(SPEC_FORMS) + f" (bare names: {', '.join(CNN_ARCHS + TORCHVISION_ARCHS)})"
-
-

@@ -25,7 +25,7 @@ from edgekd.kd.methods import (
 )
 from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error, top1_agreement
-from edgekd.models import count_macs, count_params, load_model, save_model
+from edgekd.models import count_macs, count_params, describe, load_model, save_model
 from edgekd.schema import ConfigError
 
 
@@ -38,6 +38,8 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
     cannot be loaded, before anything trains."""
     teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
     _check_layers(cfg, ctx, teacher)
+    if cfg.check_export:
+        _check_exportable(ctx)
     splits, out = ctx.splits(), ctx.stage_dir("distill")
     result = StageResult(info={"methods": enabled_methods(cfg), **ctx.training_info()})
     teachers = [Teacher(teacher, cfg.teacher_weight)]
@@ -101,6 +103,23 @@ def _check_layers(cfg: DistillStage, ctx: Context, teacher) -> None:
         raise ConfigError([f"{ctx.where('distill')}.{line}" for line in errors])
 
 
+def _check_exportable(ctx: Context) -> None:
+    """The untrained student survives what the pipeline will do to it (capture, QAT
+    preparation, each export format), or a ConfigError naming the format and the op."""
+    from edgekd.export.check import NotExportable, cached_check
+
+    quantize = ctx.pipeline.stage("quantize")
+    export = ctx.pipeline.stage("export")
+    student = new_student(ctx)
+    try:
+        cached_check(student, student.record, ctx.splits().input_shape, ctx.meta()["num_classes"],
+                     list(export.formats) if export else [], quantize.method if quantize else None)
+    except NotExportable as exc:
+        raise ConfigError([f"{ctx.source}: student: cannot be exported: {exc} (checked before "
+                           f"training; `check_export: false` in {ctx.stage_field('distill')} "
+                           "skips the check)"]) from None
+
+
 def _extra_teacher(i: int, cfg: EnsembleTeacher, ctx: Context, result: StageResult):
     """Teacher i of `teachers:`, loaded from its weights or trained here like the first."""
     splits, out = ctx.splits(), ctx.stage_dir("distill")
@@ -140,6 +159,7 @@ def _record(name: str, item: Trained, ctx: Context, teacher_test, result: StageR
     if name != "baseline":
         result.metrics[f"{prefix}params"] = count_params(item.model)
     if name == "student":
+        result.info["student"] = describe(item.model)
         result.metrics["student_params"] = result.metrics.pop("params")
         result.metrics["student_macs"] = count_macs(item.model, splits.input_shape)
 

@@ -16,7 +16,7 @@ from edgekd.context import Context
 from edgekd.kd.methods import hard_labels
 from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error
-from edgekd.models import count_macs, count_params, save_model
+from edgekd.models import count_macs, count_params, describe, save_model
 
 SHORTFALL = 0.05
 """How far (absolute accuracy) below `expected_accuracy` a loaded teacher may score on the
@@ -33,7 +33,7 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
     out = ctx.stage_dir("teacher")
     set_seed(ctx.pipeline.seed)  # the initial weights (and any new head) are part of the seed
     model = ctx.build_model(cfg, "teacher", role="teacher")
-    result = StageResult(info={**ctx.training_info(), **describe_input(model)})
+    result = StageResult(info={**ctx.training_info(), "teacher": describe(model)})
     if cfg.train is not None:
         settings = Hyperparameters.of(cfg.train, ctx.pipeline.data)
         result.history["teacher"] = fit(model, hard_labels, splits, settings,
@@ -56,26 +56,6 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
     return result
 
 
-def describe_input(model) -> dict:
-    """What the report says about how a model was built: its input (normalisation and where
-    it came from, size, channels), notes (a replaced head) and whether its file was trusted."""
-    record = model.record
-    spec, inp = record["spec"], record["input"]
-    info = {"source": spec.get("arch") or spec.get("module") or spec.get("checkpoint"),
-            "input": f"mean {_short(inp['mean'])} std {_short(inp['std'])} in "
-                     f"{list(inp['range'])}, {inp['channels']} channel(s), "
-                     f"{inp['size'][0]}x{inp['size'][1]} ({inp['origin']})"}
-    if record["notes"]:
-        info["notes"] = list(record["notes"])
-    if record.get("trusted"):
-        info["trusted_checkpoint"] = spec.get("checkpoint", True)
-    return info
-
-
-def _short(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
-
-
 def _check_loaded(cfg: TeacherConfig, model, ctx: Context, result: StageResult) -> None:
     """Measure a loaded teacher on the validation split; warn when it is far below what the
     user expects, or at chance level, naming the input normalisation as the first suspect."""
@@ -90,7 +70,8 @@ def _check_loaded(cfg: TeacherConfig, model, ctx: Context, result: StageResult) 
         problem = f"{val:.3f} on the validation split, about chance ({chance:.3f})"
     else:
         return
+    fed = result.info["teacher"]["input"]
     result.warnings.append(
-        f"teacher: {problem}. Check its input first: edgekd feeds it {result.info['input']}; "
+        f"teacher: {problem}. Check its input first: edgekd feeds it {fed}; "
         "if it was trained with another normalisation, range, size or channel order, say so "
         "in teacher.input (mean, std, range, size, channel_order)")
