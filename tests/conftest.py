@@ -1,10 +1,14 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("EDGEKD_PROGRESS", "0")
+# edgekd's own cache (export checks) in a folder of this test session, shared by its tests and
+# the pipelines they run, never the user's ~/.cache.
+os.environ["EDGEKD_CACHE"] = tempfile.mkdtemp(prefix="edgekd-cache-")
 
 
 @pytest.fixture(scope="session")

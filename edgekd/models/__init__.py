@@ -1,9 +1,10 @@
 """Models: the registry that builds any spec (registry), edgekd's own families and the input
-adapter (builders), model files (checkpoints)."""
+adapter (builders), a user's model files (checkpoints), edgekd's own (saved)."""
 
 from edgekd.models.builders import Classifier, count_macs, count_params
-from edgekd.models.checkpoints import HeadMismatch, ModelError, load_model, save_model
+from edgekd.models.checkpoints import HeadMismatch, ModelError
 from edgekd.models.registry import build, describe
+from edgekd.models.saved import load_model, save_model
 
 __all__ = ["Classifier", "HeadMismatch", "ModelError", "build", "count_macs", "count_params",
            "describe", "load_model", "save_model"]

@@ -1,14 +1,12 @@
-"""Model files: reading a user's weights safely, fitting them to a network, and edgekd's own
-model file.
+"""A user's model files: reading weights safely and fitting them to a network.
 
 A user's `weights:` / `checkpoint:` is read with `torch.load(weights_only=True)` (or as
 safetensors), which loads tensors and plain containers and never runs code from the file. A
 model pickled whole (`torch.save(model)`) can only be unpickled, which runs whatever the file
 says: it is refused unless the spec sets `trust_checkpoint: true`.
 
-edgekd's model file (a run's teacher.pt, student.pt) is a dict of plain values, read with
-`weights_only=True` too: `{"edgekd_model": 2, "record": ..., "meta": ..., "state_dict": ...}`,
-where `record` says how to rebuild the network (edgekd.models.registry.rebuild).
+edgekd's own model file (a run's teacher.pt, student.pt) is read and written by
+edgekd.models.saved.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
-from edgekd.files import atomic_path
 
 FILE_VERSION = 2
 
@@ -48,7 +44,7 @@ def read_state(path: Path, field: str, trust: bool = False) -> tuple[dict, dict 
         from safetensors.torch import load_file
 
         return _unwrap(load_file(path), path, field), None
-    blob = _load(path, field, trust)
+    blob = load(path, field, trust)
     if isinstance(blob, nn.Module):
         return blob.state_dict(), None
     if isinstance(blob, dict) and blob.get("edgekd_model") == FILE_VERSION:
@@ -63,7 +59,8 @@ def read_state(path: Path, field: str, trust: bool = False) -> tuple[dict, dict 
     return _unwrap(blob, path, field), None
 
 
-def _load(path: Path, field: str, trust: bool):
+def load(path: Path, field: str, trust: bool):
+    """torch.load with weights_only=True; unpickling only with `trust`, else ModelError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -105,7 +102,7 @@ def load_whole(path: Path) -> nn.Module:
         except Exception as exc:  # torch raises many kinds for a bad archive
             raise ModelError(f"checkpoint: {path} is not a torch.export program: "
                              f"{type(exc).__name__}: {exc}") from None
-    blob = _load(path, "checkpoint", trust=True)
+    blob = load(path, "checkpoint", trust=True)
     if not isinstance(blob, nn.Module):
         raise ModelError(f"checkpoint: {path} holds no whole model (found "
                          f"{type(blob).__name__}); for a state_dict give arch: or module: too")
@@ -186,31 +183,3 @@ def fit_outputs(net: nn.Module, channels: int, size: tuple[int, int], num_classe
 
 def _few(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
-def save_model(model: nn.Module, meta: dict, path: Path) -> None:
-    """Save an edgekd Classifier with what rebuilds it (its record) and the data's meta,
-    atomically."""
-    blob = {"edgekd_model": FILE_VERSION, "record": model.record, "meta": meta,
-            "state_dict": model.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-
-
-def load_model(path: Path) -> nn.Module:
-    """An edgekd model file back as the Classifier it was saved from (weights_only=True; a
-    network from a whole pickled checkpoint is unpickled again only because its record says
-    the user trusted it). Raises ModelError for any other file."""
-    from edgekd.models.registry import rebuild
-
-    blob = _load(path, "model", trust=False)
-    if not isinstance(blob, dict) or blob.get("edgekd_model") != FILE_VERSION:
-        raise ModelError(f"model: {path} is not an edgekd model file (version {FILE_VERSION})")
-    model = rebuild(blob["record"], blob["meta"])
-    model.load_state_dict(blob["state_dict"])
-    return model
-
-
-def model_meta(path: Path) -> dict:
-    """The data meta an edgekd model file was saved with."""
-    return _load(path, "model", trust=False)["meta"]
