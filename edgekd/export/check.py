@@ -73,12 +73,19 @@ def check(model, input_shape: tuple[int, ...], formats: list[str], quantize: Qua
     or None without a quantize stage. Returns {"seconds": total, "steps": {step: seconds}}.
     Raises NotExportable at the first failing step, ValueError for an unknown format or an
     int8 format without `quantize`."""
+    import torch
+
+    _check_arguments(formats, quantize)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        return _check(model, input_shape, formats, quantize, opset, log)
+
+
+def _check(model, input_shape, formats, quantize, opset, log) -> dict:
     import numpy as np
 
     from edgekd.export.formats import FORMATS, RUNTIMES
     from edgekd.export.writers import ExportSource
 
-    _check_arguments(formats, quantize)
     run = _Run(copy.deepcopy(model).eval(), tuple(input_shape), log)
     run.capture(quantize)
     int8 = run.int8(quantize) if any(FORMATS[f].precision == "int8" for f in formats) else None
