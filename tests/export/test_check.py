@@ -213,3 +213,26 @@ def test_check_model_command_bad_usage_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(cli, ["check-model", *args, "--input-shape", "1x8x8"])
     assert result.exit_code == 2, result.output
     assert message in result.stderr
+
+
+def test_a_pipeline_with_a_non_exportable_student_stops_before_training(tmp_path):
+    """The distill stage runs the check first: exit 2 naming the format and the op, within a
+    few seconds, no epoch trained (the teacher stage before it is kept for the rerun)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "gfnet.py").write_text(GFNET)
+    (tmp_path / "p.yaml").write_text(
+        "name: gf\nteacher: {arch: cnn, width: 4, depth: 1, train: {epochs: 1}}\n"
+        "student: {module: 'gfnet.py:gfnet'}\nstages:\n"
+        "  - {kind: distill, epochs: 1}\n  - {kind: quantize, epochs: 1}\n"
+        "  - {kind: export, formats: [onnx_int8, tflite_int8]}\n")
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "run", "p.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("p.yaml: student: cannot be exported: tflite_int8: litert-torch "
+                           "cannot lower aten._fft_r2c"), line
+    assert "net.filter" in line and "check_export: false" in line
+    assert not list((tmp_path / "runs" / "gf" / "distill").glob("*.ckpt"))
+    assert (tmp_path / "runs" / "gf" / "teacher" / "teacher.pt").is_file()
