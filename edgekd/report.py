@@ -128,7 +128,8 @@ def _stage_section(stage: dict) -> str:
     info = stage.get("info") or {}
     how = "; ".join(f"{label} {html.escape(str(info[key]))}" for key, label in (
         ("device", "trained on"), ("gpu", "GPU"), ("precision", "precision"),
-        ("images_per_s", "images/s"), ("test_split", "accuracies on the test split,"))
+        ("images_per_s", "images/s"), ("test_split", "accuracies on the test split,"),
+        ("shipped", "shipped:"))
         if info.get(key) is not None)
     how = f"<p>{how}</p>" if how else ""
     how += "".join(_model_line(role, info[role]) for role in ("teacher", "student")

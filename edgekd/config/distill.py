@@ -122,6 +122,10 @@ class DistillStage(Strict):
     """This stage's augmentation (default: data.augment); the baseline gets the same."""
     baseline: bool = True
     """Also train the same student on hard labels alone (same epochs and seed)."""
+    ship: Literal["kd", "baseline", "best"] = "best"
+    """Which student later stages get as `student_fp32`: the KD student, the hard-label
+    baseline, or the better of the two on the validation split (ties go to KD). Recorded in
+    the report; the other is kept as an artifact too."""
     check_export: bool = True
     """Before training, check on the untrained student that it survives what the later stages
     do to it (torch.export, QAT preparation, a dry conversion to every export format); a
@@ -147,6 +151,12 @@ class DistillStage(Strict):
     self_distillation: SelfDistillConfig | None = None
     mutual: MutualConfig | None = None
     budget: DistillBudget | None = None
+
+    @model_validator(mode="after")
+    def _ship_needs_baseline(self) -> DistillStage:
+        if self.ship == "baseline" and not self.baseline:
+            raise ValueError("ship: baseline needs the baseline trained (baseline: true)")
+        return self
 
     @model_validator(mode="after")
     def _teacher_weight_needs_teachers(self) -> DistillStage:

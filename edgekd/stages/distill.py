@@ -55,6 +55,8 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
     for name, item in trained.items():
         _record(name, item, ctx, teacher_test, result)
     result.metrics.update(_teacher_comparison(result.metrics, teacher, teacher_test, ctx))
+    if "baseline" in trained:
+        _ship(cfg, trained, ctx, result)
     if len(teachers) > 1:
         ensemble = sum(t.weight * _probs(predict(t.model, splits.test,
                                                  device=ctx.compute().device))
@@ -162,6 +164,42 @@ def _record(name: str, item: Trained, ctx: Context, teacher_test, result: StageR
         result.info["student"] = describe(item.model)
         result.metrics["student_params"] = result.metrics.pop("params")
         result.metrics["student_macs"] = count_macs(item.model, splits.input_shape)
+
+
+def _kept_val_accuracy(history: list[dict]) -> float:
+    return next(h["val_accuracy"] for h in history if h.get("kept"))
+
+
+def _ship(cfg: DistillStage, trained: dict, ctx: Context, result: StageResult) -> None:
+    """Hand later stages the student `cfg.ship` names (best: the better on the validation
+    split), and warn when KD made the student worse than hard labels beyond noise (two
+    standard errors of the difference of two accuracies on the validation split)."""
+    kd = _kept_val_accuracy(trained["student"].history)
+    base = _kept_val_accuracy(trained["baseline"].history)
+    n = len(ctx.splits().val.y)
+    noise = max(2 * np.sqrt((kd * (1 - kd) + base * (1 - base)) / n), 1 / n)
+    result.metrics.update(kd_val_accuracy=kd, baseline_val_accuracy=base)
+    choice = cfg.ship if cfg.ship != "best" else ("baseline" if base > kd else "kd")
+    if base - kd > noise:
+        result.warnings.append(
+            f"distill: the KD student is worse than the same student trained on hard labels "
+            f"({kd:.3f} vs {base:.3f} on the validation split of {n}, beyond the noise of "
+            f"{noise:.3f}). Likely causes: a capacity gap too wide for the student, a "
+            f"temperature ({cfg.temperature:g}) or alpha ({cfg.alpha:g}) too high for it, or "
+            f"too few epochs ({cfg.epochs}). Try a larger student, a teacher assistant "
+            "(assistants:), a lower temperature or alpha, or more epochs"
+            + ("; shipping the hard-label student (ship: best)" if choice == "baseline"
+               else f"; shipping the KD student anyway (ship: {cfg.ship})"))
+    result.info["shipped"] = {"kd": "KD student", "baseline": "hard-label baseline"}[choice] \
+        + f" (ship: {cfg.ship}; validation accuracy KD {kd:.4f}, baseline {base:.4f})"
+    if choice == "baseline":
+        m = result.metrics
+        result.artifacts["kd_student_fp32"] = result.artifacts["student_fp32"]
+        result.artifacts["student_fp32"] = result.artifacts["baseline_fp32"]
+        for key in ("accuracy", "ece", "teacher_agreement"):
+            m[f"kd_{key}"], m[key] = m[key], m[f"baseline_{key}"]
+        m["teacher_retention"] = m["accuracy"] / m["teacher_accuracy"] \
+            if m["teacher_accuracy"] else 0.0
 
 
 def _probs(logits: np.ndarray) -> np.ndarray:

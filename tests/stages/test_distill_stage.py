@@ -9,7 +9,9 @@ from edgekd.models import count_params, load_model
 
 
 def test_distill_writes_student_and_baseline(distill, qat_ctx, splits):
-    assert set(distill.artifacts) == {"student_fp32", "baseline_fp32"}
+    shipped_baseline = "kd_student_fp32" in distill.artifacts
+    assert set(distill.artifacts) - {"kd_student_fp32"} == {"student_fp32", "baseline_fp32"}
+    assert distill.info["shipped"].startswith("hard-label" if shipped_baseline else "KD")
     for artifact in distill.artifacts.values():
         assert artifact.format == "torch" and artifact.intact() and not artifact.deployable
         assert artifact.path.parent == qat_ctx.run_dir / "distill"
@@ -18,6 +20,7 @@ def test_distill_writes_student_and_baseline(distill, qat_ctx, splits):
     m = distill.metrics
     assert accuracy(predict(student, splits.x_test), splits.y_test) == m["accuracy"]
     assert accuracy(predict(baseline, splits.x_test), splits.y_test) == m["baseline_accuracy"]
+    assert (m["baseline_val_accuracy"] > m["kd_val_accuracy"]) == shipped_baseline
     assert count_params(student) == m["student_params"] == count_params(baseline)
 
 
@@ -39,7 +42,8 @@ def test_distill_metrics_are_consistent_and_in_range(distill, qat_ctx):
         assert 0.0 <= m[key] <= 1.0, key
     assert m["accuracy"] >= 0.8 and m["baseline_accuracy"] >= 0.8  # chance is 0.1
     assert m["teacher_retention"] == pytest.approx(m["accuracy"] / m["teacher_accuracy"])
-    assert m["kd_gain"] == pytest.approx(m["accuracy"] - m["baseline_accuracy"])
+    kd = m.get("kd_accuracy", m["accuracy"])  # the shipped student may be the baseline
+    assert m["kd_gain"] == pytest.approx(kd - m["baseline_accuracy"])
     assert m["param_ratio"] == pytest.approx(m["teacher_params"] / m["student_params"])
     assert m["student_params"] < m["teacher_params"] and m["student_macs"] < m["teacher_macs"]
     assert distill.summary == {"student fp32 accuracy": m["accuracy"],
@@ -49,3 +53,35 @@ def test_distill_metrics_are_consistent_and_in_range(distill, qat_ctx):
                                                                "baseline": epochs}
     assert distill.evaluated == [] and distill.measured_on == "host"
     assert not distill.estimated and distill.warnings == []
+
+
+def test_a_worse_kd_student_is_said_and_the_baseline_ships(tmp_path, splits):
+    """A teacher at chance (one epoch at a tiny learning rate) and alpha 1: the KD student
+    copies noise while the same student on hard labels learns; the stage says so and hands
+    on the baseline (ship: best), or the KD student when the pipeline says ship: kd."""
+    from stagekit import make_context, run_stage
+
+    text = """\
+name: worse
+teacher: {arch: cnn, width: 4, depth: 1, train: {epochs: 1, lr: 0.00001}}
+student: {arch: cnn, width: 8, depth: 2}
+stages:
+  - {kind: distill, epochs: 3, lr: 0.05, batch_size: 32, alpha: 1.0, check_export: false}
+"""
+    results = {}
+    for ship in ("best", "kd"):
+        ctx = make_context(tmp_path / ship, text.replace("alpha: 1.0", f"alpha: 1.0, ship: {ship}"),
+                           splits)
+        teacher = run_stage("teacher", ctx.pipeline.teacher, {}, ctx)
+        results[ship] = run_stage("distill", ctx.pipeline.stage("distill"),
+                                  {"teacher": teacher}, ctx)
+    best, kd = results["best"], results["kd"]
+    (warning,) = best.warnings
+    assert warning.startswith("distill: the KD student is worse than the same student trained "
+                              "on hard labels") and "shipping the hard-label student" in warning
+    assert best.artifacts["student_fp32"].path == best.artifacts["baseline_fp32"].path
+    assert best.metrics["accuracy"] == best.metrics["baseline_accuracy"] > 0.5
+    assert best.metrics["kd_accuracy"] < 0.5 and best.metrics["kd_gain"] < 0
+    assert best.info["shipped"].startswith("hard-label baseline (ship: best")
+    assert kd.artifacts["student_fp32"].path.name == "student.pt"
+    assert kd.metrics["accuracy"] < 0.5 and "shipping the KD student anyway" in kd.warnings[0]
