@@ -33,3 +33,17 @@ def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(ece)
+
+
+def chance_warnings(kind: str, metrics: dict[str, float], num_classes: int) -> list[str]:
+    """A warning for each accuracy of a stage (`accuracy`, `<artifact>.accuracy`) at chance
+    level: below min(1.5/K, 1/K + 0.05) for K classes (0.55 for 2, 0.15 for 10, 0.015 for
+    100)."""
+    chance = 1.0 / num_classes
+    limit = min(1.5 * chance, chance + 0.05)
+    return [f"{kind}: {key} {value:.3f} is at chance level ({chance:.3f} for {num_classes} "
+            "classes): the model guesses. Likely causes: BatchNorm running statistics that "
+            "never settled (more epochs, or a higher BatchNorm momentum), a learning rate far "
+            "off, inputs normalised unlike in training, or a teacher that knows nothing"
+            for key, value in metrics.items()
+            if (key == "accuracy" or key.endswith(".accuracy")) and value < limit]

@@ -240,6 +240,10 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
         if spec.parallel:
             parallel.dispatch(_job(kind, inputs, ctx))
         result = spec.run(cfg, inputs, ctx)
+        if not any("chance" in w for w in result.warnings):  # a stage may say it better
+            from edgekd.metrics import chance_warnings
+
+            result.warnings += chance_warnings(kind, result.metrics, ctx.meta()["num_classes"])
         result.compute_s = round(time.perf_counter() - started, 3)
         write_json(run.run_dir / kind / "stage.json",
                    {"kind": kind, "key": record.key, "result": result.as_dict()})

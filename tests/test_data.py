@@ -72,3 +72,42 @@ def test_data_key_changes_with_file_content(tmp_path):
     np.savez(path, x=np.ones((4, 2, 2)), y=np.array([0, 1, 0, 1]))
     assert data_key(DataConfig(source="npz", path=path), 0) != first
     assert data_key(DataConfig(), 0) != data_key(DataConfig(), 1)
+
+
+def _npz(tmp_path, x, y, **extra):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=y, **extra)
+    return path
+
+
+GOOD_X = np.random.default_rng(0).random((400, 1, 4, 4), dtype=np.float32)
+GOOD_Y = np.arange(400) % 4
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) < 3, np.nan, x), y),
+     "x has 3 non-finite value(s) (NaN or inf) in 1 of 400 samples"),
+    (lambda x, y: (x * 255, y), "x is float with values in ["),
+    (lambda x, y: (x.astype("U3"), y), "x has dtype <U3"),
+    (lambda x, y: (x, y + 0.5), "y has 400 fractional label(s), e.g. 0.5"),
+    (lambda x, y: (x, np.where(y == 3, -1, y)), "y has 100 negative label(s), e.g. -1"),
+    (lambda x, y: (x, np.where(y == 3, np.inf, y.astype(float))), "y has 100 non-finite"),
+    (lambda x, y: (x, y.astype(str)), "y has dtype <U"),
+    (lambda x, y: (x, np.zeros_like(y)), "only one class (0)"),
+    (lambda x, y: (x, np.where(y == 3, 5000, y)), "labels run up to 5000 but 4997 number(s)"),
+    (lambda x, y: (x[:0], y[:0]), "no samples (y is empty)"),
+    (lambda x, y: (x[:12], y[:12]), "split has 0 sample(s) for 4 classes"),
+])
+def test_bad_arrays_are_refused_at_the_door_naming_file_and_count(tmp_path, change, expected):
+    x, y = change(GOOD_X, GOOD_Y)
+    path = _npz(tmp_path, x, y)
+    with pytest.raises(ConfigError) as err:
+        load(DataConfig(source="npz", path=path), seed=0)
+    (line,) = err.value.lines
+    assert line.startswith(str(path)) and expected in line, line
+
+
+def test_labels_beyond_the_classes_array_are_refused(tmp_path):
+    path = _npz(tmp_path, GOOD_X, GOOD_Y, classes=np.array(["a", "b", "c"]))
+    with pytest.raises(ConfigError, match="y has labels up to 3 but `classes` names 3"):
+        load(DataConfig(source="npz", path=path), seed=0)

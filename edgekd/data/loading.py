@@ -166,6 +166,27 @@ def _aligned(name: str, path: Path, samples: Samples, classes: list[str]) -> np.
     return np.array([index[samples.classes[label]] for label in samples.y], dtype=np.int64)
 
 
+def _check_classes(path: Path | None, first: Samples, parts: dict[str, Part]) -> None:
+    """At least two classes, numbered without gaps when only numbers name them, and at least
+    as many samples as classes in every split; else ConfigError naming the file."""
+    where = path or "the built-in digits"
+    present = np.unique(first.y)
+    if len(present) < 2:
+        raise ConfigError([f"{where}: only one class ({first.classes[present[0]]}); "
+                           "classification needs at least two"])
+    if not first.named and len(present) < len(first.classes):
+        gaps = sorted(set(range(len(first.classes))) - set(present.tolist()))
+        raise ConfigError([f"{where}: labels run up to {len(first.classes) - 1} but "
+                           f"{len(gaps)} number(s) in between have no sample (e.g. {gaps[0]}): "
+                           "that would build a model with unused outputs; number the classes "
+                           "0..K-1 or give a `classes` array"])
+    for name, part in parts.items():
+        if len(part) < len(first.classes):
+            raise ConfigError([f"{where}: the {name} split has {len(part)} sample(s) for "
+                               f"{len(first.classes)} classes; give more data or change "
+                               "data.split"])
+
+
 def load(cfg: DataConfig, seed: int) -> Splits:
     """Read the configured data and split it (given splits, or stratified and seeded).
 
@@ -201,6 +222,7 @@ def load(cfg: DataConfig, seed: int) -> Splits:
     if stats is not None and len(stats[0]) != first.store.shape[0]:
         raise ConfigError([f"data.mean: {len(stats[0])} values for images with "
                            f"{first.store.shape[0]} channel(s)"])
+    _check_classes(cfg.train if cfg.given_splits else cfg.path, first, parts)
     for part in parts.values():
         part.num_workers = cfg.num_workers
     return Splits(parts["train"], parts["val"], parts["test"], first.classes, origin, stats,

@@ -133,11 +133,70 @@ def npz(path: Path, size: tuple[int, int] | None) -> Samples:
     if x.ndim != 4:
         raise ConfigError([f"{path}: x must be N x H x W or N x C x H x W, got shape {x.shape}"])
     nhwc = x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
-    y = y.astype(np.int64)
+    y = _labels(path, y, classes)
+    _check_pixels(path, x)
     named = classes is not None
     if classes is None:
-        classes = [str(c) for c in range(int(y.max()) + 1)] if len(y) else []
+        classes = [str(c) for c in range(int(y.max()) + 1)]
     return Samples(ArrayStore(x, nhwc, size), y, classes, named)
+
+
+def _labels(path: Path, y: np.ndarray, classes: list[str] | None) -> np.ndarray:
+    """`y` as int64 class indices; ConfigError naming the file and what is wrong (with
+    counts): no samples, non-numeric, non-finite, fractional or negative labels, or labels
+    beyond the `classes` array."""
+    if len(y) == 0:
+        raise ConfigError([f"{path}: no samples (y is empty)"])
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+            or y.dtype == np.bool_):
+        raise ConfigError([f"{path}: y has dtype {y.dtype}; labels must be integers 0..K-1"])
+    problems = []
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y)
+        if bad.any():
+            problems.append(f"{int(bad.sum())} non-finite label(s)")
+        fractional = np.isfinite(y) & (y != np.round(y))
+        if fractional.any():
+            problems.append(f"{int(fractional.sum())} fractional label(s), e.g. "
+                            f"{y[fractional][0]:g}")
+        if problems:
+            raise ConfigError([f"{path}: y has {'; '.join(problems)}; labels must be integers "
+                               "0..K-1"])
+    y = y.astype(np.int64)
+    if (y < 0).any():
+        raise ConfigError([f"{path}: y has {int((y < 0).sum())} negative label(s), e.g. "
+                           f"{int(y[y < 0][0])}; labels must be integers 0..K-1"])
+    if classes is not None and y.max() >= len(classes):
+        raise ConfigError([f"{path}: y has labels up to {int(y.max())} but `classes` names "
+                           f"{len(classes)}"])
+    return y
+
+
+def _check_pixels(path: Path, x: np.ndarray, chunk: int = 4096) -> None:
+    """ConfigError naming the file when `x` is not numeric, or a float array holds non-finite
+    values or values outside [0, 1] (counted chunk by chunk: a memory-mapped array is never
+    read whole)."""
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer)
+                                   or np.issubdtype(x.dtype, np.floating)):
+        raise ConfigError([f"{path}: x has dtype {x.dtype}; images must be uint8 (0-255) or "
+                           "float in [0, 1]"])
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    bad = samples = 0
+    low, high = np.inf, -np.inf
+    for i in range(0, len(x), chunk):
+        block = np.asarray(x[i:i + chunk])
+        finite = np.isfinite(block)
+        bad += int((~finite).sum())
+        samples += int((~finite).reshape(len(block), -1).any(1).sum())
+        if finite.any():
+            low, high = min(low, float(block[finite].min())), max(high, float(block[finite].max()))
+    if bad:
+        raise ConfigError([f"{path}: x has {bad} non-finite value(s) (NaN or inf) in {samples} "
+                           f"of {len(x)} samples"])
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ConfigError([f"{path}: x is float with values in [{low:g}, {high:g}]; float "
+                           "images must be in [0, 1] (or store uint8 0-255)"])
 
 
 def _mapped(path: Path, member: str) -> np.ndarray | None:

@@ -85,3 +85,14 @@ stages:
     assert best.info["shipped"].startswith("hard-label baseline (ship: best")
     assert kd.artifacts["student_fp32"].path.name == "student.pt"
     assert kd.metrics["accuracy"] < 0.5 and "shipping the KD student anyway" in kd.warnings[0]
+
+
+def test_accuracies_at_chance_level_are_warnings():
+    from edgekd.metrics import chance_warnings
+
+    (warning,) = chance_warnings("quantize", {"accuracy": 0.11, "fp32_accuracy": 0.9,
+                                              "student_int8_onnx.accuracy": 0.9}, 10)
+    assert warning.startswith("quantize: accuracy 0.110 is at chance level (0.100 for 10 "
+                              "classes)") and "BatchNorm" in warning
+    assert chance_warnings("distill", {"accuracy": 0.6}, 2) == []
+    assert len(chance_warnings("export", {"a.accuracy": 0.5, "b.accuracy": 0.54}, 2)) == 2
