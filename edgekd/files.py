@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,14 +21,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on a clean exit it is renamed to `path`.
 
     The temporary name keeps `path`'s suffix (writers such as np.save, torch.onnx.export and
-    litert-torch look at it). On an exception the temporary file is removed and `path` is left
-    as it was. The parent folder is created if missing.
+    litert-torch look at it) and is unique to the process and call. The file is fsynced
+    before the rename. On an exception the temporary file is removed and `path` is left as it
+    was. The parent folder is created if missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield tmp
+        if tmp.is_file():  # on disk before it takes the name: a crash never leaves half a file
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         tmp.replace(path)
     finally:
         if tmp.exists():

@@ -87,6 +87,7 @@ def train_students(cfg: DistillStage, splits: Splits, teachers: list[Teacher],
 
     sources = teachers
     for i, assistant_cfg in enumerate(cfg.assistants, 1):
+        torch.manual_seed(seed + 100 + i)  # every model is built from a seeded generator
         model = build(assistant_cfg)
         history = train(f"assistant_{i}", model, sources, role="assistant")
         trained[f"assistant_{i}"] = Trained(model, assistant_cfg, history)

@@ -371,7 +371,7 @@ def _sync_epoch(bundle: nn.Module, sums: dict[str, float]) -> dict[str, float]:
 def _save_checkpoint(path: Path, bundle: _Bundle, optimizer, scheduler, history: list[dict],
                      epoch: int, best: dict | None) -> None:
     extra = bundle.extra.state_dict() if bundle.extra is not None else None
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save({"model": bundle.model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch,
-                    "extra": extra, "best": best}, tmp)
+                    "extra": extra, "best": best}, f)

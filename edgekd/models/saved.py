@@ -21,8 +21,10 @@ def save_model(model: nn.Module, meta: dict, path: Path) -> None:
     atomically."""
     blob = {"edgekd_model": FILE_VERSION, "record": model.record, "meta": meta,
             "state_dict": model.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    # Through a file object: torch.save names the archive's top folder after a path's file
+    # name, and the temporary name would make two saves of the same model differ.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(blob, f)
 
 
 def load_model(path: Path) -> nn.Module:

@@ -37,7 +37,8 @@ LOG = os.environ["EDGEKD_WRITE_LOG"]
 
 
 def _log(path):
-    name = re.sub(r"\\.\\d+\\.tmp", ".tmp", os.path.basename(str(path)))
+    name = re.sub(r"\\.\\d+-[0-9a-f]+\\.tmp", ".tmp",
+                  os.path.basename(str(getattr(path, "name", path))))
     with open(LOG, "a") as f:
         f.write(f"{os.environ.get('RANK', '-')} {name}\\n")
 
