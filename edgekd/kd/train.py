@@ -27,6 +27,7 @@ from edgekd.data import Part, Splits
 from edgekd.data.augment import BatchMix
 from edgekd.data.stream import as_input, eval_batches, train_loader
 from edgekd.files import atomic_path
+from edgekd.kd import batchnorm
 from edgekd.kd.compute import CPU, Compute
 
 
@@ -221,7 +222,13 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
         _restore(bundle, best)
     for entry in history:
         entry["kept"] = best is not None and entry["epoch"] == best["epoch"]
+    if best is not None and mode is default_mode and batchnorm.layers(model):
+        kept = next(h for h in history if h["kept"])
+        kept["bn_recalibrated"] = batchnorm.recalibrate(model, splits, settings.batch_size, seed,
+                                                        best["val_accuracy"], compute)
     return history
+
+
 
 
 def throughput(history: list[dict]) -> float | None:
