@@ -8,11 +8,12 @@ gate can be re-evaluated from a report alone. A limit written on a stage that ca
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from edgekd.schema import Strict, did_you_mean
 
@@ -31,13 +32,25 @@ def _split(text: str, example: str) -> tuple[float, str]:
     if not match:
         raise ValueError(f"cannot read {text!r}: expected a number and a unit, like "
                          f"'{example}'")
-    return float(match.group(2)), match.group(3).lower()
+    return _limit(float(match.group(2))), match.group(3).lower()
+
+
+def _limit(value: Any) -> float:
+    """`value` if it can be a limit: a finite number, not negative, not true/false (YAML's
+    booleans are ints to Python, so `max_size: true` would mean 1 byte)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {str(value).lower()}")
+    if isinstance(value, int | float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, not {value}")
+    if isinstance(value, int | float) and value < 0:
+        raise ValueError(f"a limit cannot be negative (got {value})")
+    return value
 
 
 def parse_size(value: str | int | float) -> int:
     """Bytes from "2 MB", "1.5GiB", "<1 GB" or a plain number of bytes."""
     if isinstance(value, int | float):
-        return int(value)
+        return int(_limit(value))
     number, unit = _split(value, "2 MB")
     if unit not in _SIZE_UNITS:
         raise ValueError(f"unknown size unit {unit!r} in {value!r} "
@@ -48,7 +61,7 @@ def parse_size(value: str | int | float) -> int:
 def parse_duration_ms(value: str | int | float) -> float:
     """Milliseconds from "100 ms", "0.5 s", "<250us" or a plain number of milliseconds."""
     if isinstance(value, int | float):
-        return float(value)
+        return float(_limit(value))
     number, unit = _split(value, "100 ms")
     unit = unit or "ms"
     if unit not in _TIME_UNITS:
@@ -62,6 +75,14 @@ class _Budget(Strict):
     stage: ClassVar[str]
     per_artifact: ClassVar[bool] = False
     """True: accuracy and the other limits apply to each artifact the stage evaluated."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """`true` is not a limit (pydantic would read it as 1); ranges are on each field."""
+        if isinstance(value, bool) and info.field_name != "artifacts":
+            _limit(value)
+        return value
 
     @classmethod
     def misplaced_keys(cls) -> dict[str, str]:
@@ -112,7 +133,7 @@ class _PerArtifact(_Budget):
     """Artifacts the limits apply to; default all of the stage's deployable artifacts. Each
     name must be one the export stage writes (checked when the pipeline loads)."""
 
-    @field_validator("max_size", "max_peak_memory", check_fields=False)
+    @field_validator("max_size", "max_peak_memory", mode="before", check_fields=False)
     @classmethod
     def _size(cls, value: str | int | None) -> str | int | None:
         if value is not None:

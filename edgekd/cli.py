@@ -22,7 +22,28 @@ def _fail_config(exc: ConfigError) -> None:
     sys.exit(exits.USAGE)
 
 
-@click.group()
+INTERRUPT_MESSAGES = {
+    "run": "interrupted: finished stages and the last epoch checkpoint are kept; rerun to resume",
+    "profile": "interrupted: the measurement was stopped; nothing was written",
+}
+"""What Ctrl-C leaves behind, per command (others say only "interrupted")."""
+
+
+class _Cli(click.Group):
+    """The edgekd group: Ctrl-C in any command ends with one line and exit 130. It is caught
+    here, inside click: click's standalone mode turns KeyboardInterrupt into "Aborted!" and
+    exit 1 before it could reach main()."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(err=True)  # ends the line the terminal's ^C is on
+            click.echo(INTERRUPT_MESSAGES.get(ctx.invoked_subcommand, "interrupted"), err=True)
+            sys.exit(exits.INTERRUPTED)
+
+
+@click.group(cls=_Cli)
 @click.version_option(__version__, prog_name="edgekd")
 def cli() -> None:
     """Distil a teacher into a small student, quantize it to int8, export it to ONNX and
@@ -299,9 +320,4 @@ _add_commands()
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished stages and the last epoch checkpoint are kept; "
-                   "rerun to resume", err=True)
-        sys.exit(exits.INTERRUPTED)
+    cli()

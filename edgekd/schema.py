@@ -1,7 +1,8 @@
 """The schema machinery every YAML file edgekd reads shares (pipelines, device profiles).
 
 - `Strict`: the base model; unknown keys are errors and parsed configs are frozen.
-- `read_yaml`: safe YAML loading; a syntax error names the file and the line.
+- `read_yaml`: safe YAML loading; a syntax error or a key given twice names the file and the
+  line.
 - `parse`: validation that reports every problem at once, one line each, naming the file and
   the field path as the user wrote it: `pipelines/mobile.yaml: stages[1].budget.max_acuracy_drop:
   unknown key (did you mean max_accuracy_drop?)`.
@@ -38,9 +39,10 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, parsed values are frozen."""
+    """Base of every config model: unknown keys are errors, numbers are finite (`.inf` and
+    `.nan` are refused), parsed values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
@@ -49,19 +51,57 @@ def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file safely (no tags that run code).
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping gives one key twice."""
 
-    Raises ConfigError naming the file (missing file) or the file and line (syntax error).
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last
+    silently, so a second `stages:` would drop the first one's stages."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys brought in by `<<: *base` may be overridden, as YAML intends
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = key in first
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if seen:
+                raise DuplicateKey(None, None, f"key {key!r} given twice (first on line "
+                                   f"{first[key] + 1})", key_node.start_mark)
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file safely (no tags that run code, no key given twice).
+
+    Raises ConfigError with one line naming the file (missing, a folder, unreadable, not UTF-8)
+    or the file and line (syntax error, duplicate key, nesting too deep).
     """
     try:
-        return yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a folder, not a YAML file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no tags that run code
+    except RecursionError:
+        raise ConfigError([f"{path}: YAML nested too deeply to read"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, DuplicateKey):
+            raise ConfigError([f"{path}:{where}: {problem}"]) from None
         raise ConfigError([f"{path}:{where}: YAML syntax error: {problem}"]) from None
 
 

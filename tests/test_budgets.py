@@ -90,3 +90,38 @@ def test_stage_wide_accuracy_ignores_artifacts_and_per_artifact_ignores_stage_me
 def test_each_stage_names_the_limits_it_cannot_check(budget, key, owner):
     reason = budget.misplaced_keys()[key]
     assert f"a {budget.stage} budget cannot check {key}" in reason and owner in reason
+
+
+@pytest.mark.parametrize("budget, raw, message", [
+    (DistillBudget, {"min_accuracy": True}, "min_accuracy: expected a number, not true"),
+    (DistillBudget, {"max_params": False}, "max_params: expected a number, not false"),
+    (ProfileBudget, {"min_int8_speedup": True}, "min_int8_speedup: expected a number, not true"),
+    (ExportBudget, {"max_size": True}, "max_size: expected a number, not true"),
+    (ProfileBudget, {"max_latency_ms": {"p90": True}},
+     "max_latency_ms: expected a number, not true"),
+    (ExportBudget, {"max_size": -5}, "max_size: a limit cannot be negative (got -5)"),
+    (ProfileBudget, {"max_peak_memory": -1}, "max_peak_memory: a limit cannot be negative"),
+    (ProfileBudget, {"max_latency_ms": -0.5}, "max_latency_ms: a limit cannot be negative"),
+    (ProfileBudget, {"max_latency_ms": {"p99": -2}}, "max_latency_ms: a limit cannot be "
+                                                      "negative"),
+    (QuantizeBudget, {"max_accuracy_drop": -0.1}, "max_accuracy_drop: Input should be greater"),
+    (ExportBudget, {"max_size": float("inf")}, "max_size: expected a finite number, not inf"),
+    (ExportBudget, {"max_size": "1e999 MB"}, "max_size: expected a finite number, not inf"),
+    (ProfileBudget, {"max_latency_ms": float("nan")}, "max_latency_ms: expected a finite"),
+])
+def test_boolean_negative_and_non_finite_limits_are_one_error(budget, raw, message):
+    from edgekd.schema import ConfigError, parse
+
+    with pytest.raises(ConfigError) as err:
+        parse(budget, raw, "p.yaml")
+    (line,) = err.value.lines
+    assert line.startswith(f"p.yaml: {message}")
+
+
+def test_zero_and_units_are_still_limits():
+    assert ExportBudget(max_size=0).max_size == 0
+    assert ProfileBudget(max_latency_ms={"p50": "0.5 s"}).latency_limits() == {"p50": 500.0}
+    with pytest.raises(ValueError, match="negative"):
+        parse_size(-1)
+    with pytest.raises(ValueError, match="not true"):
+        parse_duration_ms(True)

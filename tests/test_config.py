@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 
 from edgekd.config import STAGE_KINDS, ConfigError, Pipeline, load_pipeline
-from edgekd.devices.profiles import load_profile
+from edgekd.devices.profiles import devices_dir, load_profile
+from edgekd.schema import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
-DEVICES = sorted((ROOT / "devices").glob("*.yaml"))
+DEVICES = sorted(devices_dir().glob("*.yaml"))
 
 MINIMAL = """\
 name: t
@@ -146,3 +147,70 @@ def test_int8_export_needs_quantize(tmp_path):
     text = MINIMAL + "  - kind: export\n    formats: [onnx_fp32, tflite_int8]\n"
     (line,) = errors(write(tmp_path, text))
     assert "export formats tflite_int8 need a quantize stage" in line
+
+
+@pytest.mark.parametrize("text, key, line, first", [
+    (MINIMAL + "stages:\n  - kind: export\n", "stages", 7, 4),  # would drop the distill stage
+    (MINIMAL + "    epochs: 3\n", "epochs", 7, 6),
+    (MINIMAL.replace("{arch: cnn, width: 4", "{arch: cnn, arch: resnet18, width: 4"), "arch", 3,
+     3),
+], ids=["stages", "nested", "flow"])
+def test_duplicate_key_names_file_line_and_key(tmp_path, text, key, line, first):
+    path = write(tmp_path, text)
+    assert errors(path) == [f"{path}: line {line}: key {key!r} given twice (first on line "
+                            f"{first})"]
+
+
+def test_duplicate_key_in_a_device_profile(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("transport: ssh\nhost: pi\nthreads: 2\nhost: other\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(path))
+    assert err.value.lines == [f"{path}: line 4: key 'host' given twice (first on line 2)"]
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    text = MINIMAL.replace("teacher: {", "base: &b {epochs: 1, lr: 0.5}\nteacher: {") \
+        .replace("    epochs: 1\n", "    <<: *b\n    lr: 0.1\n")
+    raw = read_yaml(write(tmp_path, text))
+    assert raw["stages"][0] == {"kind": "distill", "epochs": 1, "lr": 0.1}
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("train: {epochs: 1}", "train: {epochs: 1, lr: .inf}", "teacher.train.lr"),
+    ("    epochs: 1\n", "    epochs: 1\n    temperature: .inf\n", "stages[0].temperature"),
+    ("    epochs: 1\n", "    epochs: 1\n    alpha: .nan\n", "stages[0].alpha"),
+    ("    epochs: 1\n", "    epochs: 1\n    budget: {min_accuracy: -.inf}\n",
+     "stages[0].budget.min_accuracy"),
+], ids=["lr", "temperature", "alpha", "budget"])
+def test_non_finite_numbers_are_refused(tmp_path, old, new, field):
+    path = write(tmp_path, MINIMAL.replace(old, new))
+    assert errors(path) == [f"{path}: {field}: Input should be a finite number"]
+
+
+def _hostile(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "nested":
+        path.write_text("[" * 100_000)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    return path
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("kind, message", [("nested", "YAML nested too deeply to read"),
+                                           ("folder", "is a folder, not a YAML file"),
+                                           ("latin1", "not UTF-8 text (byte 9)")])
+def test_unreadable_pipeline_is_one_line_exit_2(tmp_path, command, kind, message):
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+
+    path = _hostile(tmp_path, kind)
+    extra = ["--out", str(tmp_path / "run")] if command == "run" else []
+    result = CliRunner().invoke(cli, [command, str(path), *extra])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [f"{path}: {message}"]
+    assert not (tmp_path / "run").exists()

@@ -34,7 +34,8 @@ class Pipeline(Strict):
     teacher: TeacherConfig
     student: ModelConfig
     target: str = "local"
-    """A device profile name from devices/ or a path to a device YAML."""
+    """A device profile shipped with edgekd (`edgekd devices` lists them) or a path to a device
+    YAML."""
     on_unreachable: Literal["fail", "estimate"] = "fail"
     device: str = "auto"
     """Where training runs (teacher, distill, QAT): auto (CUDA when present, else the CPU),

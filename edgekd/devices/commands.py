@@ -58,7 +58,7 @@ def _check_inputs(model: Path, data: Path | None) -> None:
 @click.command("profile")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--device", "device_name", required=True,
-              help="Profile name from devices/ or a path to a profile YAML.")
+              help="A shipped profile (`edgekd devices`) or a path to a profile YAML.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a profile field, e.g. --set host=mypi (repeatable).")
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True)

@@ -1,16 +1,19 @@
-"""Device profiles: the YAML files in devices/, validated like pipelines.
+"""Device profiles: YAML files validated like pipelines.
 
-`--device` takes a profile name (a file in devices/) or a path to a profile YAML, and any field
-can be overridden (`--set host=mypi`).
+`--device` takes the name of a profile shipped with edgekd (package data in edgekd/profiles/)
+or a path to a profile YAML, and any field can be overridden (`--set host=mypi`). Names and
+paths that reach ssh, scp and adb as arguments are checked here: none may look like an option.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgekd.schema import ConfigError, Strict, did_you_mean, parse, read_yaml
 
@@ -24,9 +27,9 @@ class DeviceProfile(Strict):
     host: str | None = None
     """SSH host name, address, or an alias from ~/.ssh/config."""
     user: str | None = None
-    """SSH user; default the one ~/.ssh/config or the local user name gives."""
+    """SSH user; unset: the one ~/.ssh/config gives, else the local user name."""
     port: int | None = Field(None, ge=1, le=65535)
-    """SSH port; default the one ~/.ssh/config gives (22)."""
+    """SSH port; unset: the one ~/.ssh/config gives, else 22."""
     serial: str | None = None
     """ADB serial (`adb devices`), or host:port of a device reached over TCP (`adb connect`)."""
     identity_file: Path | None = None
@@ -35,9 +38,10 @@ class DeviceProfile(Strict):
     """An ssh_config file used instead of ~/.ssh/config (`ssh -F`)."""
     known_hosts: Path | None = None
     """A known_hosts file used instead of ~/.ssh/known_hosts."""
-    allow_unknown_host_key: bool = False
-    """Accept a host key not yet in known_hosts (trust on first use); a changed key is always
-    refused."""
+    allow_unknown_host_key: bool | None = None
+    """true: accept a host key not yet in known_hosts (trust on first use); false: refuse it;
+    unset: as ~/.ssh/config says (StrictHostKeyChecking), which by default refuses it. A
+    changed key is always refused."""
     connect_timeout_s: float = Field(10, gt=0)
     """How long to wait for the device to answer before calling it unreachable."""
     work_dir: str = "/tmp/edgekd"
@@ -81,6 +85,26 @@ class DeviceProfile(Strict):
     max_temperature_c: float = Field(80, gt=0)
     """Temperature above which a result is marked suspect."""
 
+    @field_validator("host", "user", "serial")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        """A name ssh or adb is given as an argument: never an option, and (unlike paths)
+        without spaces or control characters, which no host, user or serial has."""
+        if value is not None:
+            _not_an_option(value)
+            if re.search(r"[\s\x00-\x1f\x7f]", value):
+                raise ValueError(f"must not contain spaces or control characters: {value!r}")
+        return value
+
+    @field_validator("work_dir", "python", "trtexec")
+    @classmethod
+    def _device_path(cls, value: str) -> str:
+        """A path or command on the device (spaces allowed: commands are quoted)."""
+        _not_an_option(value)
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError(f"must not contain control characters: {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _address_for_transport(self) -> DeviceProfile:
         if self.transport == "ssh" and not self.host:
@@ -101,10 +125,17 @@ class DeviceProfile(Strict):
         return "local"
 
 
+def _not_an_option(value: str) -> None:
+    if value.startswith("-"):
+        raise ValueError(f"must not start with '-' (ssh, scp and adb would read it as an "
+                         f"option): {value!r}")
+
+
 def devices_dir() -> Path:
-    """Where the shipped device profiles live (override with EDGEKD_DEVICES)."""
+    """Where the device profiles shipped with edgekd live: package data, edgekd/profiles/
+    (override with EDGEKD_DEVICES). A real folder: edgekd is never installed zipped."""
     env = os.environ.get("EDGEKD_DEVICES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "devices"
+    return Path(env) if env else Path(resources.files("edgekd") / "profiles")
 
 
 def profile_names() -> list[str]:
@@ -140,7 +171,17 @@ def load_profile(name_or_path: str, overrides: dict[str, str] | None = None,
             hint = did_you_mean(key, DeviceProfile.model_fields)
             raise ConfigError([f"--set {key}: unknown device field{hint}"])
         raw[key] = None if value in ("", "null", "none") and key != "python" else value
-    return parse(DeviceProfile, raw, str(path))
+    try:
+        return parse(DeviceProfile, raw, str(path))
+    except ConfigError as exc:
+        raise ConfigError([_blame_flag(line, path, overrides or {}) for line in exc.lines]
+                          ) from None
+
+
+def _blame_flag(line: str, path: Path, overrides: dict[str, str]) -> str:
+    """`--set host: ...` for an error in a value given with --set, not `FILE: host: ...`."""
+    rest = line.removeprefix(f"{path}: ")
+    return f"--set {rest}" if rest.split(":")[0] in overrides else line
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:

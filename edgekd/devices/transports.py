@@ -1,11 +1,15 @@
 """How edgekd reaches a device: the `Transport` protocol and its Local, Ssh and Adb forms.
 
 Every transport calls the system tools (`ssh` / `scp`, `adb -s SERIAL`), so the user's own
-configuration applies: ~/.ssh/config, agent, ProxyJump, known_hosts, adb keys and server.
-Commands are given as argument lists and quoted here with `shlex`, never pasted into a shell
-string, so names and paths cannot inject commands. Failures of the link itself raise
-`DeviceError(kind="infrastructure")` with a `reason` saying which (unreachable, auth, host_key,
-offline, disconnected, timeout).
+configuration applies: ~/.ssh/config, agent, ProxyJump, known_hosts, adb keys and server. ssh
+is given only the options edgekd needs to run unattended (BatchMode, timeouts, its control
+socket) and those the profile sets: user, port, host-key policy not set there come from the
+user's ssh config. Commands are given as argument lists and quoted here with `shlex`, never
+pasted into a shell string; every ssh, scp and adb shell / push / pull call ends its options
+with `--`, and profiles refuse hosts, users, serials and device paths starting with `-`, so
+names and paths can neither inject commands nor be read as options. Failures of the link
+itself raise `DeviceError(kind="infrastructure")` with a `reason` saying which (unreachable,
+auth, host_key, offline, disconnected, timeout).
 """
 
 from __future__ import annotations
@@ -137,12 +141,15 @@ class Ssh:
         self.control_dir = Path(tempfile.mkdtemp(prefix="edgekd-ssh-"))
 
     def options(self) -> list[str]:
+        """ssh options: what edgekd needs, then only what the profile sets (an option given
+        here would override the user's ssh config)."""
         d = self.device
         opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(d.connect_timeout_s))}",
                 "-o", f"ControlPath={self.control_dir}/%C", "-o", "ServerAliveInterval=5",
-                "-o", "ServerAliveCountMax=3",
-                "-o", "StrictHostKeyChecking=" + ("accept-new" if d.allow_unknown_host_key
-                                                  else "yes")]
+                "-o", "ServerAliveCountMax=3"]
+        if d.allow_unknown_host_key is not None:
+            opts += ["-o", "StrictHostKeyChecking="
+                     + ("accept-new" if d.allow_unknown_host_key else "yes")]
         if d.ssh_config:
             opts = ["-F", str(d.ssh_config), *opts]
         if d.known_hosts:
@@ -166,12 +173,13 @@ class Ssh:
                            "infrastructure", reason)
 
     def connect(self) -> None:
-        check = _run(["ssh", *self.options(), "-O", "check", self.device.host], 10, "ssh check")
+        check = _run(["ssh", *self.options(), "-O", "check", "--", self.device.host], 10,
+                     "ssh check")
         if check.returncode == 0:
             return
         with tempfile.TemporaryFile(mode="w+") as log:
             argv = ["ssh", *self.options(), "-o", "ControlMaster=yes", "-o",
-                    "ControlPersist=120", "-f", "-N", self.device.host]
+                    "ControlPersist=120", "-f", "-N", "--", self.device.host]
             try:
                 code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=log, timeout=self.device.connect_timeout_s + 20
@@ -185,7 +193,8 @@ class Ssh:
                 raise self._fail("connect", log.read())
 
     def run(self, argv: list[str], timeout: float) -> Completed:
-        proc = _run(["ssh", *self.options(), "-o", "ControlMaster=no", self.device.host, "--",
+        # With `--` before the host, ssh reads no options after it either.
+        proc = _run(["ssh", *self.options(), "-o", "ControlMaster=no", "--", self.device.host,
                      shlex.join(argv)], timeout, f"ssh {self.device.address}: {argv[0]}",
                     stdin=subprocess.DEVNULL)
         if proc.returncode == 255:  # ssh's own failure; the remote command's status otherwise
@@ -193,7 +202,7 @@ class Ssh:
         return proc
 
     def _scp(self, src: str, dst: str, what: str) -> None:
-        proc = _run(["scp", "-q", *self.options(), "-o", "ControlMaster=no", src, dst],
+        proc = _run(["scp", "-q", *self.options(), "-o", "ControlMaster=no", "--", src, dst],
                     self.device.timeout_s, f"scp {self.device.address}")
         if proc.returncode != 0:
             if "No such file" in proc.stderr or "Permission denied" in proc.stderr and \
@@ -214,7 +223,7 @@ class Ssh:
 
     def close(self) -> None:
         if self.control_dir.exists():
-            subprocess.run(["ssh", *self.options(), "-O", "exit", self.device.host or ""],
+            subprocess.run(["ssh", *self.options(), "-O", "exit", "--", self.device.host or ""],
                            capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
             shutil.rmtree(self.control_dir, ignore_errors=True)
 
@@ -260,7 +269,10 @@ def _strip_status(text: str) -> str:
 
 
 class Adb:
-    """The system `adb -s SERIAL`; a host:port serial is connected first (`adb connect`)."""
+    """The system `adb -s SERIAL`; a host:port serial is connected first (`adb connect`).
+
+    `adb shell`, `push` and `pull` take `--` before their operands (adb reads a leading `-`
+    as an option); `adb connect` takes exactly one operand and no options."""
 
     def __init__(self, device: DeviceProfile):
         self.device = device
@@ -299,7 +311,7 @@ class Adb:
         # The command echoes its own status: without shell_v2 `adb shell` always exits 0, and
         # a connection lost mid-command can also end in status 0 with no output at all.
         command = f"{shlex.join(argv)}; echo {STATUS_MARK}$? >&2"
-        proc = self._adb(["shell", command], timeout, argv[0])
+        proc = self._adb(["shell", "--", command], timeout, argv[0])
         if proc.returncode != 0 and proc.stderr.startswith(("error:", "adb: error")):
             raise self._fail(f"running {argv[0]}", proc.stderr)
         out, err, status = _strip_status(proc.stdout), _strip_status(proc.stderr), None
@@ -312,12 +324,12 @@ class Adb:
         return Completed(proc.args, status, out, err)
 
     def push(self, local: Path, remote: str) -> None:
-        proc = self._adb(["push", str(local), remote], self.device.timeout_s, "push")
+        proc = self._adb(["push", "--", str(local), remote], self.device.timeout_s, "push")
         if proc.returncode != 0:
             raise self._fail(f"copying {local.name} to device", proc.stderr + proc.stdout)
 
     def pull(self, remote: str, local: Path) -> None:
-        proc = self._adb(["pull", remote, str(local)], self.device.timeout_s, "pull")
+        proc = self._adb(["pull", "--", remote, str(local)], self.device.timeout_s, "pull")
         if proc.returncode != 0:
             text = proc.stderr + proc.stdout
             if "No such file" in text or "does not exist" in text:

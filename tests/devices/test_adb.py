@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from devhelpers import BIN
@@ -146,3 +147,21 @@ def test_push_and_pull_round_trip(adb_device, tmp_path):
     state = subprocess.run(["adb", "-s", device.serial, "get-state"], capture_output=True,
                            text=True).stdout.strip()
     assert state == "device"
+
+
+def test_operands_named_like_options_reach_adb_as_operands(adb_device, tmp_path, monkeypatch):
+    """`adb shell --`, `adb push --`, `adb pull --`: a file or command starting with `-` is
+    an operand, not an adb option."""
+    device = adb_device()
+    transport = Adb(phone(device, tmp_path))
+    transport.connect()
+    monkeypatch.chdir(tmp_path)
+    Path("-q.bin").write_bytes(b"model bytes")
+    transport.push(Path("-q.bin"), str(tmp_path / "pushed"))
+    transport.pull(str(tmp_path / "pushed"), Path("-a"))
+    assert Path("-a").read_bytes() == b"model bytes"
+    try:  # adb hands it on; the device's `sh -c` then reads it as its own option
+        transport.run(["-x"], 10)
+    except DeviceError:
+        pass
+    assert any(c.startswith("-x;") for c in device.commands)

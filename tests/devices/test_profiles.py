@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from edgekd.cli import cli
 from edgekd.config import ConfigError
 from edgekd.devices.profiles import (
     DeviceProfile,
+    devices_dir,
     load_profile,
     parse_overrides,
     profile_names,
@@ -29,13 +35,15 @@ def test_shipped_profile_is_valid_and_can_estimate(name):
         assert device.python == "none" and device.runtime == "benchmark_model"
     if device.arch != "x86_64":
         assert device.ram_mb
+    # Left to the user's ~/.ssh/config: a value here would override theirs.
+    assert device.user is None and device.port is None and device.allow_unknown_host_key is None
 
 
 def test_overrides_change_fields_and_are_validated():
     device = load_profile("rpi4", parse_overrides(["host=mypi", "port=2222",
                                                    "python=/opt/venv/bin/python3"]))
     assert (device.host, device.port, device.python) == ("mypi", 2222, "/opt/venv/bin/python3")
-    assert device.address == "pi@mypi:2222"
+    assert device.address == "mypi:2222"
     with pytest.raises(ConfigError, match=r"--set hots: unknown device field \(did you mean "
                                           r"host\?\)"):
         load_profile("rpi4", {"hots": "x"})
@@ -68,3 +76,47 @@ def test_profile_file_errors_name_file_and_field(tmp_path):
 def test_transport_needs_its_address():
     with pytest.raises(ValueError, match="serial"):
         DeviceProfile(name="x", transport="adb")
+
+
+def test_profiles_are_package_data():
+    import edgekd
+
+    assert devices_dir() == Path(edgekd.__file__).parent / "profiles"
+    assert not (Path(edgekd.__file__).parents[1] / "devices").exists()  # one copy only
+
+
+OPTION_LIKE = [("host", "-oProxyCommand=touch /tmp/pwned"), ("user", "-oProxyCommand=x"),
+               ("serial", "-a"), ("work_dir", "-rf"), ("python", "-c"), ("trtexec", "--help")]
+BAD_NAMES = [("host", "my pi"), ("host", "pi\nProxyCommand x"), ("user", "pi\t"),
+             ("serial", "emulator 5554")]
+
+
+@pytest.mark.parametrize("field, value", OPTION_LIKE + BAD_NAMES + [("work_dir", "/tmp/a\nb")])
+def test_option_like_or_broken_names_are_refused_in_files(tmp_path, field, value):
+    transport = "adb" if field == "serial" else "ssh"
+    doc = {"transport": transport, "host": "pi", "serial": "x", field: value}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(path))
+    (line,) = err.value.lines
+    assert line.startswith(f"{path}: {field}: must not ") and repr(value) in line
+
+
+@pytest.mark.parametrize("field, value", OPTION_LIKE)
+def test_option_like_set_values_name_the_flag_exit_2(tmp_path, field, value):
+    """`--set host=-oProxyCommand=...` stops before ssh runs: exit 2, one line."""
+    device = "android" if field == "serial" else "rpi4"
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    result = CliRunner().invoke(cli, ["profile", str(model), "--device", device,
+                                      "--set", f"{field}={value}"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"--set {field}: must not start with '-' (ssh, scp and adb would read it as an option): "
+        f"{value!r}"]
+
+
+def test_spaces_in_device_paths_are_fine():
+    device = load_profile("rpi4", {"work_dir": "/tmp/my runs", "python": "/opt/my env/python3"})
+    assert (device.work_dir, device.python) == ("/tmp/my runs", "/opt/my env/python3")

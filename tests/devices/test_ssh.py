@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,7 +12,8 @@ import pytest
 from devhelpers import descendants
 
 from edgekd.devices.measure import DeviceError, profile
-from edgekd.devices.profiles import load_profile
+from edgekd.devices.profiles import DeviceProfile, load_profile, parse_overrides
+from edgekd.devices.transports import Ssh
 
 
 def assert_measured(result, runs: int) -> None:
@@ -142,3 +145,87 @@ def test_killing_sshd_mid_run_is_retried(own_sshd, models, tmp_path):
     assert killed.is_set()
     assert result.attempts == 2 and result.measured
     assert result.metrics["latency_ms_p99"] > 0
+
+
+def user_ssh_config(sshd, tmp_path, *lines: str) -> Path:
+    """A user's own ~/.ssh/config with a `Host mypi` alias for the test server (passed with
+    the profile's ssh_config, i.e. `ssh -F`: ssh finds ~ from the password database, not
+    $HOME, so a throwaway HOME would not do)."""
+    known = tmp_path / "user_known_hosts"
+    known.touch()
+    config = tmp_path / "ssh_config"
+    config.write_text("\n".join([
+        "Host mypi", "  HostName 127.0.0.1", f"  Port {sshd.port}",
+        f"  User {os.environ.get('USER', 'root')}", f"  IdentityFile {sshd.client_key}",
+        "  IdentitiesOnly yes", f"  UserKnownHostsFile {known}", *lines, ""]))
+    return config
+
+
+def mypi(config: Path, tmp_path: Path, *extra: str):
+    """The shipped rpi4 profile, as the issue ran it: --set host=mypi (and where to run)."""
+    return load_profile("rpi4", parse_overrides([
+        "host=mypi", f"ssh_config={config}", f"python={sys.executable}",
+        f"work_dir={tmp_path / 'device-work'}", "retries=0", "connect_timeout_s=5", *extra]))
+
+
+def test_user_ssh_config_is_not_overridden(sshd, models, tmp_path):
+    """User, Port, IdentityFile and StrictHostKeyChecking accept-new come from the user's
+    `Host mypi` entry: the profile sets none of them, so edgekd passes none."""
+    config = user_ssh_config(sshd, tmp_path, "  StrictHostKeyChecking accept-new")
+    device = mypi(config, tmp_path)
+    options = Ssh(device).options()
+    assert not any(o.startswith(("User=", "Port=", "StrictHostKeyChecking=")) for o in options)
+    result = profile(models["onnx_fp32"], device, runs=5)
+    assert result.measured and result.conditions["address"] == "mypi"
+    assert "ssh-ed25519" in (tmp_path / "user_known_hosts").read_text()  # accepted, as told
+
+
+def test_unknown_host_key_refused_by_ssh_default_and_by_the_profile(sshd, models, tmp_path):
+    """Unknown keys stay refused unless the user's config or the profile allows them: ssh's
+    own default (ask) refuses in batch mode, and the profile's `false` beats accept-new."""
+    with pytest.raises(DeviceError) as err:
+        profile(models["onnx_fp32"], mypi(user_ssh_config(sshd, tmp_path), tmp_path), runs=5)
+    assert err.value.reason == "host_key"
+    config = user_ssh_config(sshd, tmp_path, "  StrictHostKeyChecking accept-new")
+    with pytest.raises(DeviceError) as err:
+        profile(models["onnx_fp32"], mypi(config, tmp_path, "allow_unknown_host_key=false"),
+                runs=5)
+    assert err.value.reason == "host_key"
+    assert (tmp_path / "user_known_hosts").read_text() == ""
+
+
+def test_profile_user_and_port_are_passed_when_set(sshd, tmp_path):
+    device = load_profile(str(sshd.profile(tmp_path)))
+    options = Ssh(device).options()
+    assert f"Port={sshd.port}" in options and any(o.startswith("User=") for o in options)
+
+
+def test_option_like_host_reaches_ssh_and_scp_as_a_host(sshd, tmp_path):
+    """Past validation (model_construct skips it), `--` still keeps a host from being read as
+    an option by ssh and scp: the ProxyCommand never runs."""
+    marker = tmp_path / "pwned"
+    values = load_profile(str(sshd.profile(tmp_path))).model_dump()
+    device = DeviceProfile.model_construct(**{**values, "retries": 0,
+                                              "host": f"-oProxyCommand=touch {marker}"})
+    transport = Ssh(device)
+    calls = [transport.connect, lambda: transport.run(["true"], 10),
+             lambda: transport.push(Path(__file__), "/tmp/x"),
+             lambda: transport.pull("/tmp/x", tmp_path / "x")]
+    for call in calls:
+        with pytest.raises(DeviceError):
+            call()
+    transport.close()
+    assert not marker.exists()
+
+
+def test_local_file_named_like_an_option_is_copied(sshd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("-q.onnx").write_bytes(b"model bytes")
+    transport = Ssh(load_profile(str(sshd.profile(tmp_path))))
+    try:
+        transport.connect()
+        transport.push(Path("-q.onnx"), str(tmp_path / "pushed"))
+        transport.pull(str(tmp_path / "pushed"), Path("-r"))
+    finally:
+        transport.close()
+    assert Path("-r").read_bytes() == b"model bytes"
