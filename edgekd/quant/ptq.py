@@ -123,7 +123,9 @@ def pt2e_ptq(model, data: np.ndarray, batch: int = 8):
     from edgekd.quant.quantizer import ptq_quantizer
 
     x = torch.from_numpy(data.astype(np.float32))
-    captured = torch.export.export(copy.deepcopy(model).eval(), (x[:batch],),
+    # Captured with at least two samples: torch.export specialises a dynamic batch of 1.
+    example = x[:batch] if len(x) >= 2 else x.repeat(2, *[1] * (x.ndim - 1))
+    captured = torch.export.export(copy.deepcopy(model).eval(), (example,),
                                    dynamic_shapes=({0: batch_dim()},)).module()
     prepared = prepare_pt2e(captured, ptq_quantizer())
     with torch.no_grad():

@@ -91,3 +91,15 @@ def test_litert_input_normalisation_runs_before_the_nhwc_transpose(tmp_path):
     ops = [op["op_name"] for op in Interpreter(model_path=str(out))._get_ops_details()]
     assert ops[:3] == ["SUB", "MUL", "TRANSPOSE"], ops
     assert graph.tflite_op_counts(out)["ops_float"] == 0
+
+
+def test_pt2e_ptq_with_one_calibration_sample_keeps_the_batch_dynamic():
+    """A one-sample calibration set used to capture a batch of 1, which torch.export
+    specialises: later batches of any other size failed."""
+    from edgekd.models.builders import Classifier, cnn
+    from edgekd.quant.ptq import pt2e_ptq
+    from edgekd.quant.qat import convert
+
+    model = Classifier(cnn(10, 1, width=4, depth=1), {"mean": [0.5], "std": [0.25]}).eval()
+    prepared = pt2e_ptq(model, np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32))
+    assert convert(prepared)(torch.rand(5, 1, 8, 8)).shape == (5, 10)
