@@ -159,7 +159,8 @@ def pipeline_doc(rec: Recipe, data: dict, student: Student, seed: int, stages: l
     by_kind = {s["kind"]: {k: v for k, v in s.items() if k != "budget"} for s in mobile["stages"]}
     by_kind["distill"]["epochs"] = rec.distill_epochs
     by_kind["quantize"]["epochs"] = rec.qat_epochs
-    by_kind["export"]["formats"] = ["onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8"]
+    by_kind["export"]["formats"] = ["onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8",
+                                    "pte_fp32", "pte_int8"]
     teacher = dict(rec.teacher)
     if teacher_checkpoint is not None:
         teacher["checkpoint"] = str(teacher_checkpoint)
@@ -238,10 +239,10 @@ EAGER = Path(__file__).with_name("eager.py")
 
 
 def latency(path: Path, threads: int, runs: int, warmup: int) -> dict:
-    """One fresh-process measurement at batch 1: edgekd's device runner for .onnx / .tflite
-    (through `edgekd.devices.measure.profile` on the `local` profile), bench/eager.py for a
+    """One fresh-process measurement at batch 1: edgekd's device runner for .onnx / .tflite /
+    .pte (through `edgekd.devices.measure.profile` on the `local` profile), bench/eager.py for a
     PyTorch model file."""
-    if path.suffix in (".onnx", ".tflite"):
+    if path.suffix in (".onnx", ".tflite", ".pte"):
         from edgekd.devices.measure import profile
         from edgekd.devices.profiles import load_profile
 

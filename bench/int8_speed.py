@@ -1,17 +1,19 @@
-"""int8 vs fp32 latency on onnxruntime and LiteRT, before and after edgekd's quantizer fixes.
+"""int8 vs fp32 latency on onnxruntime, LiteRT and ExecuTorch, before and after edgekd's
+quantizer fixes.
 
     python -m bench.int8_speed [--tiny] [--models cnn_8,resnet18] [--rounds 7] [--runs 50]
 
-For each model: fp32 ONNX / TFLite, and int8 built twice from the same QAT-prepared model:
-"before" = plain XNNPACKQuantizer, PT2E QDQ ONNX as exported; "after" = edgekd's quantizer
-(`edge_quantizer`) and `optimize_qdq_onnx`. Random weights (speed does not depend on them),
-observers calibrated on a few random batches. Latency: batch 1, in-process, through edgekd's device
-runner (`edgekd.devices.runner`), input converted to the file's layout and dtype before the
-timed call (as benchmark_model does; the conversion is reported apart as `input_ms`), the
-artifacts of a model measured interleaved in rounds, median of the round medians (2 shared
-cores: noisy). `floor` is a one-op (ReLU) model at the same input shape: the per-call cost no
-kernel can remove. Prints a markdown table; writes JSON with the environment, parity and op
-counts (edgekd.quant.graph).
+For each model: fp32 ONNX / TFLite / .pte, and int8 built twice from the same QAT-prepared
+model: "before" = plain XNNPACKQuantizer, PT2E QDQ ONNX as exported; "after" = edgekd's
+quantizer (`edge_quantizer`) and `optimize_qdq_onnx`. The .pte files are ExecuTorch's XNNPACK
+lowering of the same graphs (edgekd.export.executorch). Random weights (speed does not
+depend on them), observers calibrated on a few random batches. Latency: batch 1, in-process,
+through edgekd's device runner (`edgekd.devices.runner`), input converted to the file's layout
+and dtype before the timed call (as benchmark_model does; the conversion is reported apart as
+`input_ms`), the artifacts of a model measured interleaved in rounds, median of the round
+medians (2 shared cores: noisy). `floor` is a one-op (ReLU) model at the same input shape: the
+per-call cost no kernel can remove. Prints a markdown table; writes JSON with the environment,
+parity and op counts (edgekd.quant.graph, edgekd.export.executorch).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RUNTIMES = (("onnxruntime", "onnx"), ("litert", "tflite"))
+RUNTIMES = (("onnxruntime", "onnx"), ("litert", "tflite"), ("executorch", "pte"))
 MODELS = {  # name -> (builder, input shape)
     "cnn_8": ("cnn", (1, 8, 8)),
     "cnn_28": ("cnn", (1, 28, 28)),
@@ -99,6 +101,7 @@ def build_artifacts(name: str, work: Path) -> tuple[dict[str, Path], dict]:
     """fp32 / int8-before / int8-after files for one model, and int8 parity checks."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    from edgekd.export.executorch import write_pte
     from edgekd.quant.onnx_qdq import optimize_qdq_onnx
     from edgekd.quant.qat import biases_on_int32_grid
 
@@ -107,9 +110,11 @@ def build_artifacts(name: str, work: Path) -> tuple[dict[str, Path], dict]:
     gen = torch.Generator().manual_seed(1)
     calib = torch.rand(32, *shape, generator=gen)
     x = calib[:1]
-    files = {"fp32.onnx": work / f"{name}.fp32.onnx", "fp32.tflite": work / f"{name}.fp32.tflite"}
+    files = {"fp32.onnx": work / f"{name}.fp32.onnx", "fp32.tflite": work / f"{name}.fp32.tflite",
+             "fp32.pte": work / f"{name}.fp32.pte"}
     export_onnx(model, x, files["fp32.onnx"])
     export_tflite(model, x, files["fp32.tflite"], quantized=False)
+    write_pte(model, shape, files["fp32.pte"])
     parity = {}
     for variant, fixes in (("before", False), ("after", True)):
         prepared = quantize(model, shape, fixes, calib)
@@ -122,22 +127,27 @@ def build_artifacts(name: str, work: Path) -> tuple[dict[str, Path], dict]:
             optimize_qdq_onnx(onnx_path)
         unfolded = convert_pt2e(copy.deepcopy(prepared), fold_quantize=False)
         export_tflite(unfolded, x, tflite_path, quantized=True)
+        pte_path = write_pte(folded, shape, work / f"{name}.int8-{variant}.pte")
         files[f"int8-{variant}.onnx"], files[f"int8-{variant}.tflite"] = onnx_path, tflite_path
+        files[f"int8-{variant}.pte"] = pte_path
         test = torch.rand(16, *shape, generator=gen)
         with torch.no_grad():
             reference = folded(test).numpy()
-        parity[variant] = {"onnx": compare(onnx_path, test.numpy(), reference),
-                           "tflite": compare(tflite_path, test.numpy(), reference)}
+        parity[variant] = {ext: compare(path, test.numpy(), reference) for ext, path in
+                           (("onnx", onnx_path), ("tflite", tflite_path), ("pte", pte_path))}
     return files, parity
 
 
 def session(path: Path, threads: int):
-    """edgekd's device runner model for a file (onnxruntime or LiteRT by suffix): `prepare`
-    converts a float NCHW batch to what the file takes (NHWC, int8), `run` is the timed call."""
-    from edgekd.devices.runner import OnnxModel, TfliteModel
+    """edgekd's device runner model for a file (onnxruntime, LiteRT or ExecuTorch by suffix):
+    `prepare` converts a float NCHW batch to what the file takes (NHWC, int8), `run` is the
+    timed call."""
+    from edgekd.devices.runner import OnnxModel, PteModel, TfliteModel
 
     if path.suffix == ".onnx":
         return OnnxModel(str(path), threads)
+    if path.suffix == ".pte":
+        return PteModel(str(path), threads)
     return TfliteModel(str(path), "ai_edge_litert", threads)
 
 
@@ -147,6 +157,10 @@ def outputs(path: Path, x: np.ndarray) -> np.ndarray:
 
     if path.suffix == ".onnx":
         return runtimes.onnx_logits(path, x, batch_size=1)
+    if path.suffix == ".pte":
+        from edgekd.export.executorch import pte_logits
+
+        return pte_logits(path, x)
     return runtimes.tflite_logits(path, x)
 
 
@@ -167,11 +181,15 @@ def compare(path: Path, x: np.ndarray, reference: np.ndarray) -> dict:
 def floor_files(shape, work: Path) -> dict[str, Path]:
     """A one-op model (ReLU) per runtime at this input shape: the fixed cost of a call, which
     no int8 kernel can remove."""
+    from edgekd.export.executorch import write_pte
+
     relu = torch.nn.ReLU().eval()
     x = torch.rand(1, *shape)
-    files = {"floor.onnx": work / "floor.onnx", "floor.tflite": work / "floor.tflite"}
+    files = {"floor.onnx": work / "floor.onnx", "floor.tflite": work / "floor.tflite",
+             "floor.pte": work / "floor.pte"}
     export_onnx(relu, x, files["floor.onnx"])
     export_tflite(relu, x, files["floor.tflite"], quantized=False)
+    write_pte(relu, shape, files["floor.pte"])
     return files
 
 
@@ -256,10 +274,9 @@ def profile_rows(models: dict) -> list[list]:
 
 
 def op_counts(files: dict[str, Path]) -> dict:
-    from edgekd.quant import graph
+    from edgekd.export.formats import runtime_for
 
-    return {key: (graph.onnx_op_counts(path) if path.suffix == ".onnx"
-                  else graph.tflite_op_counts(path)) for key, path in files.items()
+    return {key: runtime_for(path).op_counts(path) for key, path in files.items()
             if key.startswith("int8")}
 
 
@@ -277,7 +294,8 @@ def speed_rows(models: dict) -> list[list]:
 
 
 def ops_rows(models: dict) -> list[list]:
-    """int8 ops / float ops / layout ops / Q+DQ nodes (and LiteRT delegate partitions)."""
+    """int8 ops / float ops / layout ops / Q+DQ nodes (and LiteRT's and ExecuTorch's
+    XNNPACK delegate partitions)."""
     rows = []
     for name, r in models.items():
         for runtime, ext in RUNTIMES:
@@ -359,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
                      ["model", "runtime", "threads", "floor", "fp32", "int8 before", "x",
                       "int8 after", "x"], speed_rows(models))
     report.add_table("How much of each int8 graph is integer: int8 / float / layout ops / Q+DQ "
-                     "nodes, and LiteRT's XNNPACK partitions",
+                     "nodes, and the XNNPACK partitions of LiteRT and ExecuTorch",
                      ["model", "runtime", "before", "partitions", "after", "partitions"],
                      ops_rows(models))
     report.add_table("onnxruntime's profiler, 1 thread: us per run by kind of op (the profiler "

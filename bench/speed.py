@@ -3,11 +3,13 @@
     python -m bench.speed [--tiny] [--datasets digits,mnist]
 
 For each dataset's exported student (edgekd pipeline, seed 0): ONNX fp32 / int8 (QAT) on
-onnxruntime, TFLite fp32 / int8 (QAT) on LiteRT, and the PyTorch eager fp32 student and teacher
-a user starts from. Each is measured in a fresh process (edgekd's device runner on the `local`
-profile; bench/eager.py for PyTorch) with 1 and 2 threads, `--rounds` times interleaved;
-p50 / p90 are medians over the rounds. Any int8 file slower than its fp32 sibling on the same
-runtime and thread count is flagged.
+onnxruntime, TFLite fp32 / int8 (QAT) on LiteRT, .pte fp32 / int8 (QAT) on ExecuTorch (XNNPACK
+delegate), and the PyTorch eager fp32 student and teacher a user starts from. Each is
+measured in a fresh process (edgekd's device runner on the `local` profile; bench/eager.py for
+PyTorch) with 1 and 2 threads, `--rounds` times interleaved; p50 / p90 are medians over the
+rounds. Any int8 file slower than its fp32 sibling on the same
+runtime and thread count is flagged, and ExecuTorch is set against onnxruntime and LiteRT on
+the same student, precision and thread count.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ FILES = {  # name -> (artifact, runtime, precision)
     "onnx_int8": ("student_int8_onnx", "onnxruntime", "int8"),
     "tflite_fp32": ("student_fp32_tflite", "litert", "fp32"),
     "tflite_int8": ("student_int8_tflite", "litert", "int8"),
+    "pte_fp32": ("student_fp32_pte", "executorch", "fp32"),
+    "pte_int8": ("student_int8_pte", "executorch", "int8"),
     "torch_fp32": ("student_fp32", "torch eager", "fp32"),
     "teacher_torch_fp32": ("teacher", "torch eager", "fp32"),
 }
-PAIRS = (("onnxruntime", "onnx_fp32", "onnx_int8"), ("litert", "tflite_fp32", "tflite_int8"))
+PAIRS = (("onnxruntime", "onnx_fp32", "onnx_int8"), ("litert", "tflite_fp32", "tflite_int8"),
+         ("executorch", "pte_fp32", "pte_int8"))
 
 
 def measure(built, setting: dict) -> dict:
@@ -64,6 +69,23 @@ def comparisons(res: dict) -> list[dict]:
     return rows
 
 
+def executorch_rows(res: dict) -> list[dict]:
+    """ExecuTorch's p50 against onnxruntime's and LiteRT's on the same student, per precision
+    and thread count (ratio = other runtime's ms / ExecuTorch's ms: above 1, ExecuTorch is
+    faster)."""
+    files, rows = res["files"], []
+    for precision in ("fp32", "int8"):
+        for threads in THREADS:
+            key = f"threads_{threads}"
+            ms = {name: files[f"{name}_{precision}"][key]["p50_ms"]
+                  for name in ("onnx", "tflite", "pte")}
+            rows.append({"precision": precision, "threads": threads, "onnx_p50_ms": ms["onnx"],
+                         "tflite_p50_ms": ms["tflite"], "pte_p50_ms": ms["pte"],
+                         "pte_vs_onnx": ms["onnx"] / ms["pte"],
+                         "pte_vs_tflite": ms["tflite"] / ms["pte"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__, argv)
     report = Report("speed", args)
@@ -74,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         built = build_main(dataset, data, args.work, args.tiny)
         res = measure(built, setting)
         res["comparisons"] = comparisons(res)
+        res["executorch"] = executorch_rows(res)
         results[dataset] = res
         for row in res["comparisons"]:
             if row["int8_slower"]:
@@ -95,6 +118,14 @@ def main(argv: list[str] | None = None) -> dict:
             [[r["runtime"], r["threads"], r["fp32_p50_ms"], r["int8_p50_ms"],
               f"{r['int8_speedup']:.2f}x", f"{r['int8_vs_eager']:.1f}x",
               "int8 SLOWER" if r["int8_slower"] else ""] for r in res["comparisons"]])
+        report.add_table(
+            f"ExecuTorch vs onnxruntime and LiteRT, {dataset} (p50 ms, same student; x = "
+            "other runtime's ms / ExecuTorch's ms)",
+            ["precision", "threads", "onnxruntime", "LiteRT", "ExecuTorch", "x vs onnxruntime",
+             "x vs LiteRT"],
+            [[r["precision"], r["threads"], r["onnx_p50_ms"], r["tflite_p50_ms"],
+              r["pte_p50_ms"], f"{r['pte_vs_onnx']:.2f}x", f"{r['pte_vs_tflite']:.2f}x"]
+             for r in res["executorch"]])
     report.doc["results"] = results
     report.write()
     return report.doc

@@ -150,6 +150,11 @@ class ExportBudget(_PerArtifact):
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     """Share of test samples where the file and its PyTorch source agree on the top class
     (also gates the emulated arm64 run when `validate_arch` is set)."""
+    min_delegated_ops: float | None = Field(None, ge=0, le=1)
+    """Share of each file's ops its XNNPACK delegate runs, e.g. 1.0 for all of them (ops left
+    out run on slower reference / portable kernels, and each split of the delegate costs a
+    hand-over). Checked for the files of runtimes with a delegate: ExecuTorch (.pte) and
+    LiteRT (.tflite); ONNX Runtime files have none."""
 
 
 class ProfileBudget(_PerArtifact):
@@ -264,6 +269,14 @@ def check(budget: Budget | None, metrics: dict[str, float], artifacts: list[str]
     return out
 
 
+def _delegates(artifact: str) -> bool:
+    """The artifact's runtime runs a delegate whose coverage is measured (format table)."""
+    from edgekd.export.formats import RUNTIMES, by_artifact
+
+    fmt = by_artifact(artifact)
+    return fmt is not None and RUNTIMES[fmt.runtime].delegates
+
+
 def _artifact_checks(budget: Budget, name: str, metrics: dict[str, float], where: str,
                      estimated: bool) -> list[Check]:
     def get(metric: str) -> float | None:
@@ -282,6 +295,9 @@ def _artifact_checks(budget: Budget, name: str, metrics: dict[str, float], where
             out.append(_compare(f"{name}.min_{arch}_top1_agreement",
                                 get(f"{arch}_top1_agreement"), budget.min_top1_agreement, True,
                                 f"{arch} (emulated)", False))
+    if limit("min_delegated_ops") is not None and _delegates(name):
+        out.append(_compare(f"{name}.min_delegated_ops", get("delegated_ops"),
+                            budget.min_delegated_ops, True, where, False))
     if budget.min_accuracy is not None:
         out.append(_compare(f"{name}.min_accuracy", get("accuracy"), budget.min_accuracy,
                             True, where, estimated))

@@ -192,14 +192,19 @@ def report_command(run_dir: Path) -> None:
     click.echo(f"wrote {run_dir / 'report.html'} (verdict {doc['verdict']})")
 
 
-def _formats_option(_ctx, _param, value: str) -> list[str]:
+def _formats_option(_ctx, _param, value: str | None) -> list[str]:
+    from edgekd.export.formats import missing_runtime
     from edgekd.schema import did_you_mean
 
+    if value is None:  # every format whose runtime is installed (.pte needs an extra)
+        return [name for name in FORMAT_NAMES if missing_runtime(name) is None]
     names = [name.strip() for name in value.split(",") if name.strip()]
     for name in names:
         if name not in FORMAT_NAMES:
             raise click.BadParameter(f"unknown format {name!r}{did_you_mean(name, FORMAT_NAMES)}"
                                      f"; give {', '.join(FORMAT_NAMES)}")
+        if missing_runtime(name):
+            raise click.BadParameter(missing_runtime(name))
     return names
 
 
@@ -238,9 +243,8 @@ def _model_fields(spec: str, kwargs: dict, weights: Path | None) -> dict:
 
 @cli.command("check-model")
 @click.argument("spec")
-@click.option("--formats", default=",".join(FORMAT_NAMES),
-              show_default=True, callback=_formats_option,
-              help="Comma-separated export formats to convert to.")
+@click.option("--formats", default=None, show_default="every format whose runtime is installed",
+              callback=_formats_option, help="Comma-separated export formats to convert to.")
 @click.option("--quantize", type=click.Choice(["qat", "ptq", "none"]), default="qat",
               show_default=True, help="The pipeline's quantize method (none: no int8).")
 @click.option("--input-shape", default="3x64x64", show_default=True, callback=_shape_option,

@@ -16,7 +16,7 @@ from edgekd import __version__
 from edgekd.files import write_json, write_text
 
 PACKAGES = ("torch", "torchvision", "torchao", "onnx", "onnxruntime", "onnxscript",
-            "litert-torch", "ai-edge-litert", "numpy", "pydantic")
+            "litert-torch", "ai-edge-litert", "executorch", "numpy", "pydantic")
 
 
 def environment() -> dict:

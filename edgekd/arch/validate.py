@@ -18,9 +18,17 @@ from pathlib import Path
 
 from edgekd.arch import sysroot
 from edgekd.arch.compare import agreement, verdict
-from edgekd.export.formats import SUFFIXES
+from edgekd.export.formats import SUFFIXES, suffix_list
 
 RUNNER = Path(__file__).resolve().parents[1] / "devices" / "runner.py"
+NOT_EMULATED = {
+    ".pte": "arm64 validation does not cover .pte files: executorch 1.5.1 has an aarch64 wheel "
+            "for Python 3.11, but its Python runtime loads torch, and PyPI's aarch64 torch "
+            "2.14.1 is a CUDA build that does not import without gigabytes of CUDA wheels; "
+            "run the .pte on an arm64 device instead (edgekd profile)",
+}
+"""Model suffixes the emulated root cannot run, and why (checked: `import torch` under qemu
+fails with `libcublasLt.so.*[0-9] not found`)."""
 RANDOM_SAMPLES = 100
 RANDOM_SEED = 0
 TIMEOUT_S = 900.0
@@ -35,8 +43,9 @@ def validate(model: Path, arch: str = "arm64", data: Path | None = None, *,
              cpu: str = sysroot.DEFAULT_CPU, min_agreement: float = 0.99,
              max_abs_diff: float | None = None,
              log: Callable[[str], None] = lambda _: None) -> dict:
-    """Run `model` (.tflite or .onnx) on `data` (.npz with x float32 NCHW in [0, 1] and y; a
-    fixed random set when None) natively and on `arch` under qemu, and compare the logits.
+    """Run `model` (.tflite or .onnx; not .pte, see NOT_EMULATED) on `data` (.npz with x
+    float32 NCHW in [0, 1] and y; a fixed random set when None) natively and on `arch` under
+    qemu, and compare the logits.
 
     Returns a JSON-ready dict; `passed` is the verdict (top-1 agreement >= `min_agreement`
     and, when given, max abs logit diff <= `max_abs_diff`). Raises UsageError for a bad
@@ -85,8 +94,11 @@ def _check_request(model: Path, arch: str, data: Path | None, cpu: str,
         raise UsageError(f"--min-agreement {min_agreement}: must be between 0 and 1")
     if not model.is_file():
         raise UsageError(f"{model}: no such model file")
+    if model.suffix in NOT_EMULATED:
+        raise UsageError(f"{model}: {NOT_EMULATED[model.suffix]}")
     if model.suffix not in SUFFIXES:
-        raise UsageError(f"{model}: expected a {' or '.join(SUFFIXES)} model")
+        emulated = tuple(s for s in SUFFIXES if s not in NOT_EMULATED)
+        raise UsageError(f"{model}: expected a {suffix_list(emulated)} model")
     if data is not None and not data.is_file():
         raise UsageError(f"--data {data}: no such file")
     if data is not None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgekd.budgets import ExportBudget, ProfileBudget, QuantizeBudget
 from edgekd.config.data import Augment
 from edgekd.config.models import OptimizerConfig
-from edgekd.export.formats import FORMAT_NAMES
+from edgekd.export.formats import FORMAT_NAMES, missing_runtime
 from edgekd.schema import Strict
 
 ExportFormat = Literal[FORMAT_NAMES]  # the export-format table's names
@@ -88,6 +88,16 @@ class ExportStage(Strict):
     validate_cpu: Literal["cortex-a72", "cortex-a76", "cortex-a53", "neoverse-n1"] = "cortex-a72"
     """The emulated CPU (cortex-a72: Raspberry Pi 4, cortex-a76: Pi 5); validate_arch only."""
     budget: ExportBudget | None = None
+
+    @field_validator("formats")
+    @classmethod
+    def _runtimes_installed(cls, formats: list[str]) -> list[str]:
+        """A format whose runtime is an optional extra that is not installed (.pte without
+        executorch) is refused at load time, naming the pip command."""
+        missing = [m for m in map(missing_runtime, formats) if m]
+        if missing:
+            raise ValueError(missing[0])
+        return formats
 
     @model_validator(mode="after")
     def _cpu_needs_arch(self) -> ExportStage:

@@ -78,6 +78,12 @@ def _on_device(transport: Transport, work: str, device: DeviceProfile,
         found.append(Finding("benchmark_model", "ok" if ok else "FAIL",
                              f"{binary}" if ok else "no benchmark_model binary on this "
                              "workstation: set benchmark_binary or pass --benchmark-binary"))
+    if device.runtime == "executor_runner" or device.executor_runner is not None:
+        ok = device.executor_runner is not None and device.executor_runner.is_file()
+        found.append(Finding("executor_runner", "ok" if ok else "FAIL",
+                             f"{device.executor_runner}" if ok else "no executor_runner binary "
+                             "on this workstation: set executor_runner (or --set "
+                             "executor_runner=PATH)"))
     if device.runtime == "trtexec":
         for tool, needed in ((device.trtexec, True), ("tegrastats", False), ("nvpmodel", False)):
             found.append(_tool(transport, tool, needed, timeout))
@@ -103,8 +109,8 @@ def _python(transport: Transport, work: str, device: DeviceProfile,
     runtimes = doc.get("runtimes", [])
     found.append(Finding("runtimes", "ok" if runtimes else "FAIL",
                          ", ".join(runtimes) if runtimes else "none of ai_edge_litert, "
-                         "tflite_runtime, tensorflow, onnxruntime is installed"))
-    if device.runtime not in ("auto", "benchmark_model", "trtexec") and \
+                         "tflite_runtime, tensorflow, onnxruntime, executorch is installed"))
+    if device.runtime not in ("auto", "benchmark_model", "trtexec", "executor_runner") and \
             device.runtime not in runtimes:
         found.append(Finding("preferred runtime", "FAIL",
                              f"{device.runtime} is not installed ({json.dumps(runtimes)})"))

@@ -34,10 +34,10 @@ def _usage(message: str) -> None:
 
 
 def _check_inputs(model: Path, data: Path | None) -> None:
-    from edgekd.export.formats import SUFFIXES
+    from edgekd.export.formats import SUFFIXES, suffix_list
 
     if model.suffix not in SUFFIXES:
-        _usage(f"{model}: expected a {' or '.join(SUFFIXES)} file")
+        _usage(f"{model}: expected a {suffix_list()} file")
     if not model.is_file():
         _usage(f"{model}: no such file")
     if data is None:
@@ -71,14 +71,15 @@ def _check_inputs(model: Path, data: Path | None) -> None:
 @click.option("--benchmark-binary", type=click.Path(path_type=Path),
               help="TFLite benchmark_model to push (devices using benchmark_model).")
 @click.option("--op-profile", type=click.Path(path_type=Path),
-              help="Save benchmark_model's per-op profile CSV here.")
+              help="Save a per-op profile CSV here (benchmark_model's; for .pte files, "
+                   "ExecuTorch's ETDump, when the runtime has event tracing).")
 @click.option("--on-unreachable", type=click.Choice(["fail", "estimate"]), default="fail",
               show_default=True, help="estimate: fall back to a spec-sheet estimate.")
 def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], runs: int,
                     warmup: int, threads: int | None, data: Path | None,
                     json_path: Path | None, benchmark_binary: Path | None,
                     op_profile: Path | None, on_unreachable: str) -> None:
-    """Profile a .tflite or .onnx MODEL on a device and print its metrics."""
+    """Profile a .tflite, .onnx or .pte MODEL on a device and print its metrics."""
     device = _load(device_name, overrides)
     _check_inputs(model, data)
     if benchmark_binary is not None and not benchmark_binary.is_file():
@@ -124,6 +125,8 @@ def format_result(model: Path, device, result) -> str:
         lines.append("throttled  " + " -> ".join(str(t) for t in throttle))
     if c.get("unreachable"):
         lines.append(f"why        {c['unreachable']}")
+    if c.get("op_profile"):
+        lines.append(f"op profile {c['op_profile']}")
     lines.append("")
     width = max((len(k) for k in result.metrics), default=6)
     lines += [f"{name:<{width}}  {value:>12.5g}" for name, value in result.metrics.items()]

@@ -19,19 +19,23 @@ from edgekd.devices.errors import DeviceError
 from edgekd.devices.profiles import DeviceProfile
 from edgekd.devices.result import ProfileResult, Request, pick_metrics, suspect_reasons
 from edgekd.devices.transports import Transport, open_transport
-from edgekd.export.formats import SUFFIXES
+from edgekd.export.formats import SUFFIXES, suffix_list
 
 __all__ = ["DeviceError", "ProfileResult", "profile", "measure_once"]
 
 RUNNER = Path(__file__).with_name("runner.py")
+TOOLS = ("benchmark_model", "trtexec", "executor_runner")
+"""Runtimes that are vendor binaries, not Python packages the runner imports."""
 
 
 def profile(model: Path, device: DeviceProfile, *, runs: int = 100, warmup: int = 10,
             threads: int | None = None, data: Path | None = None,
             on_unreachable: Literal["fail", "estimate"] = "fail",
             estimate_inputs: dict | None = None, benchmark_binary: Path | None = None,
+            executor_runner: Path | None = None,
             op_profile: Path | None = None) -> ProfileResult:
-    """Measure `model` (.tflite or .onnx) on `device` in a fresh process and return its metrics.
+    """Measure `model` (.tflite, .onnx or .pte) on `device` in a fresh process and return its
+    metrics.
 
     runs / warmup: timed and untimed inferences; threads: default the profile's; data: an .npz
     with `x` and `y` for on-device accuracy.
@@ -40,7 +44,9 @@ def profile(model: Path, device: DeviceProfile, *, runs: int = 100, warmup: int 
     ({"macs", "params", "activation_bytes", optional "precision": "int8" | "fp32"}; counted
     from the file itself for .onnx when not given) and the device's spec figures.
     benchmark_binary: the TFLite benchmark_model to push (default the profile's).
-    op_profile: where to save benchmark_model's per-op CSV (benchmark_model runs only).
+    executor_runner: ExecuTorch's executor_runner to push (default the profile's).
+    op_profile: where to save a per-op CSV: benchmark_model's, or for a .pte file the ETDump
+    ExecuTorch's Inspector reads (`conditions["op_profile"]` says when the runtime cannot).
 
     Raises DeviceError: kind "infrastructure" (reason unreachable, auth, host_key, offline,
     disconnected, timeout, setup) after `device.retries` retries, or kind "model" at once.
@@ -48,12 +54,13 @@ def profile(model: Path, device: DeviceProfile, *, runs: int = 100, warmup: int 
     """
     model = Path(model)
     if model.suffix not in SUFFIXES:
-        raise DeviceError(f"{model}: expected a {' or '.join(SUFFIXES)} file", "model")
+        raise DeviceError(f"{model}: expected a {suffix_list()} file", "model")
     if not model.is_file():
         raise DeviceError(f"{model}: no such file", "model")
     request = Request(model=model, runs=runs, warmup=warmup, threads=threads or device.threads,
                       data=Path(data) if data else None,
                       benchmark_binary=benchmark_binary or device.benchmark_binary,
+                      executor_runner=executor_runner or device.executor_runner,
                       op_profile=op_profile)
     try:
         return with_retries(lambda: measure_once(request, device), device)
@@ -117,8 +124,12 @@ def _method(request: Request, device: DeviceProfile):
         from edgekd.devices.trtexec import run_trtexec
 
         return run_trtexec
+    if suffix == ".pte" and (device.runtime == "executor_runner" or device.python == "none"):
+        from edgekd.devices.executor_runner import run_executor_runner
+
+        return run_executor_runner
     if device.python == "none":
-        tools = {"benchmark_model": ".tflite", "trtexec": ".onnx"}
+        tools = {"benchmark_model": ".tflite", "trtexec": ".onnx", "executor_runner": ".pte"}
         can = tools.get(device.runtime)
         raise DeviceError(f"device {device.name} has no Python (python: none) and its runtime "
                           f"{device.runtime} " + (f"runs {can} files only" if can else
@@ -132,13 +143,16 @@ def run_runner(transport: Transport, work: str, request: Request,
     model = f"{work}/model{request.model.suffix}"
     transport.push(RUNNER, f"{work}/runner.py")
     transport.push(request.model, model)
-    runtime = device.runtime if device.runtime not in ("benchmark_model", "trtexec") else "auto"
+    runtime = device.runtime if device.runtime not in TOOLS else "auto"
     argv = [python_for(device), f"{work}/runner.py", model, "--runs", str(request.runs),
             "--warmup", str(request.warmup), "--threads", str(request.threads),
             "--runtime", runtime]
     if request.data is not None:
         transport.push(request.data, f"{work}/data.npz")
         argv += ["--data", f"{work}/data.npz"]
+    etdump = request.op_profile is not None and request.model.suffix == ".pte"
+    if etdump:
+        argv += ["--etdump", f"{work}/model.etdump"]
     if device.cpu_mask:
         argv = ["taskset", device.cpu_mask, *argv]
     proc = transport.run(argv, device.timeout_s)
@@ -149,8 +163,21 @@ def run_runner(transport: Transport, work: str, request: Request,
         kind = "model" if doc.get("kind") == "model" else "infrastructure"
         raise DeviceError(f"device {device.name}: {doc.get('error')}", kind,
                           "model" if kind == "model" else "setup")
+    conditions = runner_conditions(doc)
+    if etdump:
+        conditions["op_profile"] = _op_profile(transport, f"{work}/model.etdump", doc,
+                                               request.op_profile)
     return ProfileResult(metrics=pick_metrics(doc), device=device.name, runtime=doc["runtime"],
-                         conditions=runner_conditions(doc))
+                         conditions=conditions)
+
+
+def _op_profile(transport: Transport, etdump: str, doc: dict, out: Path) -> str:
+    """The runner's ETDump as a per-op CSV at `out`, or why there is none, in words."""
+    if doc.get("etdump_error"):
+        return f"unavailable: {doc['etdump_error']}"
+    from edgekd.devices.executor_runner import pull_op_profile
+
+    return pull_op_profile(transport, etdump, out)
 
 
 def python_for(device: DeviceProfile) -> str:

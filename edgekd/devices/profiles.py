@@ -50,11 +50,16 @@ class DeviceProfile(Strict):
     """Python on the device; `none` for devices without one (Android: benchmark_model). The
     local transport runs `python3` as the Python running edgekd."""
     runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime",
-                     "benchmark_model", "trtexec"] = "auto"
-    """Preferred runtime. benchmark_model is used for .tflite files and trtexec for .onnx
-    files; other files fall back to the Python runner with `auto`."""
+                     "executorch", "benchmark_model", "trtexec", "executor_runner"] = "auto"
+    """Preferred runtime. benchmark_model is used for .tflite files, trtexec for .onnx files
+    and executor_runner for .pte files; other files fall back to the Python runner with
+    `auto`. On a device without Python, .pte files always go to executor_runner."""
     benchmark_binary: Path | None = None
     """benchmark_model on the workstation, pushed to the device when the runtime needs it."""
+    executor_runner: Path | None = None
+    """ExecuTorch's executor_runner (built with XNNPACK for the device) on the workstation,
+    pushed to the device for .pte files when the runtime is executor_runner or the device has
+    no Python."""
     trtexec: str = "trtexec"
     """trtexec on the device (JetPack puts it in /usr/src/tensorrt/bin)."""
     threads: int = Field(1, ge=1)

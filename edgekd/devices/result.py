@@ -25,8 +25,11 @@ class Request:
     data: Path | None = None
     """.npz with `x` and `y`; accuracy is measured on the device when given."""
     benchmark_binary: Path | None = None
+    executor_runner: Path | None = None
+    """ExecuTorch's executor_runner to push (.pte files on devices that use it)."""
     op_profile: Path | None = None
-    """Where to save benchmark_model's per-op profile CSV (benchmark_model only)."""
+    """Where to save the per-op profile CSV (benchmark_model's; for .pte files, ExecuTorch's
+    ETDump read by its Inspector)."""
 
 
 @dataclass

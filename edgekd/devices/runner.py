@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""edgekd device runner: measure one .tflite or .onnx model in this (fresh) process.
+"""edgekd device runner: measure one .tflite, .onnx or .pte model in this (fresh) process.
 
 This file is copied to the device as it is and run there with the device's Python; it needs
 only the standard library, numpy, and one of ai_edge_litert, tflite_runtime,
-tensorflow.lite (for .tflite) or onnxruntime (for .onnx). It prints exactly one JSON document
-on stdout: {"ok": true, ...metrics} or {"ok": false, "error": ..., "kind": "model"}.
+tensorflow.lite (for .tflite), onnxruntime (for .onnx) or executorch (for .pte; ExecuTorch's
+Python runtime loads torch). It prints exactly one JSON document on stdout: {"ok": true,
+...metrics} or {"ok": false, "error": ..., "kind": "model"}.
 
     python3 runner.py MODEL [--runs N] [--warmup W] [--threads K] [--data test.npz]
-                            [--runtime NAME] [--outputs logits.npy]
+                            [--runtime NAME] [--outputs logits.npy] [--etdump run.etdp]
 
 --data takes an .npz with `x` (float32, N x C x H x W in [0, 1], as edgekd exports them) and
 `y`; accuracy is then measured one sample at a time, as a deployed model sees them.
+--etdump (.pte only): after the timed runs, run the model again with ExecuTorch's event tracer
+and write its ETDump there (per-op timings), when the runtime was built with event tracing.
 """
 
 from __future__ import annotations
@@ -32,9 +35,13 @@ except ImportError:  # reported as a setup problem by main(), not as a traceback
 
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 ONNX_RUNTIMES = ("onnxruntime",)
+PTE_RUNTIMES = ("executorch",)
 # Which Python runtimes run a file, by suffix: this standalone file's copy of
 # edgekd.export.formats.RUNTIMES (a test checks the two agree). Any other suffix is refused.
-SUFFIX_RUNTIMES = {".onnx": ONNX_RUNTIMES, ".tflite": TFLITE_RUNTIMES}
+SUFFIX_RUNTIMES = {".onnx": ONNX_RUNTIMES, ".tflite": TFLITE_RUNTIMES, ".pte": PTE_RUNTIMES}
+# The module each runtime is imported as (before the memory baseline is taken).
+RUNTIME_MODULES = {"executorch": "executorch.runtime"}
+ETDUMP_RUNS = 20
 
 
 def memory_mb() -> dict[str, float]:
@@ -99,8 +106,14 @@ def available_runtimes() -> list[str]:
     """Names of the inference runtimes importable here."""
     import importlib.util
 
-    found = [n for n in TFLITE_RUNTIMES + ONNX_RUNTIMES if importlib.util.find_spec(n)]
-    return found
+    def present(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ImportError:  # a dotted name whose package is missing
+            return False
+
+    return [n for n in TFLITE_RUNTIMES + ONNX_RUNTIMES + PTE_RUNTIMES
+            if present(RUNTIME_MODULES.get(n, n))]
 
 
 class TfliteModel:
@@ -162,6 +175,36 @@ class OnnxModel:
         return self.last
 
 
+class PteModel:
+    """An ExecuTorch program (.pte) run by ExecuTorch's Python runtime; its input and output
+    are float (an int8 program quantizes inside its XNNPACK delegate)."""
+
+    def __init__(self, path: str, threads: int, etdump: bool = False):
+        import torch
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        # ExecuTorch's one thread pool (XNNPACK's), shared by every program in this process.
+        portable_lib._unsafe_reset_threadpool(threads)
+        self.torch = torch
+        self.program = Runtime.get().load_program(path, enable_etdump=etdump,
+                                                  debug_buffer_size=0)
+        name = sorted(self.program.method_names)[0] if "forward" not in \
+            self.program.method_names else "forward"
+        self.method = self.program.load_method(name)
+        self.shape = tuple(self.method.metadata.input_tensor_meta(0).sizes())
+        self.last = None  # the output tensor of the last run
+
+    def prepare(self, x: np.ndarray):
+        return self.torch.from_numpy(np.ascontiguousarray(x.astype(np.float32)))
+
+    def run(self, x) -> None:
+        self.last = self.method.execute([x])[0]
+
+    def result(self) -> np.ndarray:
+        return self.last.numpy()
+
+
 def choose_runtime(path: str, wanted: str) -> str:
     found = available_runtimes()
     suffix = os.path.splitext(path)[1]
@@ -198,18 +241,14 @@ def measure(args: argparse.Namespace) -> dict:
     runtime = choose_runtime(args.model, args.runtime)
     # The runtime module is imported before the baseline so that the baseline is the cost of
     # the process plus runtime, and the delta is what the model itself adds.
-    __import__("onnxruntime" if runtime == "onnxruntime" else runtime)
+    __import__(RUNTIME_MODULES.get(runtime, runtime))
     baseline = memory_mb()
     start = time.perf_counter()
-    if runtime == "onnxruntime":
-        model = OnnxModel(args.model, args.threads)
-    else:
-        model = TfliteModel(args.model, runtime, args.threads)
+    model = open_model(args.model, runtime, args.threads)
     load_ms = (time.perf_counter() - start) * 1e3
 
     data = np.load(args.data) if args.data else None
-    shape = getattr(model, "input", {}).get("shape") if runtime != "onnxruntime" else None
-    sample = data["x"][:1] if data is not None else _random_input(model, shape)
+    sample = data["x"][:1] if data is not None else _random_input(model)
     x = model.prepare(sample.astype(np.float32))
 
     start = time.perf_counter()
@@ -233,15 +272,50 @@ def measure(args: argparse.Namespace) -> dict:
         "process_start_memory_mb": before.get("VmHWM", 0.0),
         "runtime": runtime, "threads": args.threads,
     })
+    if args.etdump:  # after the memory reading: the traced copy is not the model's cost
+        result.update(etdump(args, runtime, x))
     return result
 
 
-def _random_input(model, shape) -> np.ndarray:
-    if shape is None:
+def open_model(path: str, runtime: str, threads: int):
+    """The model object (prepare / run / result) for `runtime`."""
+    if runtime == "onnxruntime":
+        return OnnxModel(path, threads)
+    if runtime == "executorch":
+        return PteModel(path, threads)
+    return TfliteModel(path, runtime, threads)
+
+
+def _random_input(model) -> np.ndarray:
+    if isinstance(model, OnnxModel):
         dims = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
+    elif isinstance(model, PteModel):
+        dims = list(model.shape)
     else:
-        dims = list(shape)
+        dims = list(model.input["shape"])
     return np.random.default_rng(0).random(dims, dtype=np.float32)
+
+
+def etdump(args: argparse.Namespace, runtime: str, x) -> dict:
+    """Run the .pte again with ExecuTorch's event tracer and write its ETDump to
+    `args.etdump`; says why not when this runtime cannot (built without event tracing)."""
+    if runtime != "executorch":
+        return {"etdump_error": f"--etdump needs a .pte file run by executorch, not {runtime}"}
+    untraced = ("this ExecuTorch runtime was built without event tracing "
+                "(EXECUTORCH_ENABLE_EVENT_TRACER=ON)")
+    traced = PteModel(args.model, args.threads, etdump=True)
+    native = getattr(traced.program, "_program", None)  # the runtime's own program object
+    if native is not None and hasattr(native, "has_etdump") and not native.has_etdump():
+        return {"etdump_error": untraced}
+    for _ in range(ETDUMP_RUNS):
+        traced.run(x)
+    try:
+        traced.program.write_etdump_result_to_file(args.etdump, args.etdump + ".debug")
+    except RuntimeError as exc:
+        return {"etdump_error": f"{untraced}: {exc}"}
+    if not os.path.isfile(args.etdump) or os.path.getsize(args.etdump) == 0:
+        return {"etdump_error": untraced}
+    return {"etdump_runs": ETDUMP_RUNS}
 
 
 def evaluate(model, data, outputs_path: str | None) -> dict:
@@ -266,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--outputs")
+    parser.add_argument("--etdump")
     parser.add_argument("--list-runtimes", action="store_true")
     args = parser.parse_args(argv)
     info = system()

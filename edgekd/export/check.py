@@ -47,7 +47,8 @@ CACHE_FORMAT = 1
 CALIBRATION_SAMPLES = 8
 PACKAGES = ("torch", "torchao", "litert-torch", "onnx", "onnxscript", "onnxruntime",
             "ai-edge-litert")
-"""Versions that decide whether a model converts (part of the cache key)."""
+"""Versions that decide whether a model converts (part of the cache key), with those of the
+optional runtimes the checked formats need (executorch for .pte)."""
 
 
 class NotExportable(Exception):
@@ -118,12 +119,16 @@ def _check_arguments(formats: list[str], quantize: Quantize) -> None:
 
 
 def _writer_tool(name: str) -> str:
-    return ("the ONNX exporter cannot convert" if name.startswith("onnx")
-            else "litert-torch cannot lower")
+    if name.startswith("onnx"):
+        return "the ONNX exporter cannot convert"
+    if name.startswith("pte"):
+        return "ExecuTorch cannot lower"
+    return "litert-torch cannot lower"
 
 
 def _runtime_label(runtime: str) -> str:
-    return {"litert": "LiteRT", "onnxruntime": "onnxruntime"}.get(runtime, runtime)
+    return {"litert": "LiteRT", "onnxruntime": "onnxruntime",
+            "executorch": "ExecuTorch"}.get(runtime, runtime)
 
 
 class _Run:
@@ -315,18 +320,20 @@ def cache_key(record: dict, input_shape: tuple[int, ...], num_classes: int, form
     doc = {"version": CACHE_FORMAT, "spec": spec, "input": record.get("input"),
            "input_shape": list(input_shape), "num_classes": num_classes,
            "formats": sorted(formats), "quantize": quantize, "opset": opset,
-           "versions": _versions(),
+           "versions": _versions(formats),
            "files": {str(p): sha256_file(p) for p in _source_files(spec)}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _versions() -> dict[str, str | None]:
+def _versions(formats: list[str]) -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     from edgekd import __version__
+    from edgekd.export.formats import FORMATS, RUNTIMES
 
     out: dict[str, str | None] = {"edgekd": __version__}
-    for package in PACKAGES:
+    extras = {RUNTIMES[FORMATS[f].runtime].package for f in formats if f in FORMATS}
+    for package in PACKAGES + tuple(sorted(p for p in extras if p)):
         try:
             out[package] = version(package)
         except PackageNotFoundError:

@@ -2,7 +2,9 @@
 
 Per format: its artifact and file name, suffix, the runtime that runs it, its precision, its
 fp32 sibling (int8 speed-up), the file an estimate counts MACs from, and the functions that
-write it, run it on the host, count its ops and read its output quantization scale. Export,
+write it, run it on the host, count its ops (and delegate coverage) and read its output
+quantization scale. ExecuTorch (.pte) is an optional extra: `missing_runtime` says so in one
+line when a pipeline asks for it without it. Export,
 profile, the local measurement, arch validation and the CLI read this table; the device
 runner (standard library + numpy only) keeps its own small copy of the suffix -> runtime map,
 checked against `RUNTIMES` by a test. An unknown format or suffix is an error, never a
@@ -47,17 +49,30 @@ class Runtime:
     """op_counts(path) -> {"ops_int8": n, "ops_float": n, ...}: how much runs in int8."""
     output_scale: Callable
     """output_scale(path) -> float | None: the output tensor's quantization scale (int8)."""
+    delegates: bool = False
+    """Runs a delegate (XNNPACK) whose coverage op_counts reports as `delegated_ops`, the
+    share of ops inside it, which the `min_delegated_ops` budget gates."""
+    package: str | None = None
+    """The distribution the host needs to write and run these files, when it is an optional
+    extra of edgekd (None: a core dependency)."""
+    extra: str | None = None
+    """The pip extra of edgekd that installs `package`."""
 
 
 RUNTIMES: dict[str, Runtime] = {
     "litert": Runtime("litert", ".tflite", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                       _lazy("edgekd.export.runtimes:tflite_logits"),
                       _lazy("edgekd.quant.graph:tflite_op_counts"),
-                      _lazy("edgekd.export.runtimes:tflite_output_scale")),
+                      _lazy("edgekd.export.runtimes:tflite_output_scale"), delegates=True),
     "onnxruntime": Runtime("onnxruntime", ".onnx", ("onnxruntime",),
                            _lazy("edgekd.export.runtimes:onnx_logits"),
                            _lazy("edgekd.quant.graph:onnx_op_counts"),
                            _lazy("edgekd.export.runtimes:onnx_output_scale")),
+    "executorch": Runtime("executorch", ".pte", ("executorch",),
+                          _lazy("edgekd.export.executorch:pte_logits"),
+                          _lazy("edgekd.export.executorch:pte_op_counts"),
+                          _lazy("edgekd.export.executorch:pte_output_scale"), delegates=True,
+                          package="executorch", extra="executorch"),
 }
 
 
@@ -100,15 +115,44 @@ FORMATS: dict[str, Format] = {
     "tflite_int8": Format("tflite_int8", "student_int8_tflite", "student_int8.tflite",
                           "litert", "int8", _lazy("edgekd.export.writers:tflite_int8"),
                           fp32_sibling="tflite_fp32", estimate_from="onnx_int8"),
+    "pte_fp32": Format("pte_fp32", "student_fp32_pte", "student_fp32.pte", "executorch",
+                       "fp32", _lazy("edgekd.export.executorch:pte_fp32"),
+                       estimate_from="onnx_fp32"),
+    "pte_int8": Format("pte_int8", "student_int8_pte", "student_int8.pte", "executorch",
+                       "int8", _lazy("edgekd.export.executorch:pte_int8"),
+                       fp32_sibling="pte_fp32", estimate_from="onnx_int8"),
 }
 
 FORMAT_NAMES = tuple(FORMATS)
 SUFFIXES = tuple(dict.fromkeys(r.suffix for r in RUNTIMES.values()))
 
 
+def suffix_list(suffixes: tuple[str, ...] = SUFFIXES) -> str:
+    """`.tflite, .onnx or .pte`: the suffixes for a message."""
+    return " or ".join(suffixes) if len(suffixes) < 3 else \
+        f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
+
+
 def by_artifact(name: str) -> Format | None:
     """The format of an artifact name (student_int8_onnx -> onnx_int8), or None."""
     return next((f for f in FORMATS.values() if f.artifact == name), None)
+
+
+def missing_runtime(name: str) -> str | None:
+    """Why format `name` cannot be written on this host (its runtime, an optional extra of
+    edgekd, is not installed), as one line naming the pip command; None when it can."""
+    from importlib import metadata
+
+    runtime = RUNTIMES[FORMATS[name].runtime]
+    if runtime.package is None:
+        return None
+    try:
+        metadata.distribution(runtime.package)
+        return None
+    except metadata.PackageNotFoundError:
+        pass
+    return (f"{name} needs {runtime.package}, which is not installed: "
+            f"pip install 'edgekd[{runtime.extra}]'")
 
 
 def runtime_for(path: Path) -> Runtime:

@@ -6,7 +6,8 @@ QLinearAdd, QGemm, ...) and which ops it leaves in float between a DQ and a Q. S
 count is taken on the graph onnxruntime itself optimised (`SessionOptions.
 optimized_model_filepath`). A .tflite file is counted from the interpreter's op list, and its
 XNNPACK delegate partitions from the same model with the default delegate applied: every float
-island splits the delegate, and each partition boundary costs a hand-over.
+island splits the delegate, and each partition boundary costs a hand-over. ExecuTorch .pte
+files are counted from the file by edgekd.export.executorch.pte_op_counts.
 
 Each public function returns plain numbers, so the pipeline report can store them as
 `<artifact>.ops_int8`, `<artifact>.ops_float`, ...
@@ -164,14 +165,23 @@ def _execution_plan(ops: list[dict], outputs: list[int]) -> list[dict]:
 
 def tflite_delegate_partitions(path: str | Path) -> tuple[int, int]:
     """(XNNPACK delegate partitions, ops run outside them) with LiteRT's default delegate."""
+    partitions, _inside, outside = _tflite_delegation(Path(path))
+    return partitions, outside
+
+
+def _tflite_delegation(path: Path) -> tuple[int, int, int]:
+    """(partitions, ops inside them, ops outside them) with LiteRT's default delegate."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
     outputs = [d["index"] for d in interpreter.get_output_details()]
-    plan = _execution_plan(interpreter._get_ops_details(), outputs)
+    plan = _execution_plan(ops, outputs)
     partitions = sum(1 for op in plan if op["op_name"] == "DELEGATE")
-    return partitions, len(plan) - partitions
+    outside = len(plan) - partitions
+    original = sum(1 for op in ops if op["op_name"] != "DELEGATE")
+    return partitions, original - outside, outside
 
 
 def tflite_ops_outside_delegate(path: str | Path) -> Counter:
@@ -185,19 +195,23 @@ def tflite_ops_outside_delegate(path: str | Path) -> Counter:
     return Counter(op["op_name"] for op in plan if op["op_name"] != "DELEGATE")
 
 
-def tflite_op_counts(path: str | Path) -> dict[str, int]:
+def tflite_op_counts(path: str | Path) -> dict[str, float]:
     """Integer vs float ops of a .tflite model, and how the XNNPACK delegate splits it.
 
     `delegate_partitions` above 1 means float (or unsupported) ops cut the graph; each cut
-    costs a hand-over between XNNPACK and the reference kernels. `layout_ops` counts the
-    TRANSPOSE / RESHAPE ops the converter left (an op it kept in NCHW costs two transposes).
+    costs a hand-over between XNNPACK and the reference kernels. `ops_in_delegate` /
+    `ops_outside_delegate` count the model's ops XNNPACK takes and those it leaves;
+    `delegated_ops` is the share it takes (as for ExecuTorch files; `min_delegated_ops`).
+    `layout_ops` counts the TRANSPOSE / RESHAPE ops the converter left (an op it kept in NCHW
+    costs two transposes).
     """
     classes = tflite_op_classes(path)
     total: Counter = Counter()
     for (kind, _op), n in classes.items():
         total[kind] += n
-    partitions, outside = tflite_delegate_partitions(path)
+    partitions, inside, outside = _tflite_delegation(Path(path))
     return {"ops_int8": total["int8"], "ops_float": total["float"],
             "quantize_nodes": total["quantize"], "dequantize_nodes": total["dequantize"],
             "layout_ops": total["layout"], "delegate_partitions": partitions,
-            "ops_outside_delegate": outside}
+            "ops_in_delegate": inside, "ops_outside_delegate": outside,
+            "delegated_ops": inside / (inside + outside) if inside + outside else 1.0}

@@ -64,7 +64,9 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
     result.artifacts["student_meta"] = Artifact.of("student_meta", meta, "json")
     result.summary = {label: result.metrics[key] for label, key in (
         ("int8 TFLite accuracy", "student_int8_tflite.accuracy"),
-        ("int8 TFLite agreement w/ int8 torch", "student_int8_tflite.top1_agreement"))
+        ("int8 TFLite agreement w/ int8 torch", "student_int8_tflite.top1_agreement"),
+        ("int8 .pte agreement w/ int8 torch", "student_int8_pte.top1_agreement"),
+        ("int8 .pte ops in XNNPACK", "student_int8_pte.delegated_ops"))
         if key in result.metrics}
     return result
 
@@ -88,26 +90,36 @@ def _reference_logits(written: Written, x: np.ndarray) -> np.ndarray:
 
 def _int8_runtimes_agree(written: dict[str, Written], logits: dict[str, np.ndarray],
                          metrics: dict) -> dict[str, float]:
-    """Two independent integer engines, one int8 model: they should agree exactly; where both
-    differ from PyTorch alike, the difference is PyTorch's float emulation. In output steps."""
-    int8 = {n: w for n, w in written.items()
-            if FORMATS[n].precision == "int8" and w.reference_kind == "int8"}
+    """Independent integer engines, one int8 model: they should agree exactly; where they
+    differ from PyTorch alike, the difference is PyTorch's float emulation. In output steps of
+    the later file in the table, as `<artifact>.max_diff_steps_vs_<format>` (tflite vs onnx;
+    pte vs onnx and vs tflite)."""
+    int8 = [n for n in FORMATS if n in written and FORMATS[n].precision == "int8"
+            and written[n].reference_kind == "int8"]
     out = {}
-    if {"onnx_int8", "tflite_int8"} <= int8.keys():
-        scale = metrics.get(f"{FORMATS['tflite_int8'].artifact}.output_scale")
-        if scale:
-            out["student_int8_tflite.max_diff_steps_vs_onnx"] = max_abs_diff(
-                logits["onnx_int8"], logits["tflite_int8"]) / scale
+    for i, later in enumerate(int8):
+        scale = metrics.get(f"{FORMATS[later].artifact}.output_scale")
+        if not scale:
+            continue
+        for earlier in int8[:i]:
+            key = f"{FORMATS[later].artifact}.max_diff_steps_vs_{earlier.removesuffix('_int8')}"
+            out[key] = max_abs_diff(logits[earlier], logits[later]) / scale
     return out
 
 
 def _validate_arch(cfg: ExportStage, ctx: Context, result: StageResult) -> list[str]:
-    """Run each file with the arm64 builds of its runtime under qemu and compare with x86."""
+    """Run each file with the arm64 builds of its runtime under qemu and compare with x86;
+    a file no emulated runtime takes (.pte) is a warning saying so."""
     from edgekd.arch import validate
+    from edgekd.arch.validate import NOT_EMULATED
 
     warnings = []
     for name in result.evaluated:
         artifact = result.artifacts[name]
+        if artifact.path.suffix in NOT_EMULATED:
+            warnings.append(f"{name}: not validated on {cfg.validate_arch}: "
+                            f"{NOT_EMULATED[artifact.path.suffix]}")
+            continue
         doc = validate(artifact.path, cfg.validate_arch, ctx.test_npz(), cpu=cfg.validate_cpu)
         prefix = f"{name}.{cfg.validate_arch}"
         result.metrics[f"{prefix}_top1_agreement"] = doc["top1_agreement"]

@@ -52,7 +52,8 @@ def run(cfg: ProfileStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
         ("int8 TFLite p90 ms", "student_int8_tflite.latency_ms_p90"),
         ("int8 TFLite peak MB", "student_int8_tflite.peak_memory_mb"),
         ("int8 TFLite speed-up", "student_int8_tflite.int8_speedup"),
-        ("int8 ONNX speed-up", "student_int8_onnx.int8_speedup")) if key in result.metrics}
+        ("int8 ONNX speed-up", "student_int8_onnx.int8_speedup"),
+        ("int8 .pte speed-up", "student_int8_pte.int8_speedup")) if key in result.metrics}
     return result
 
 

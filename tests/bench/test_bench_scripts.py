@@ -84,7 +84,10 @@ def test_speed(dirs):
         for threads in speed.THREADS:
             assert positive(f[f"threads_{threads}"]["p50_ms"])
             assert f[f"threads_{threads}"]["p90_ms"] >= f[f"threads_{threads}"]["p50_ms"] * 0.5
-    assert len(res["comparisons"]) == 2 * len(speed.THREADS)
+    assert len(res["comparisons"]) == len(speed.PAIRS) * len(speed.THREADS)
+    assert len(res["executorch"]) == 2 * len(speed.THREADS)
+    assert all(positive(r["pte_vs_onnx"]) and positive(r["pte_vs_tflite"])
+               for r in res["executorch"])
     assert all(isinstance(c["int8_slower"], bool) for c in res["comparisons"])
     assert positive(res["macs"]["student"]) and res["macs"]["teacher"] > res["macs"]["student"]
 

@@ -43,7 +43,7 @@ def test_profile_prints_a_table_and_writes_json(models, tmp_path):
     (["{onnx}", "--device", "local", "--set", "threads"], "--set threads: expected key=value"),
     (["{onnx}", "--device", "local", "--set", "thread=2"], "did you mean threads?"),
     (["{onnx}", "--device", "local", "--data", "{onnx}"], "not an .npz file"),
-    (["model.pt", "--device", "local"], "expected a .tflite or .onnx file"),
+    (["model.pt", "--device", "local"], "expected a .tflite, .onnx or .pte file"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(models, args, message):
     args = [a.format(onnx=models["onnx_fp32"]) for a in args]

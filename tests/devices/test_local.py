@@ -52,7 +52,7 @@ def test_wrong_runtime_for_the_file_is_a_model_failure(models, tmp_path):
 
 
 def test_not_a_model_file(tmp_path):
-    with pytest.raises(DeviceError, match="expected a .tflite or .onnx file"):
+    with pytest.raises(DeviceError, match="expected a .tflite, .onnx or .pte file"):
         profile(tmp_path / "m.pt", local(tmp_path))
 
 

@@ -53,21 +53,21 @@ def test_every_function_the_table_names_exists():
 
 
 def test_unknown_suffix_is_an_error_never_a_fallback(tmp_path):
-    model = tmp_path / "student.pte"
+    model = tmp_path / "student.mlmodel"
     model.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match=r"student\.pte: unknown model format '\.pte'"):
+    with pytest.raises(ValueError, match=r"student\.mlmodel: unknown model format '\.mlmodel'"):
         runtime_for(model)
     with pytest.raises(ValueError, match="unknown model format"):
         runtimes.logits(model, np.zeros((1, 1, 8, 8), np.float32))
     with pytest.raises(ValueError, match="unknown model format"):
         runtimes.output_scale(model)
-    assert ".pte" not in SUFFIXES
+    assert ".mlmodel" not in SUFFIXES
 
 
 def test_device_runner_refuses_an_unknown_suffix(tmp_path):
-    model = tmp_path / "student.pte"
+    model = tmp_path / "student.mlmodel"
     model.write_bytes(b"not a model")
     done = subprocess.run([sys.executable, runner.__file__, str(model), "--runs", "1"],
                           capture_output=True, text=True, timeout=120)
     doc = json.loads(done.stdout.strip().splitlines()[-1])
-    assert doc["ok"] is False and "no runtime takes .pte files" in doc["error"]
+    assert doc["ok"] is False and "no runtime takes .mlmodel files" in doc["error"]

@@ -23,12 +23,13 @@ def test_int8_speed_tiny(tmp_path):
     result = doc["results"]["models"]["cnn_8"]
     assert result["ops"]["int8-after.tflite"]["ops_float"] == 0
     assert result["ops"]["int8-after.onnx"]["ops_int8"] >= 3
-    for runtime in ("onnx", "tflite"):
+    assert result["ops"]["int8-after.pte"]["delegated_ops"] == 1.0
+    for runtime in ("onnx", "tflite", "pte"):
         parity = result["parity_after"][runtime]
         assert parity["top1_agreement"] >= 0.99 and parity["max_diff_steps"] <= 1.0 + 1e-3
         assert parity["within_one_step"] == 1.0
     latency = result["latency_ms"]["1"]
-    assert set(latency) == {"fp32.onnx", "fp32.tflite", "int8-before.onnx", "int8-before.tflite",
-                            "int8-after.onnx", "int8-after.tflite", "floor.onnx", "floor.tflite"}
+    assert set(latency) == {f"{kind}.{ext}" for ext in ("onnx", "tflite", "pte") for kind in
+                            ("fp32", "int8-before", "int8-after", "floor")}
     assert all(v > 0 for v in latency.values())
     assert result["ort_profile_us"]["int8-after"]["dense conv"] > 0
