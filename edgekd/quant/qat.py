@@ -9,6 +9,8 @@ which is what edgekd's students use anyway.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -56,10 +58,40 @@ def convert(prepared: torch.fx.GraphModule, fold: bool = True) -> torch.fx.Graph
 
     model = copy.deepcopy(prepared)
     set_mode(model, training=False)
-    with quiet():
+    with quiet(), _fold_present_convolutions_only():
         model = convert_pt2e(model, fold_quantize=fold)
     biases_on_int32_grid(model)
     return model
+
+
+@contextmanager
+def _fold_present_convolutions_only() -> Iterator[None]:
+    """While converting, skip torchao's QAT conv-bn folding for the convolution kinds the graph
+    does not hold (conv2d always runs, so its graph clean-up does too).
+
+    convert_pt2e folds conv-bn for conv1d, conv2d, conv_transpose1d and conv_transpose2d alike,
+    tracing each kind's 24 match / replacement patterns with torch.export (~0.4 s a trace)
+    whatever the model holds; patterns of an absent kind cannot match. Measured on 2 cores,
+    both conversions of a model: my_models.build_student 47 -> 14 s, timm
+    mobilenetv3_small_050 80 -> 20 s, resnet18 62 -> 16 s, with the same graph code and
+    bit-identical outputs.
+    """
+    from torchao.quantization.pt2e import qat_utils
+
+    fold = qat_utils._fold_conv_bn_qat_helper
+
+    def present_only(model, conv_fn, example_inputs, is_cuda):
+        op = f"aten.{conv_fn.__name__}."
+        if conv_fn.__name__ == "conv2d" or any(str(n.target).startswith(op)
+                                                for n in model.graph.nodes):
+            return fold(model, conv_fn, example_inputs, is_cuda)
+        return model
+
+    qat_utils._fold_conv_bn_qat_helper = present_only
+    try:
+        yield
+    finally:
+        qat_utils._fold_conv_bn_qat_helper = fold
 
 
 def biases_on_int32_grid(model: torch.fx.GraphModule) -> int:
