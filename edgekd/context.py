@@ -79,7 +79,7 @@ class Context:
         from edgekd.schema import ConfigError
 
         try:
-            return build(spec, self.meta(), self.source.parent, role)
+            return build(spec, self.meta(), self.source.parent.absolute(), role)
         except ModelError as exc:
             raise ConfigError([f"{self.source}: {where}.{exc}"]) from None
 

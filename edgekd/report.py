@@ -129,7 +129,7 @@ def _stage_section(stage: dict) -> str:
     how = "; ".join(f"{label} {html.escape(str(info[key]))}" for key, label in (
         ("device", "trained on"), ("gpu", "GPU"), ("precision", "precision"),
         ("images_per_s", "images/s"), ("test_split", "accuracies on the test split,"),
-        ("shipped", "shipped:"))
+        ("shipped", "shipped:"), ("export_check", "export check before training:"))
         if info.get(key) is not None)
     how = f"<p>{how}</p>" if how else ""
     how += "".join(_model_line(role, info[role]) for role in ("teacher", "student")

@@ -90,8 +90,7 @@ def _timm_input(net: nn.Module, _spec: ModelConfig, _base: Path) -> dict:
 
 def hf_directory(spec: ModelConfig, base: Path) -> Path:
     """The directory of an `hf:` spec, resolved against the pipeline's folder."""
-    path = Path(split_arch(spec.arch)[1]).expanduser()
-    path = path if path.is_absolute() else base / path
+    path = _resolve(Path(split_arch(spec.arch)[1]), base)
     if not (path / "config.json").is_file():
         raise ModelError(f"arch: {path} is not a Hugging Face model directory (no config.json; "
                          "save one with model.save_pretrained(directory))")
@@ -266,7 +265,7 @@ def resolve_input(spec: ModelConfig, net: nn.Module, meta: dict, base: Path, cha
            "channel_order": given.get("channel_order", inherited.get("channel_order", "rgb")),
            "range": tuple(given.get("range", inherited.get("range", (0.0, 1.0))))}
     if "mean" in given:
-        out.update(mean=given["mean"], std=given["std"], origin="given (input:)")
+        out.update(mean=given["mean"], std=given["std"], origin="stated in input:")
     elif "mean" in inherited:
         out.update(mean=inherited["mean"], std=inherited["std"],
                    origin=inherited.get("origin", "saved with the model"))
@@ -348,8 +347,10 @@ def load_function(module: str, base: Path) -> Callable:
 
 
 def _resolve(path: Path, base: Path) -> Path:
+    """`path` against `base` (the pipeline's folder), absolute: saved records are rebuilt
+    from another working directory."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() else base / path
+    return (path if path.is_absolute() else base / path).absolute()
 
 
 class _quiet_transformers:

@@ -38,10 +38,12 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
     cannot be loaded, before anything trains."""
     teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
     _check_layers(cfg, ctx, teacher)
-    if cfg.check_export:
-        _check_exportable(ctx)
+    checked = _check_exportable(ctx) if cfg.check_export else None
     splits, out = ctx.splits(), ctx.stage_dir("distill")
     result = StageResult(info={"methods": enabled_methods(cfg), **ctx.training_info()})
+    if checked is not None:
+        result.info["export_check"] = "cached" if checked.get("cached") else \
+            f"{checked['seconds']} s: " + ", ".join(checked["steps"])
     teachers = [Teacher(teacher, cfg.teacher_weight)]
     for i, teacher_cfg in enumerate(cfg.teachers, 1):
         model = _extra_teacher(i, teacher_cfg, ctx, result)
@@ -105,17 +107,19 @@ def _check_layers(cfg: DistillStage, ctx: Context, teacher) -> None:
         raise ConfigError([f"{ctx.where('distill')}.{line}" for line in errors])
 
 
-def _check_exportable(ctx: Context) -> None:
+def _check_exportable(ctx: Context) -> dict:
     """The untrained student survives what the pipeline will do to it (capture, QAT
-    preparation, each export format), or a ConfigError naming the format and the op."""
+    preparation, each export format), or a ConfigError naming the format and the op; returns
+    the check's steps and seconds (edgekd.export.check.cached_check)."""
     from edgekd.export.check import NotExportable, cached_check
 
     quantize = ctx.pipeline.stage("quantize")
     export = ctx.pipeline.stage("export")
     student = new_student(ctx)
     try:
-        cached_check(student, student.record, ctx.splits().input_shape, ctx.meta()["num_classes"],
-                     list(export.formats) if export else [], quantize.method if quantize else None)
+        return cached_check(student, student.record, ctx.splits().input_shape,
+                            ctx.meta()["num_classes"], list(export.formats) if export else [],
+                            quantize.method if quantize else None)
     except NotExportable as exc:
         raise ConfigError([f"{ctx.source}: student: cannot be exported: {exc} (checked before "
                            f"training; `check_export: false` in {ctx.stage_field('distill')} "
