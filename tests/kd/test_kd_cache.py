@@ -40,7 +40,7 @@ def test_cache_is_reused_and_keyed_by_teacher_and_data(splits, teacher, tmp_path
     TeacherOutputs(teacher, [LOGITS], part, tmp_path)
     assert len(calls) == 1  # the shape probe only: nothing recomputed
     TeacherOutputs(teacher, [LOGITS], train_part(splits, 100), tmp_path)  # other data: new entry
-    changed = type(teacher)(teacher.net, [0.0], [1.0])
+    changed = type(teacher)(teacher.net, {"mean": [0.0], "std": [1.0]})
     TeacherOutputs(changed, [LOGITS], part, tmp_path)  # other teacher: a new entry
     assert len(list(tmp_path.glob("teacher-*"))) == 3
 

@@ -11,7 +11,8 @@ from edgekd.kd.terms import TERMS, active
 # chain trains extra models; it adds no loss term).
 SETTINGS = {"kind", "temperature", "alpha", "epochs", "lr", "batch_size", "weight_decay",
             "optimizer", "val_every", "patience", "augment",
-            "baseline", "cache_teacher", "teacher_weight", "budget", "assistants"}
+            "baseline", "cache_teacher", "teacher_weight", "budget", "assistants", "ship",
+            "check_export"}
 ASSISTANT = {"arch": "cnn", "width": 12, "depth": 2}
 
 
