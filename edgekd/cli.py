@@ -46,8 +46,8 @@ class _Cli(click.Group):
 @click.group(cls=_Cli)
 @click.version_option(__version__, prog_name="edgekd")
 def cli() -> None:
-    """Distil a teacher into a small student, quantize it to int8, export it to ONNX and
-    TFLite, and profile it on edge devices, gated on budgets."""
+    """Distil a teacher into a small student, quantize it to int8, export it to ONNX,
+    TFLite and ExecuTorch, and profile it on edge devices, gated on budgets."""
 
 
 @cli.command()
