@@ -112,8 +112,10 @@ def test_training_reads_one_batch_at_a_time(folder, tmp_path, monkeypatch):
         (self.name, len(positions))) or real_read(self, positions))
     fit(fresh(), hard_labels, splits, Hyperparameters(2, 0.05, 8), 0, tmp_path / "a.ckpt", "t")
     train = [n for name, n in reads if name == "train"]
-    assert max(train) <= 8 and sum(train) == 2 * len(splits.train)
-    assert [n for name, n in reads if name == "val"] == [len(splits.val)] * 2
+    # two epochs (the BatchNorm recalibration reads through the evaluation loader); validation
+    # twice, and once after the recalibration
+    assert max(train) <= 8 and sum(train) == 2 * len(splits.train), train
+    assert [n for name, n in reads if name == "val"] == [len(splits.val)] * 3
 
 
 # --- early stopping ---------------------------------------------------------------------------
@@ -152,7 +154,8 @@ def test_patience_stops_early_and_keeps_the_best_epoch(shades, tmp_path):
     assert [h["kept"] for h in history] == [True, False, False]
     assert validate(model, shades.val, CPU) == val[0]  # the model holds the kept epoch
     again = fresh()  # a rerun with the checkpoint does not train on past the stop
-    assert len(fit(again, hard_labels, shades, settings, 0, checkpoint, "t")) == 3
+    assert len(fit(again, hard_labels, shades, settings, 0, checkpoint, "t",
+                   mode=lambda m, training: m.train(training))) == 3  # (no BatchNorm pass)
     assert equal_weights(model, again)
 
 

@@ -150,6 +150,9 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
     data-parallel over the processes of a torchrun launch (edgekd.parallel): each global
     batch is split across the ranks, gradients are averaged, rank 0 writes the checkpoints.
     Loss values stay on the device during an epoch: one host sync per epoch, not per step.
+    With the default `mode` (plain modules, not QAT graphs), BatchNorm running statistics are
+    then re-estimated on training images (edgekd.kd.batchnorm.recalibrate; the kept entry
+    says `bn_recalibrated`).
     """
     set_seed(seed)
     bundle = _Bundle(model, extra)
