@@ -12,6 +12,17 @@ from edgekd.schema import Strict
 AUGMENT_PRESETS = ("none", "light", "standard")
 
 
+def check_mean_std(mean: list[float] | None, std: list[float] | None) -> None:
+    """ValueError naming the field unless `mean` and `std` are both absent, or both given with
+    one value per channel and every std > 0 (data statistics and a model's `input:` alike)."""
+    if (mean is None) != (std is None):
+        raise ValueError("mean: give mean and std together")
+    if std is not None and min(std) <= 0:
+        raise ValueError("std: every channel's std must be > 0")
+    if mean is not None and len(mean) != len(std):
+        raise ValueError("std: needs as many channels as mean")
+
+
 class Split(Strict):
     """Fractions held out for validation and test (stratified, seeded) when the data does not
     come with its own `val` / `test` split."""
@@ -118,10 +129,5 @@ class DataConfig(Strict):
                              f"{self.source} data keeps its own channels")
         if isinstance(self.num_workers, int) and self.num_workers < 0:
             raise ValueError("num_workers: must be >= 0 (0 loads in the training process)")
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("mean: give mean and std together")
-        if self.std is not None and min(self.std) <= 0:
-            raise ValueError("std: every channel's std must be > 0")
-        if self.mean is not None and len(self.mean) != len(self.std):
-            raise ValueError("std: needs as many channels as mean")
+        check_mean_std(self.mean, self.std)
         return self

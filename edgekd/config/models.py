@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgekd.config.data import Augment
+from edgekd.config.data import Augment, check_mean_std
 from edgekd.schema import Strict, did_you_mean
 
 # Where a model comes from: `arch: <source>:<name>` (cnn takes no name). `module:` is the fifth
@@ -123,12 +123,7 @@ class InputSpec(Strict):
 
     @model_validator(mode="after")
     def _mean_with_std(self) -> InputSpec:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("mean: give mean and std together")
-        if self.std is not None and min(self.std) <= 0:
-            raise ValueError("std: every channel's std must be > 0")
-        if self.mean is not None and len(self.mean) != len(self.std):
-            raise ValueError("std: needs as many channels as mean")
+        check_mean_std(self.mean, self.std)
         if self.range[1] <= self.range[0]:
             raise ValueError("range: [low, high] with high > low, e.g. [0, 1] or [0, 255]")
         if self.size is not None and min(self.size) < 1:
