@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -133,7 +133,8 @@ class _PerArtifact(_Budget):
     """Artifacts the limits apply to; default all of the stage's deployable artifacts. Each
     name must be one the export stage writes (checked when the pipeline loads)."""
 
-    @field_validator("max_size", "max_peak_memory", mode="before", check_fields=False)
+    @field_validator("max_size", "max_peak_memory", "max_model_memory", mode="before",
+                     check_fields=False)
     @classmethod
     def _size(cls, value: str | int | None) -> str | int | None:
         if value is not None:
@@ -166,6 +167,11 @@ class ProfileBudget(_PerArtifact):
     p99)."""
     max_peak_memory: str | int | None = None
     """Peak resident memory of the inference process, e.g. "1 GB"."""
+    max_model_memory: str | int | None = None
+    """Resident memory the model adds to its runtime's process (the peak minus the process
+    with the runtime loaded), e.g. "50 MB": the figure to gate when the runtime's own share is
+    not what ships (ExecuTorch's Python runtime loads torch, about 700 MB, which a C++
+    executor_runner on a device does not)."""
     min_int8_speedup: float | None = Field(None, gt=0)
     """fp32 latency / int8 latency on the same runtime (p50), for each int8 artifact."""
 
@@ -208,17 +214,24 @@ class Check:
     passed: bool
     measured_on: str = "host"
     estimated: bool = False
+    unit: str = ""
+    """The unit of value and limit when it is not the metric's plain number (MiB)."""
+    written: str = ""
+    """The limit as the pipeline wrote it, when that is in another unit ("1 GB")."""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
-        """One line: `ok   name: value (limit >= x, measured on host)`."""
+        """One line: `ok   name: value (limit >= x, measured on host)`, with the unit and the
+        limit as written where they differ (`731 MiB (limit <= 953.7 MiB = 1 GB, ...)`)."""
         op = ">=" if self.name.startswith("min_") or ".min_" in self.name else "<="
-        shown = "missing" if self.value is None else f"{self.value:.4g}"
+        unit = f" {self.unit}" if self.unit else ""
+        shown = "missing" if self.value is None else f"{self.value:.4g}{unit}"
+        written = f" = {self.written}" if self.written else ""
         how = "estimated" if self.estimated else "measured"
         state = "ok  " if self.passed else "FAIL"
-        return (f"{state} {self.name}: {shown} (limit {op} {self.limit:.4g}, "
+        return (f"{state} {self.name}: {shown} (limit {op} {self.limit:.4g}{unit}{written}, "
                 f"{how} on {self.measured_on})")
 
 
@@ -305,10 +318,14 @@ def _artifact_checks(budget: Budget, name: str, metrics: dict[str, float], where
     for percentile, ms in (latency or {}).items():
         out.append(_compare(f"{name}.max_latency_ms_{percentile}",
                             get(f"latency_ms_{percentile}"), ms, False, where, estimated))
-    if limit("max_peak_memory") is not None:
-        limit_mb = parse_size(budget.max_peak_memory) / 2**20
-        out.append(_compare(f"{name}.max_peak_memory_mb", get("peak_memory_mb"), limit_mb,
-                            False, where, estimated))
+    for field, metric in (("max_peak_memory", "peak_memory_mb"),
+                          ("max_model_memory", "model_memory_mb")):
+        if limit(field) is not None:  # the runners measure MiB (VmHWM / 1024)
+            written = limit(field)
+            out.append(replace(
+                _compare(f"{name}.{field}_mb", get(metric), parse_size(written) / 2**20, False,
+                         where, estimated),
+                unit="MiB", written=written if isinstance(written, str) else f"{written} B"))
     if limit("min_int8_speedup") is not None and "int8" in name:
         out.append(_compare(f"{name}.min_int8_speedup", get("int8_speedup"),
                             budget.min_int8_speedup, True, where, estimated))

@@ -52,6 +52,16 @@ def test_per_artifact_checks_with_units_and_filter():
     assert checks["a.max_peak_memory_mb"].limit == pytest.approx(1e9 / 2**20)
 
 
+def test_memory_checks_say_mib_and_the_limit_as_written():
+    budget = ProfileBudget(max_peak_memory="1 GB", max_model_memory="50 MB")
+    metrics = {"a.peak_memory_mb": 731.2, "a.model_memory_mb": 60.0}
+    peak, model = check(budget, metrics, ["a"])
+    assert peak.passed and not model.passed  # 50 MB is 47.68 MiB
+    assert peak.describe() == ("ok   a.max_peak_memory_mb: 731.2 MiB (limit <= 953.7 MiB = 1 GB, "
+                               "measured on host)")
+    assert model.name == "a.max_model_memory_mb" and "47.68 MiB = 50 MB" in model.describe()
+
+
 def test_plain_latency_number_means_p90_and_missing_metric_fails():
     checks = check(ProfileBudget(max_latency_ms=50), {}, ["x"])
     assert [(c.name, c.value, c.passed) for c in checks] == [

@@ -31,8 +31,18 @@ CASES = {
     # an artifact name that matches nothing the pipeline exports
     "artifact_typo": (DISTILL, QUANTIZE + EXPORT + "    budget: {max_size: 2 MB, artifacts: "
                       "[student_int8_onnxx]}\n", "stages[2].budget.artifacts",
-                      "'student_int8_onnxx' is not an artifact this pipeline exports (did you "
-                      "mean student_int8_onnx?)"),
+                      "'student_int8_onnxx' (did you mean student_int8_onnx?) is not an "
+                      "artifact this pipeline exports"),
+    # every wrong name at once, not only the first
+    "artifact_typos": (DISTILL, QUANTIZE + EXPORT + "    budget: {max_size: 2 MB, artifacts: "
+                       "[student_int8_onnxx, student_fp32_onx]}\n", "stages[2].budget.artifacts",
+                       "'student_int8_onnxx' (did you mean student_int8_onnx?), "
+                       "'student_fp32_onx' (did you mean student_fp32_onnx?) are not artifacts"),
+    # a delegate-coverage limit on files that have no delegate checks nothing
+    "delegated_ops_on_onnx": (DISTILL, QUANTIZE + EXPORT + "    budget: {min_delegated_ops: 1.0, "
+                              "artifacts: [student_int8_onnx]}\n",
+                              "stages[2].budget.min_delegated_ops",
+                              "none of student_int8_onnx runs a delegate"),
     # a field that was accepted and never read, now gone
     "freeze_bn_after": (DISTILL, QUANTIZE + "    freeze_bn_after: 2\n",
                         "stages[1].freeze_bn_after", "unknown key"),

@@ -12,7 +12,7 @@ from edgekd.config.data import DataConfig
 from edgekd.config.distill import DistillStage
 from edgekd.config.models import ModelConfig, TeacherConfig
 from edgekd.config.stages import ExportStage, ProfileStage, QuantizeStage
-from edgekd.export.formats import FORMATS
+from edgekd.export.formats import FORMATS, RUNTIMES
 from edgekd.schema import Strict, did_you_mean, parse, read_yaml
 
 Stage = Annotated[
@@ -70,12 +70,22 @@ class Pipeline(Strict):
         export = self.stage("export")
         written = [FORMATS[f].artifact for f in export.formats] if export else []
         for i, stage in enumerate(self.stages):
-            for name in getattr(stage.budget, "artifacts", None) or []:
-                if name not in written:
+            named = getattr(stage.budget, "artifacts", None)
+            unknown = [name for name in named or [] if name not in written]
+            if unknown:
+                names = ", ".join(f"{name!r}{did_you_mean(name, written)}" for name in unknown)
+                raise ValueError(
+                    f"stages[{i}].budget.artifacts: {names} "
+                    f"{'is not an artifact' if len(unknown) == 1 else 'are not artifacts'} "
+                    f"this pipeline exports; it exports {', '.join(written) or 'none'}")
+            if getattr(stage.budget, "min_delegated_ops", None) is not None:
+                gated = named if named is not None else written
+                if not any(RUNTIMES[FORMATS[f].runtime].delegates
+                           for f in FORMATS if FORMATS[f].artifact in gated):
                     raise ValueError(
-                        f"stages[{i}].budget.artifacts: {name!r} is not an artifact this "
-                        f"pipeline exports{did_you_mean(name, written)}; it exports "
-                        f"{', '.join(written) or 'none'}")
+                        f"stages[{i}].budget.min_delegated_ops: none of "
+                        f"{', '.join(gated) or 'no artifacts'} runs a delegate, so it would "
+                        "check nothing; it gates .pte (ExecuTorch) and .tflite (LiteRT) files")
         return self
 
     @field_validator("device")

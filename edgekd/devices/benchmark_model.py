@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 from edgekd.devices.errors import DeviceError
 from edgekd.devices.profiles import DeviceProfile
@@ -68,18 +69,27 @@ def hottest(text: str) -> float | None:
     return max(temps) if temps else None
 
 
+def push_tool(transport: Transport, work: str, request: Request, device: DeviceProfile,
+              binary: Path | None, name: str, how: str) -> tuple[str, str]:
+    """Push a vendor tool (`binary`, run on the device as `work/name`) and the model beside
+    it; returns their paths there. Raises DeviceError (setup) saying `how` to give the tool
+    when it is missing."""
+    if binary is None or not binary.is_file():
+        where = f"{binary} does not exist" if binary else f"no {name} binary given"
+        raise DeviceError(f"device {device.name}: {where}: {how}", "infrastructure", "setup")
+    tool, model = f"{work}/{name}", f"{work}/model{request.model.suffix}"
+    transport.push(binary, tool)
+    transport.push(request.model, model)
+    return tool, model
+
+
 def run_benchmark_model(transport: Transport, work: str, request: Request,
                         device: DeviceProfile) -> ProfileResult:
     """Push benchmark_model and the model, run it pinned to `cpu_mask` if set, parse it."""
-    binary = request.benchmark_binary
-    if binary is None or not binary.is_file():
-        where = f"{binary} does not exist" if binary else "no benchmark_model binary given"
-        raise DeviceError(f"device {device.name}: {where}: set benchmark_binary in the profile "
-                          "or pass --benchmark-binary (download it from the TFLite benchmark "
-                          "tools page for the device's ABI)", "infrastructure", "setup")
-    tool, model = f"{work}/benchmark_model", f"{work}/model.tflite"
-    transport.push(binary, tool)
-    transport.push(request.model, model)
+    tool, model = push_tool(transport, work, request, device, request.benchmark_binary,
+                            "benchmark_model", "set benchmark_binary in the profile or pass "
+                            "--benchmark-binary (download it from the TFLite benchmark tools "
+                            "page for the device's ABI)")
     argv = [tool, f"--graph={model}", f"--num_threads={request.threads}",
             f"--num_runs={request.runs}", f"--warmup_runs={max(request.warmup, 1)}",
             "--report_peak_memory_footprint=true"]

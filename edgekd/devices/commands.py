@@ -34,12 +34,15 @@ def _usage(message: str) -> None:
 
 
 def _check_inputs(model: Path, data: Path | None) -> None:
-    from edgekd.export.formats import SUFFIXES, suffix_list
+    from edgekd.export.formats import SUFFIXES, not_a_model, suffix_list
 
     if model.suffix not in SUFFIXES:
         _usage(f"{model}: expected a {suffix_list()} file")
     if not model.is_file():
         _usage(f"{model}: no such file")
+    problem = not_a_model(model)
+    if problem:
+        _usage(f"{model}: {problem}")
     if data is None:
         return
     if not data.is_file():
@@ -113,9 +116,12 @@ def format_result(model: Path, device, result) -> str:
     c = result.conditions
     source = "measured" if result.measured else "ESTIMATED (not measured)"
     lines = [f"model      {model}",
-             f"device     {device.name} ({device.transport} {device.address})",
-             f"runtime    {result.runtime}, {c.get('threads', '?')} thread(s), {source}, "
-             f"{result.attempts} attempt(s)"]
+             f"device     {device.name} ("
+             + ("this host" if device.transport == "local" else
+                f"{device.transport} {device.address}") + ")",
+             f"runtime    {result.runtime}"
+             + (f" {c['runtime_version']}" if c.get("runtime_version") else "")
+             + f", {c.get('threads', '?')} thread(s), {source}, {result.attempts} attempt(s)"]
     temps = [c.get(f"temperature_c_{w}") for w in ("before", "after")]
     if any(t is not None for t in temps):
         lines.append("temp       " + " -> ".join(f"{t:.1f} C" if t is not None else "?"

@@ -27,7 +27,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from edgekd.devices.benchmark_model import NUMBER, hottest, thermal_command
+from edgekd.devices.benchmark_model import NUMBER, hottest, push_tool, thermal_command
 from edgekd.devices.errors import DeviceError
 from edgekd.devices.profiles import DeviceProfile
 from edgekd.devices.result import ProfileResult, Request
@@ -103,15 +103,10 @@ def run_executor_runner(transport: Transport, work: str, request: Request,
     """Push executor_runner and the .pte, run warm-up + timed executions pinned to
     `cpu_mask` if set, parse them; with `request.op_profile`, a second run writes an ETDump
     that ExecuTorch's Inspector turns into a per-op CSV (or the profile is said unavailable)."""
-    binary = request.executor_runner
-    if binary is None or not binary.is_file():
-        where = f"{binary} does not exist" if binary else "no executor_runner binary given"
-        raise DeviceError(f"device {device.name}: {where}: set executor_runner in the profile "
-                          "or --set executor_runner=PATH (ExecuTorch's executor_runner built "
-                          "with XNNPACK for the device's ABI)", "infrastructure", "setup")
-    tool, model = f"{work}/executor_runner", f"{work}/model.pte"
-    transport.push(binary, tool)
-    transport.push(request.model, model)
+    tool, model = push_tool(transport, work, request, device, request.executor_runner,
+                            "executor_runner", "set executor_runner in the profile or --set "
+                            "executor_runner=PATH (ExecuTorch's executor_runner built with "
+                            "XNNPACK for the device's ABI)")
     # Only flags every ExecuTorch 1.x build takes (--print_output is newer): it prints the
     # outputs' first elements, which the parser skips.
     argv = [tool, f"--model_path={model}", f"--num_executions={request.warmup + request.runs}",

@@ -9,6 +9,7 @@ retried a bounded number of times; model failures never are.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import uuid
@@ -161,7 +162,7 @@ def run_runner(transport: Transport, work: str, request: Request,
         raise _no_result(proc, device)
     if not doc.get("ok"):
         kind = "model" if doc.get("kind") == "model" else "infrastructure"
-        raise DeviceError(f"device {device.name}: {doc.get('error')}", kind,
+        raise DeviceError(f"device {device.name}: {doc.get('error')}{_missing_ops(proc)}", kind,
                           "model" if kind == "model" else "setup")
     conditions = runner_conditions(doc)
     if etdump:
@@ -190,7 +191,8 @@ def python_for(device: DeviceProfile) -> str:
 def runner_conditions(doc: dict) -> dict:
     """The runner's before/after thermal readings and system facts, flattened."""
     conditions = {k: doc[k] for k in ("python", "machine", "bits", "cpu_count", "board",
-                                       "governor", "numpy", "runs", "samples") if k in doc}
+                                       "governor", "numpy", "runtime_version", "runs",
+                                       "samples") if k in doc}
     for when in ("before", "after"):
         state = doc.get("conditions", {}).get(when, {})
         if "temperature_c" in state:
@@ -198,6 +200,13 @@ def runner_conditions(doc: dict) -> dict:
         if "throttled" in state:
             conditions[f"throttled_{when}"] = state["throttled"]
     return conditions
+
+
+def _missing_ops(proc) -> str:
+    """"; no kernel for aten::sort.values" from ExecuTorch's log, which names the ops a program
+    calls that the runtime has no kernel for (its exception gives a number only)."""
+    names = re.findall(r"Missing operator: \[\d+\] (\S+)", proc.stderr or "")
+    return f"; the runtime has no kernel for {', '.join(dict.fromkeys(names))}" if names else ""
 
 
 def _no_result(proc, device: DeviceProfile) -> DeviceError:

@@ -63,8 +63,8 @@ def suspect_reasons(metrics: dict[str, float], conditions: dict, max_cv: float,
     reasons = []
     mean, std = metrics.get("latency_ms_mean"), metrics.get("latency_ms_std")
     if mean and std is not None and std / mean > max_cv:
-        reasons.append(f"latency coefficient of variation {std / mean:.0%} is above "
-                       f"{max_cv:.0%}")
+        reasons.append(f"latency coefficient of variation {_percent(std / mean, max_cv)} is "
+                       f"above {_percent(max_cv, std / mean)}")
     before, after = conditions.get("throttled_before"), conditions.get("throttled_after")
     if before is not None and after is not None and before != after:
         reasons.append(f"throttle state changed during the run ({before} -> {after})")
@@ -76,6 +76,13 @@ def suspect_reasons(metrics: dict[str, float], conditions: dict, max_cv: float,
     if hottest is not None and hottest > max_temperature_c:
         reasons.append(f"temperature {hottest:.1f} C is above {max_temperature_c:.0f} C")
     return reasons
+
+
+def _percent(value: float, other: float) -> str:
+    """`value` as a percentage with as many decimals (up to 3) as it takes to tell it from
+    `other`: 25.3 % against 25 %, not "25 % is above 25 %"."""
+    digits = next((d for d in range(3) if round(value * 100, d) != round(other * 100, d)), 3)
+    return f"{value * 100:.{digits}f}%"
 
 
 def _throttled_now(flags: str) -> bool:

@@ -270,11 +270,23 @@ def measure(args: argparse.Namespace) -> dict:
         "baseline_memory_mb": baseline.get("VmHWM", 0.0),
         "model_memory_mb": peak.get("VmHWM", 0.0) - baseline.get("VmHWM", 0.0),
         "process_start_memory_mb": before.get("VmHWM", 0.0),
-        "runtime": runtime, "threads": args.threads,
+        "runtime": runtime, "runtime_version": runtime_version(runtime),
+        "threads": args.threads,
     })
     if args.etdump:  # after the memory reading: the traced copy is not the model's cost
         result.update(etdump(args, runtime, x))
     return result
+
+
+def runtime_version(runtime: str) -> str | None:
+    """The installed version of the runtime's package (None when it does not say)."""
+    module = sys.modules.get(RUNTIME_MODULES.get(runtime, runtime).split(".")[0])
+    try:
+        from importlib import metadata
+
+        return metadata.version(runtime.replace("_", "-"))
+    except Exception:  # noqa: BLE001 - a runtime without metadata still runs
+        return getattr(module, "__version__", None)
 
 
 def open_model(path: str, runtime: str, threads: int):

@@ -93,13 +93,46 @@ def pte_logits(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
 
-    portable_lib._unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(Path(path)).load_method("forward")
+    from edgekd.console import quiet
+
+    with quiet():  # the runtime logs its thread-pool reset (and load errors) from C++
+        portable_lib._unsafe_reset_threadpool(threads)
+        method = load_method(Runtime.get().load_program(Path(path)), path)
     out = []
     for i in range(len(x)):
         sample = torch.from_numpy(np.ascontiguousarray(x[i:i + 1], dtype=np.float32))
         out.append(method.execute([sample])[0].numpy().reshape(1, -1))
     return np.concatenate(out)
+
+
+def load_method(program, path: str | Path, name: str = "forward"):
+    """`program.load_method(name)`, with ExecuTorch's error code made a sentence: an op this
+    runtime has no kernel for (error 0x14, OperatorMissing) is named, read from the file's
+    operator table against the kernels this runtime registered.
+
+    Raises RuntimeError "PATH: ExecuTorch has no kernel for aten::sort.values ...". """
+    try:
+        return program.load_method(name)
+    except RuntimeError as exc:
+        missing = missing_operators(path)
+        if not missing:
+            raise
+        raise RuntimeError(f"{Path(path).name}: this ExecuTorch runtime has no kernel for "
+                           f"{', '.join(missing)} (outside the XNNPACK delegate; ExecuTorch: "
+                           f"{exc})") from exc
+
+
+def missing_operators(path: str | Path) -> list[str]:
+    """The ops a .pte file calls outside its delegates that this process's ExecuTorch runtime
+    has no kernel registered for (aten::sort.values, ...), in file order."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.extension.pybindings import portable_lib
+
+    registered = set(portable_lib._get_operator_names())
+    program = deserialize_pte_binary(Path(path).read_bytes()).program
+    names = (f"{op.name}.{op.overload}" if op.overload else op.name
+             for plan in program.execution_plan for op in plan.operators)
+    return [name for name in dict.fromkeys(names) if name not in registered]
 
 
 # ---- reading the file -------------------------------------------------------------------------
@@ -278,6 +311,11 @@ def pte_op_counts(path: str | Path) -> dict[str, float]:
             "delegated_ops": found.share}
 
 
+def pte_ops_outside_delegate(path: str | Path) -> Counter:
+    """Portable kernel (aten::sort.values, ...) -> calls, for the ops XNNPACK does not run."""
+    return Counter(delegation(path).portable)
+
+
 def pte_output_scale(path: str | Path) -> float | None:
     """The quantization scale of an int8 .pte's output (None for a float model)."""
     return delegation(path).output_scale
@@ -293,7 +331,9 @@ class OpProfileUnavailable(RuntimeError):
 def op_profile_csv(etdump: Path, out: Path) -> int:
     """Per-op timings from an ETDump, by ExecuTorch's Inspector, as a CSV: one row per op
     (XNNPACK's own op names inside a delegate), with runs and mean / median / p90 / min / max
-    in ms. Returns the number of rows; raises OpProfileUnavailable when there are none."""
+    in ms (XNNPACK's profiler counts whole microseconds, so an op shorter than that reads 0).
+    The first traced run (cold caches, first-touch allocations) is left out of `runs` and the
+    statistics. Returns the number of rows; raises OpProfileUnavailable when there are none."""
     from edgekd.console import quiet
 
     with quiet():  # importing the devtools brings torch and its import-time warnings
@@ -308,9 +348,11 @@ def op_profile_csv(etdump: Path, out: Path) -> int:
             if event.perf_data is None or event.name in ("Method::execute", "DELEGATE_CALL"):
                 continue
             times = np.asarray(event.perf_data.raw, dtype=np.float64)
+            times = times[1:] if len(times) > 1 else times  # the first run is the cold one
             rows.append([event.name, "XNNPACK" if event.is_delegated_op else "portable",
-                         len(times), times.mean(), np.median(times),
-                         np.percentile(times, 90), times.min(), times.max()])
+                         len(times), *(f"{t:.6f}" for t in (
+                             times.mean(), np.median(times), np.percentile(times, 90),
+                             times.min(), times.max()))])
     if not rows:
         raise OpProfileUnavailable(f"{etdump}: no per-op events (the runtime was built without "
                                    "event tracing or without XNNPACK's profiler)")

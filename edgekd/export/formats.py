@@ -49,21 +49,28 @@ class Runtime:
     """op_counts(path) -> {"ops_int8": n, "ops_float": n, ...}: how much runs in int8."""
     output_scale: Callable
     """output_scale(path) -> float | None: the output tensor's quantization scale (int8)."""
-    delegates: bool = False
-    """Runs a delegate (XNNPACK) whose coverage op_counts reports as `delegated_ops`, the
-    share of ops inside it, which the `min_delegated_ops` budget gates."""
+    outside_delegate: Callable | None = None
+    """outside_delegate(path) -> Counter: op name -> count of the ops the runtime's delegate
+    (XNNPACK) leaves to its own kernels; None when the runtime has no delegate."""
     package: str | None = None
     """The distribution the host needs to write and run these files, when it is an optional
     extra of edgekd (None: a core dependency)."""
     extra: str | None = None
     """The pip extra of edgekd that installs `package`."""
 
+    @property
+    def delegates(self) -> bool:
+        """Runs a delegate (XNNPACK) whose coverage op_counts reports as `delegated_ops`, the
+        share of ops inside it, which the `min_delegated_ops` budget gates."""
+        return self.outside_delegate is not None
+
 
 RUNTIMES: dict[str, Runtime] = {
     "litert": Runtime("litert", ".tflite", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                       _lazy("edgekd.export.runtimes:tflite_logits"),
                       _lazy("edgekd.quant.graph:tflite_op_counts"),
-                      _lazy("edgekd.export.runtimes:tflite_output_scale"), delegates=True),
+                      _lazy("edgekd.export.runtimes:tflite_output_scale"),
+                      _lazy("edgekd.quant.graph:tflite_ops_outside_delegate")),
     "onnxruntime": Runtime("onnxruntime", ".onnx", ("onnxruntime",),
                            _lazy("edgekd.export.runtimes:onnx_logits"),
                            _lazy("edgekd.quant.graph:onnx_op_counts"),
@@ -71,7 +78,8 @@ RUNTIMES: dict[str, Runtime] = {
     "executorch": Runtime("executorch", ".pte", ("executorch",),
                           _lazy("edgekd.export.executorch:pte_logits"),
                           _lazy("edgekd.export.executorch:pte_op_counts"),
-                          _lazy("edgekd.export.executorch:pte_output_scale"), delegates=True,
+                          _lazy("edgekd.export.executorch:pte_output_scale"),
+                          _lazy("edgekd.export.executorch:pte_ops_outside_delegate"),
                           package="executorch", extra="executorch"),
 }
 
@@ -163,3 +171,35 @@ def runtime_for(path: Path) -> Runtime:
             return runtime
     raise ValueError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; edgekd runs "
                      f"{', '.join(SUFFIXES)} files")
+
+
+# Flatbuffer file identifiers (bytes 4-8): TFLite's schema says "TFL3"; ExecuTorch's program
+# schema "ET" and two digits of its version ("ET12").
+_IDENTIFIERS = {".tflite": (b"TFL3", "a TFLite flatbuffer"),
+                ".pte": (b"ET", "an ExecuTorch program")}
+
+
+def not_a_model(path: Path) -> str | None:
+    """Why `path` cannot be the model file its suffix says (empty, not a flatbuffer of that
+    schema, not an ONNX protobuf), in words; None when its header looks right. A cheap check
+    of the header only: a runtime may still reject a damaged file whose header is intact."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "the file is empty"
+    if path.suffix in _IDENTIFIERS:
+        magic, what = _IDENTIFIERS[path.suffix]
+        if head[4:4 + len(magic)] != magic:
+            return f"not {what} (no {magic.decode()} identifier at byte 4)"
+        return None
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several kinds
+            return f"not an ONNX model ({type(exc).__name__})"
+        if not model.graph.node:
+            return "not an ONNX model (no graph nodes)"
+    return None

@@ -171,13 +171,7 @@ def tflite_delegate_partitions(path: str | Path) -> tuple[int, int]:
 
 def _tflite_delegation(path: Path) -> tuple[int, int, int]:
     """(partitions, ops inside them, ops outside them) with LiteRT's default delegate."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    ops = interpreter._get_ops_details()
-    outputs = [d["index"] for d in interpreter.get_output_details()]
-    plan = _execution_plan(ops, outputs)
+    ops, plan = _delegated_plan(path)
     partitions = sum(1 for op in plan if op["op_name"] == "DELEGATE")
     outside = len(plan) - partitions
     original = sum(1 for op in ops if op["op_name"] != "DELEGATE")
@@ -186,13 +180,22 @@ def _tflite_delegation(path: Path) -> tuple[int, int, int]:
 
 def tflite_ops_outside_delegate(path: str | Path) -> Counter:
     """`Counter` of the op names LiteRT runs outside the XNNPACK delegate."""
+    _ops, plan = _delegated_plan(Path(path))
+    return Counter(op["op_name"] for op in plan if op["op_name"] != "DELEGATE")
+
+
+def _delegated_plan(path: Path) -> tuple[list[dict], list[dict]]:
+    """(every op of the model, the ops LiteRT runs with its default delegate applied)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
+    from edgekd.console import quiet
+
+    with quiet():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
     outputs = [d["index"] for d in interpreter.get_output_details()]
-    plan = _execution_plan(interpreter._get_ops_details(), outputs)
-    return Counter(op["op_name"] for op in plan if op["op_name"] != "DELEGATE")
+    return ops, _execution_plan(ops, outputs)
 
 
 def tflite_op_counts(path: str | Path) -> dict[str, float]:

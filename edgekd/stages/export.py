@@ -52,6 +52,7 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
                                            runtime.output_scale(done.path)))
             result.metrics.update({f"{fmt.artifact}.{k}": float(v)
                                    for k, v in runtime.op_counts(done.path).items()})
+            result.warnings += _outside_delegate(fmt.artifact, done.path, runtime, result)
             bar.update(1)
     result.metrics.update(_int8_runtimes_agree(written, logits, result.metrics))
     if cfg.validate_arch:
@@ -105,6 +106,19 @@ def _int8_runtimes_agree(written: dict[str, Written], logits: dict[str, np.ndarr
             key = f"{FORMATS[later].artifact}.max_diff_steps_vs_{earlier.removesuffix('_int8')}"
             out[key] = max_abs_diff(logits[earlier], logits[later]) / scale
     return out
+
+
+def _outside_delegate(artifact: str, path: Path, runtime, result: StageResult) -> list[str]:
+    """The ops a delegating runtime leaves to its own (slower) kernels, named: in the report's
+    info and as a warning, so a failed `min_delegated_ops` gate says which ops to replace."""
+    if not runtime.delegates or result.metrics.get(f"{artifact}.delegated_ops", 1.0) >= 1.0:
+        return []
+    ops = runtime.outside_delegate(path)
+    result.info.setdefault("ops_outside_delegate", {})[artifact] = dict(ops)
+    listed = ", ".join(f"{op} x{n}" for op, n in ops.most_common(8))
+    more = f" and {len(ops) - 8} more kinds" if len(ops) > 8 else ""
+    return [f"{artifact}: {sum(ops.values())} op(s) run outside the XNNPACK delegate, on the "
+            f"runtime's own kernels: {listed}{more}"]
 
 
 def _validate_arch(cfg: ExportStage, ctx: Context, result: StageResult) -> list[str]:

@@ -72,11 +72,28 @@ def test_unreachable_device_exit_4_or_estimate(models, tmp_path):
 
 
 def test_model_failure_exit_5(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # A well-formed ONNX file whose op no runtime has: the runtime rejects it on the device.
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["x"], ["y"], domain="edgekd.test")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"garbage")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                      helper.make_opsetid("edgekd.test", 1)]),
+              bad)
     result = invoke(profile_command, bad, "--device", "local", "--set",
                     f"work_dir={tmp_path / 'w'}")
     assert result.exit_code == 5 and "failed on device local" in result.output
+
+
+def test_a_file_that_is_not_a_model_is_bad_input_not_a_device_failure(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    result = invoke(profile_command, bad, "--device", "local")
+    assert result.exit_code == 2 and "bad.onnx: not an ONNX model" in result.output
 
 
 def test_devices_lists_transport_and_reachability(sshd, tmp_path, monkeypatch):

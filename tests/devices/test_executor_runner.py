@@ -146,7 +146,8 @@ def test_a_traced_build_gives_per_op_timings_from_its_etdump(adb_device, pte, tm
     rows = list(csv.DictReader(ops.open()))
     assert rows and {r["runs_on"] for r in rows} == {"XNNPACK"}
     assert any(r["op"].startswith("Convolution") for r in rows)
-    assert all(int(r["runs"]) == 5 and float(r["mean_ms"]) >= 0 for r in rows)
+    # Five traced runs; the first (cold) one is left out of the statistics.
+    assert all(int(r["runs"]) == 4 and float(r["mean_ms"]) >= 0 for r in rows)
     # A traced build writes model.etdump into its working directory on every run: the work
     # dir, removed afterwards (adb shell starts in /, where the real tool would abort).
     assert list((tmp_path / "data local tmp").iterdir()) == []

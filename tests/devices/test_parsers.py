@@ -157,3 +157,10 @@ def test_estimate_needs_spec_figures(models):
                      {"macs": 1e6, "params": 1e4, "activation_bytes": 1e4, "precision": "int8"})
     assert given.metrics["latency_ms_p99"] > 0
 
+
+
+def test_a_suspect_variation_is_shown_with_the_digits_that_tell_it_from_the_limit():
+    [close] = suspect_reasons({"latency_ms_mean": 1.0, "latency_ms_std": 0.2503}, {}, 0.25, 80)
+    assert close == "latency coefficient of variation 25.03% is above 25.00%"
+    [far] = suspect_reasons({"latency_ms_mean": 1.0, "latency_ms_std": 0.4}, {}, 0.25, 80)
+    assert far == "latency coefficient of variation 40% is above 25%"

@@ -146,6 +146,50 @@ def test_an_op_xnnpack_lacks_is_counted_outside_and_fails_min_delegated_ops(tmp_
     assert np.abs(executorch.pte_logits(path, x) - expected).max() < 1e-5
 
 
+def test_the_export_stage_names_the_ops_outside_the_delegate(tmp_path):
+    from edgekd.artifacts import StageResult
+    from edgekd.export.formats import RUNTIMES
+    from edgekd.stages.export import _outside_delegate
+
+    path = executorch.write_pte(_Flipped().eval(), (1, 8, 8), tmp_path / "flipped.pte")
+    result = StageResult()
+    result.metrics["student_fp32_pte.delegated_ops"] = \
+        executorch.pte_op_counts(path)["delegated_ops"]
+    [warning] = _outside_delegate("student_fp32_pte", path, RUNTIMES["executorch"], result)
+    assert "outside the XNNPACK delegate" in warning and "aten::flip x1" in warning
+    assert result.info["ops_outside_delegate"]["student_fp32_pte"]["aten::flip"] == 1
+
+
+class _Sorted(torch.nn.Module):
+    """An op the pip build of ExecuTorch lowers but has no kernel for (aten::sort.values)."""
+
+    def forward(self, x):
+        return torch.sort(x.flatten(1), dim=1).values[:, :10]
+
+
+def test_an_op_without_a_kernel_is_named_not_numbered(tmp_path):
+    path = executorch.write_pte(_Sorted(), (1, 4, 4), tmp_path / "sorted.pte")
+    assert executorch.missing_operators(path) == ["aten::sort.values"]
+    with pytest.raises(RuntimeError, match=r"no kernel for aten::sort\.values"):
+        executorch.pte_logits(path, np.zeros((1, 1, 4, 4), np.float32))
+
+
+def test_profile_names_the_missing_op_and_refuses_files_that_are_not_models(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+
+    path = executorch.write_pte(_Sorted(), (1, 4, 4), tmp_path / "sorted.pte")
+    run = CliRunner().invoke(cli, ["profile", str(path), "--device", "local", "--runs", "2"])
+    assert run.exit_code == 5 and "no kernel for aten::sort.values" in run.output
+    (tmp_path / "empty.pte").write_bytes(b"")
+    (tmp_path / "noise.pte").write_bytes(np.random.default_rng(0).bytes(4096))
+    for name, why in (("empty.pte", "the file is empty"),
+                      ("noise.pte", "not an ExecuTorch program")):
+        run = CliRunner().invoke(cli, ["profile", str(tmp_path / name), "--device", "local"])
+        assert run.exit_code == 2 and why in run.output, run.output
+
+
 def test_min_delegated_ops_applies_to_files_with_a_delegate_only():
     budget = ExportBudget(min_delegated_ops=1.0)
     metrics = {"student_int8_pte.delegated_ops": 1.0, "student_int8_tflite.delegated_ops": 0.9}
@@ -177,6 +221,7 @@ def test_local_profile_measures_a_pte_in_a_fresh_process(built, tmp_path):
                      data=data, op_profile=ops)
     m = result.metrics
     assert result.runtime == "executorch" and result.measured
+    assert result.conditions["runtime_version"] == metadata.version("executorch")
     assert 0 < m["latency_ms_min"] <= m["latency_ms_p50"] <= m["latency_ms_p90"] \
         <= m["latency_ms_p99"] <= m["latency_ms_max"]
     assert m["load_ms"] > 0 and m["first_inference_ms"] > 0

@@ -71,3 +71,18 @@ def test_device_runner_refuses_an_unknown_suffix(tmp_path):
                           capture_output=True, text=True, timeout=120)
     doc = json.loads(done.stdout.strip().splitlines()[-1])
     assert doc["ok"] is False and "no runtime takes .mlmodel files" in doc["error"]
+
+
+@pytest.mark.parametrize("suffix, content, why", [
+    (".tflite", b"", "the file is empty"),
+    (".tflite", b"\x00" * 64, "not a TFLite flatbuffer"),
+    (".onnx", b"\xff" * 64, "not an ONNX model"),
+    (".pte", b"PK\x03\x04" + b"\x00" * 60, "not an ExecuTorch program"),
+])
+def test_a_file_that_is_not_a_model_is_said_so_before_any_runtime_sees_it(tmp_path, suffix,
+                                                                           content, why):
+    from edgekd.export.formats import not_a_model
+
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(content)
+    assert why in not_a_model(path)
