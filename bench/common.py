@@ -83,8 +83,9 @@ def parse_args(doc: str, argv: list[str] | None = None,
                extra: list[tuple[str, dict]] | None = None) -> argparse.Namespace:
     """The options every benchmark takes (plus `extra` ones)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke setting: tiny epochs and runs (seconds to a minute)")
+    parser.add_argument("--quick", "--tiny", dest="tiny", action="store_true",
+                        help="smoke setting for CI: tiny epochs and runs (seconds to a "
+                             "minute); figures show the tables' shape only")
     parser.add_argument("--datasets", default=",".join(DATASETS),
                         help="comma-separated subset of: " + ", ".join(DATASETS))
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")

@@ -11,39 +11,53 @@ from pathlib import Path
 
 from bench.common import RESULTS, pm, table
 
-ORDER = ("distill_quality", "kd_methods", "quantization", "speed", "gemm", "pipeline_cost", "peer",
-         "int8_speed", "train_throughput")
+ORDER = ("kd_task", "distill_quality", "kd_methods", "quantization", "speed", "gemm",
+         "pipeline_cost", "peer", "int8_speed", "train_throughput")
 TITLES = {
-    "distill_quality": "1. Distillation quality",
+    "kd_task": "0. A task where distillation matters (issue 14): 100 classes of two-digit "
+               "numbers, every KD method over 3 seeds, torchdistill as the peer",
+    "distill_quality": "1. Distillation quality on digits and MNIST (10 classes)",
     "kd_methods": "1b. Distillation methods (issue 6): logit, hint, attention, relational, "
-                  "ensemble, assistant chain",
+                  "ensemble, assistant chain, on a 10-class task",
     "quantization": "2. Quantization: fp32 vs int8 QAT vs int8 PTQ",
-    "speed": "3. Speed",
+    "speed": "3. The per-call floor: speed of the tiny pipeline students (microseconds per "
+             "inference, where call overhead, not arithmetic, sets the time)",
     "gemm": "4. Where the limit is: GEMM peak and achieved MAC rate",
     "pipeline_cost": "5. Pipeline cost",
-    "peer": "6. A peer in the same run",
-    "int8_speed": "7. int8 vs fp32 on both runtimes, before and after edgekd's quantizer "
-                  "fixes (issue 5): the default student, mobilenet_v2, resnet18, "
-                  "mobilenet_v3_small, random weights",
+    "peer": "6. A peer in the same run (Olive)",
+    "int8_speed": "7. int8 where it pays: real students at 96 and 224 px on onnxruntime, "
+                  "LiteRT and ExecuTorch (issues 5 and 14)",
     "train_throughput": "8. Training at real scale (issue 12): throughput against a plain "
                         "PyTorch KD loop, peak memory against dataset size",
 }
+OWN_SECTIONS = {"kd_task": "bench.kd_task", "int8_speed": "bench.int8_speed"}
+"""Benchmarks that render their own section, goals and reasons (`section(doc)`,
+`goals(doc)`, `why(doc)`) from their JSON."""
+SMOKE = ("tiny", "quick")
+
+
+def _own(name: str):
+    import importlib
+
+    return importlib.import_module(OWN_SECTIONS[name])
+
 
 HOW = """\
 ## How to reproduce
 
 ```
 make bench                          # = .venv/bin/python -m bench.run_all (full setting)
-.venv/bin/python -m bench.run_all --tiny                     # smoke run, a few minutes
-.venv/bin/python -m bench.speed [--tiny] [--datasets digits]  # one benchmark
+.venv/bin/python -m bench.run_all --quick                    # smoke run (CI), a few minutes
+.venv/bin/python -m bench.speed [--quick] [--datasets digits]  # one benchmark
 .venv/bin/python -m bench.int8_speed --models cnn_8,mobilenet_v3_small  # some models only
 ```
 
 Each script prints markdown tables and writes `bench/results/<name>.json` with the setting
-(`full` or `tiny`), the environment (CPU, cores, load average, package versions) and every
-raw figure; `run_all` then rewrites this file from those JSON files. Models are built by
-edgekd's own pipeline in `bench/.work/` (git-ignored) and reused through its stage cache, so
-the scripts share one distilled, QAT-quantized and exported student per dataset.
+(`full`, or `tiny` / `quick` for the smoke run), the environment (CPU, cores, load average,
+package versions) and every raw figure; `run_all` then rewrites this file from those JSON
+files. Models are built by edgekd's own pipeline in `bench/.work/` (git-ignored) and reused
+through its stage cache, so the scripts share one distilled, QAT-quantized and exported student
+per dataset.
 
 Data: the built-in digits set, and the MNIST test set from `../shared/data/mnist-t10k`
 (override with `EDGEKD_MNIST=DIR`), written as an .npz the way a user brings data and split by
@@ -70,8 +84,8 @@ def _qat_rows(quant: dict, dataset: str) -> list[dict]:
 
 
 def goals(docs: dict) -> list[list]:
-    """One row per goal of issues 4 and 5: target, measured, verdict, margin."""
-    rows = []
+    """One row per goal (issues 4, 5, 12 and 14): target, measured, verdict, margin."""
+    rows = _own("kd_task").goals(docs["kd_task"]) if "kd_task" in docs else []
     quant, speed, cost = docs.get("quantization", {}), docs.get("speed", {}), \
         docs.get("pipeline_cost", {})
 
@@ -105,7 +119,8 @@ def goals(docs: dict) -> list[list]:
         worst = min(one, key=lambda item: item[1]["int8_speedup"])
         text = ", ".join(f"{d} {c['runtime']} {c['int8_speedup']:.2f}x" for d, c in one)
         ok = worst[1]["int8_speedup"] >= 3
-        rows.append(["int8 >= 3x faster than fp32, both runtimes, 1 thread", text,
+        rows.append(["int8 >= 3x faster than fp32 on the tiny pipeline students, both "
+                     "runtimes, 1 thread (issue 4; the per-call floor, section 3)", text,
                      "met" if ok else "MISSED",
                      f"worst {worst[1]['int8_speedup']:.2f}x = "
                      f"{worst[1]['int8_speedup'] / 3 * 100:.0f} % of the goal"])
@@ -124,7 +139,8 @@ def goals(docs: dict) -> list[list]:
         rows.append(["warm rerun of mobile.yaml <= 10 s", f"{warm:.1f} s (whole `edgekd run` "
                      "process)", "met" if warm <= 10 else "MISSED",
                      f"{warm - 10:.1f} s over" if warm > 10 else f"{10 - warm:.1f} s to spare"])
-    rows += _int8_goals(docs.get("int8_speed", {}).get("results", {}).get("models", {}))
+    if "int8_speed" in docs:
+        rows += _own("int8_speed").goals(docs["int8_speed"])
     rows += _parity_goal(quant.get("results", {}))
     rows += _scale_goals(docs.get("train_throughput", {}).get("results", {}))
     return rows
@@ -300,8 +316,9 @@ def why(docs: dict) -> str:
                         f"(ONNX) / {res['files']['tflite_fp32']['threads_1']['p50_ms'] * 1e3:.0f}"
                         " us (TFLite)" for d, res in speed.items())
     lines.append(
-        "- **int8 >= 3x faster than fp32.** The students are small (digits 0.05 M MACs, MNIST "
-        f"0.5 M), so an fp32 inference already takes only {fp32_us or 'microseconds'} at batch 1. "
+        "- **int8 >= 3x faster than fp32 on the tiny students.** The students are small "
+        f"(digits 0.05 M MACs, MNIST 0.5 M), so an fp32 inference already takes only "
+        f"{fp32_us or 'microseconds'} at batch 1. "
         "At that size the cost is per-operator dispatch, layout changes and the quantize / "
         "dequantize at the graph edges, not multiply-accumulates: the int8 files reach at best "
         + (f"{best.get('onnx_int8', 0) * 100:.0f} % (ONNX) and "
@@ -316,7 +333,9 @@ def why(docs: dict) -> str:
         "most of the integer arithmetic saved (section 7 measures the per-call floor). LiteRT "
         "(XNNPACK) gains less than 2x on these files (section 3). Reaching 3x needs models "
         "where MACs dominate (section 7: resnet18) or batching.")
-    lines += _why_int8(docs.get("int8_speed", {}).get("results", {}).get("models", {}))
+    for name in OWN_SECTIONS:
+        if name in docs:
+            lines += _own(name).why(docs[name])
     lines += _why_parity(docs.get("quantization", {}).get("results", {}))
     lines += _why_scale(docs.get("train_throughput", {}).get("results", {}))
     first = next(iter(quality.get("mnist", {}).get("students", {}).values()), None)
@@ -402,9 +421,10 @@ def why(docs: dict) -> str:
 
 def render(results: Path = RESULTS) -> str:
     docs = load(results)
-    parts = ["# edgekd benchmarks (issues 4 and 5)\n",
-             "Distillation quality, int8 accuracy, runtime speed, the CPU's limit and the "
-             "pipeline's own cost, measured side by side in one run; written by "
+    parts = ["# edgekd benchmarks\n",
+             "Distillation where it pays and where it does not, int8 accuracy, runtime speed on "
+             "real students and on tiny ones, the CPU's limit and the pipeline's own cost, "
+             "measured side by side in one run; written by "
              "`python -m bench.run_all` from `bench/results/*.json`.\n"]
     env = next((d["environment"] for d in docs.values() if "environment" in d), None)
     settings = sorted({d.get("setting") for n, d in docs.items() if n in ORDER})
@@ -417,8 +437,8 @@ def render(results: Path = RESULTS) -> str:
                      f"{env['packages'].get('onnxruntime')}, ai-edge-litert "
                      f"{env['packages'].get('ai-edge-litert')}, litert-torch "
                      f"{env['packages'].get('litert-torch')}; total {run_all.get('wall_s')} s.\n")
-    if "tiny" in settings:
-        parts.append("> **These figures come from a `--tiny` smoke run** (1-2 epochs, a few "
+    if set(settings) & set(SMOKE):
+        parts.append("> **These figures come from a `--quick` smoke run** (1-2 epochs, a few "
                      "timed runs): they show the tables' shape, not edgekd's quality or "
                      "speed. Run `make bench` for the real figures.\n")
     failed = [n for n, s in docs.get("run_all", {}).get("benchmarks", {}).items()
@@ -437,6 +457,9 @@ def render(results: Path = RESULTS) -> str:
             continue
         parts.append(f"`bench/{name}.py`, {doc['setting']} setting, {doc['generated_at']}, "
                      f"{doc['wall_s']} s. Raw figures: `bench/results/{name}.json`.\n")
+        if name in OWN_SECTIONS:
+            parts.append(_own(name).section(doc))
+            continue
         for t in doc["tables"]:
             parts.append(f"**{t['title']}**\n\n{t['markdown']}\n")
         for note in doc.get("notes", []):

@@ -1,6 +1,6 @@
 """Run every benchmark, then rewrite bench/README.md from the JSON they wrote.
 
-    python -m bench.run_all [--tiny] [--only speed,gemm] [--datasets digits,mnist]
+    python -m bench.run_all [--quick] [--only speed,gemm] [--datasets digits,mnist]
 
 (`make bench` runs the full setting.) Each benchmark runs in its own process, one after the
 other, so a failure in one is recorded and the others still run; the exit status is 1 if any
@@ -20,13 +20,14 @@ from bench.common import DATASETS, RESULTS, ROOT, WORK, environment
 from bench.readme import render
 
 # Speed before gemm: gemm reads speed.json for each model's share of the peak.
-BENCHMARKS = ("distill_quality", "kd_methods", "quantization", "speed", "gemm", "pipeline_cost",
-              "peer", "int8_speed", "train_throughput")
+BENCHMARKS = ("kd_task", "distill_quality", "kd_methods", "quantization", "speed", "gemm",
+              "pipeline_cost", "peer", "int8_speed", "train_throughput")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="smoke setting for every benchmark")
+    parser.add_argument("--quick", "--tiny", dest="tiny", action="store_true",
+                        help="smoke setting for every benchmark (CI; figures show shape only)")
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help="comma-separated benchmarks to run: " + ", ".join(BENCHMARKS))
     parser.add_argument("--datasets", default=",".join(DATASETS))
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                         "wall_s": round(time.perf_counter() - start, 1)}
         print(f"=== bench.{name}: exit {proc.returncode} in {status[name]['wall_s']} s ===",
               flush=True)
-    doc = {"setting": "tiny" if args.tiny else "full", "benchmarks": status,
+    doc = {"setting": "quick" if args.tiny else "full", "benchmarks": status,
            "wall_s": round(time.time() - started, 1),
            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment()}
     args.results.mkdir(parents=True, exist_ok=True)

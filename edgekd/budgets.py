@@ -215,7 +215,8 @@ class Check:
     measured_on: str = "host"
     estimated: bool = False
     unit: str = ""
-    """The unit of value and limit when it is not the metric's plain number (MiB)."""
+    """The unit of value and limit when it is not the metric's plain number: MiB, or B
+    (bytes, shown in kB / MB / GB)."""
     written: str = ""
     """The limit as the pipeline wrote it, when that is in another unit ("1 GB")."""
 
@@ -226,13 +227,29 @@ class Check:
         """One line: `ok   name: value (limit >= x, measured on host)`, with the unit and the
         limit as written where they differ (`731 MiB (limit <= 953.7 MiB = 1 GB, ...)`)."""
         op = ">=" if self.name.startswith("min_") or ".min_" in self.name else "<="
-        unit = f" {self.unit}" if self.unit else ""
-        shown = "missing" if self.value is None else f"{self.value:.4g}{unit}"
+        digits = _telling_digits(self.value, self.limit)
+
+        def show(x: float) -> str:
+            if self.unit == "B":  # file sizes: 14.6 kB, not 1.46e+04
+                e, unit = next((e, u) for e, u in ((9, "GB"), (6, "MB"), (3, "kB"), (0, "B"))
+                               if abs(x) >= 10**e or e == 0)
+                return f"{x / 10**e:.{digits}g} {unit}"
+            return f"{x:.{digits}g}" + (f" {self.unit}" if self.unit else "")
+
+        shown = "missing" if self.value is None else show(self.value)
         written = f" = {self.written}" if self.written else ""
         how = "estimated" if self.estimated else "measured"
         state = "ok  " if self.passed else "FAIL"
-        return (f"{state} {self.name}: {shown} (limit {op} {self.limit:.4g}{unit}{written}, "
+        return (f"{state} {self.name}: {shown} (limit {op} {show(self.limit)}{written}, "
                 f"{how} on {self.measured_on})")
+
+
+def _telling_digits(value: float | None, limit: float) -> int:
+    """Significant digits (4 to 12) that show `value` and `limit` apart when they differ, so
+    0.98999 against 0.99 never reads `0.99 (limit >= 0.99)`."""
+    if value is None or value == limit:
+        return 4
+    return next((d for d in range(4, 12) if f"{value:.{d}g}" != f"{limit:.{d}g}"), 12)
 
 
 def _compare(name: str, value: float | None, limit: float, at_least: bool, where: str,
@@ -298,8 +315,8 @@ def _artifact_checks(budget: Budget, name: str, metrics: dict[str, float], where
     limit = lambda field: getattr(budget, field, None)  # noqa: E731  (fields vary by stage)
     out: list[Check] = []
     if limit("max_size") is not None:
-        out.append(_compare(f"{name}.max_size", get("bytes"), parse_size(budget.max_size),
-                            False, where, False))
+        out.append(replace(_compare(f"{name}.max_size", get("bytes"),
+                                    parse_size(budget.max_size), False, where, False), unit="B"))
     if limit("min_top1_agreement") is not None:
         out.append(_compare(f"{name}.min_top1_agreement", get("top1_agreement"),
                             budget.min_top1_agreement, True, where, False))

@@ -135,3 +135,18 @@ def test_zero_and_units_are_still_limits():
         parse_size(-1)
     with pytest.raises(ValueError, match="not true"):
         parse_duration_ms(True)
+
+
+def test_a_failed_check_never_reads_like_a_pass():
+    [near] = check(ExportBudget(min_top1_agreement=0.99), {"a.top1_agreement": 0.98999}, ["a"])
+    assert not near.passed
+    assert "0.98999 (limit >= 0.99," in near.describe()
+    [plain] = check(ExportBudget(min_top1_agreement=0.99), {"a.top1_agreement": 0.5}, ["a"])
+    assert "0.5 (limit >= 0.99," in plain.describe()
+
+
+def test_sizes_read_as_sizes():
+    [small] = check(ExportBudget(max_size="2 MB"), {"a.bytes": 14600.0}, ["a"])
+    assert "a.max_size: 14.6 kB (limit <= 2 MB," in small.describe()
+    [edge] = check(ExportBudget(max_size="10 KB"), {"a.bytes": 10000.4}, ["a"])
+    assert not edge.passed and "10.0004 kB (limit <= 10 kB," in edge.describe()
