@@ -22,8 +22,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
     The temporary name keeps `path`'s suffix (writers such as np.save, torch.onnx.export and
     litert-torch look at it) and is unique to the process and call. The file is fsynced
-    before the rename. On an exception the temporary file is removed and `path` is left as it
-    was. The parent folder is created if missing.
+    before the rename and given the mode a plain `open()` would (0644 under umask 022), even
+    when the writer made it private. On an exception the temporary file is removed and `path`
+    is left as it was. The parent folder is created if missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,10 +34,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         if tmp.is_file():  # on disk before it takes the name: a crash never leaves half a file
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            # Some writers make their file through mkstemp (mode 0600); every artifact gets
+            # the mode a plain open() would give it.
+            os.chmod(tmp, 0o666 & ~_umask())
         tmp.replace(path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
