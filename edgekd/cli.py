@@ -41,6 +41,25 @@ class _Cli(click.Group):
             click.echo(err=True)  # ends the line the terminal's ^C is on
             click.echo(INTERRUPT_MESSAGES.get(ctx.invoked_subcommand, "interrupted"), err=True)
             sys.exit(exits.INTERRUPTED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last guard: one line and a log
+            _internal_error(exc, ctx.invoked_subcommand)
+
+
+def _internal_error(exc: Exception, command: str | None) -> None:
+    """An exception no command turned into its documented exit: one line naming it, the
+    traceback in a log file, exit 1 (exits.INTERNAL)."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="edgekd-error-", suffix=".log",
+                                     delete=False) as log:
+        log.write(traceback.format_exc())
+    click.echo(f"internal error in edgekd {command or ''}: {type(exc).__name__}: {exc}",
+               err=True)
+    click.echo(f"details: {log.name} (please include it in a bug report)", err=True)
+    sys.exit(exits.INTERNAL)
 
 
 @click.group(cls=_Cli)
@@ -187,9 +206,30 @@ def report_command(run_dir: Path) -> None:
     if not source.is_file():
         click.echo(f"{source}: no report.json in this run directory", err=True)
         sys.exit(exits.USAGE)
-    doc = json.loads(source.read_text())
-    write_html(doc, run_dir / "report.html")
+    try:
+        doc = json.loads(source.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        click.echo(f"{source}: not a report.json: {exc}", err=True)
+        sys.exit(exits.USAGE)
+    missing = [k for k in REPORT_KEYS if k not in doc] if isinstance(doc, dict) else REPORT_KEYS
+    if missing:
+        click.echo(f"{source}: not an edgekd report (no {', '.join(missing)})", err=True)
+        sys.exit(exits.USAGE)
+    try:
+        write_html(doc, run_dir / "report.html")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        click.echo(f"{source}: an edgekd report with fields of the wrong shape "
+                   f"({type(exc).__name__}: {exc})", err=True)
+        sys.exit(exits.USAGE)
+    except OSError as exc:
+        click.echo(f"{run_dir / 'report.html'}: cannot write it: {exc.strerror}", err=True)
+        sys.exit(exits.USAGE)
     click.echo(f"wrote {run_dir / 'report.html'} (verdict {doc['verdict']})")
+
+
+REPORT_KEYS = ["pipeline", "verdict", "target", "started", "duration_s", "checks", "stages",
+               "environment"]
+"""The fields report.html is rendered from."""
 
 
 def _formats_option(_ctx, _param, value: str | None) -> list[str]:

@@ -45,6 +45,10 @@ def _check_inputs(model: Path, data: Path | None) -> None:
         _usage(f"{model}: {problem}")
     if data is None:
         return
+    if data.is_dir():
+        _usage(f"--data {data}: a folder; profile takes an .npz with x (N x C x H x W float32 "
+               "pixels in [0, 1], as the model's input) and y (integer labels), such as the "
+               "data/test-*.npz an edgekd run with a profile stage writes")
     if not data.is_file():
         _usage(f"--data {data}: no such file")
     import numpy as np
@@ -85,6 +89,9 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
     """Profile a .tflite, .onnx or .pte MODEL on a device and print its metrics."""
     device = _load(device_name, overrides)
     _check_inputs(model, data)
+    if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
+        _usage(f"--json {json_path}: " + ("a folder; give a file name" if json_path.is_dir()
+                                           else f"no folder {json_path.parent}"))
     if benchmark_binary is not None and not benchmark_binary.is_file():
         _usage(f"--benchmark-binary {benchmark_binary}: no such file")
     from edgekd.devices.measure import DeviceError, profile

@@ -1,0 +1,72 @@
+"""What the CLI does with input it cannot use and with errors nobody expected: one line, the
+documented exit code, never a traceback on the terminal."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekd import exits
+from edgekd.cli import cli
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"", "not a report.json"),
+    (b"{", "not a report.json"),
+    (b"\xfe\xff\x00garbage", "not a report.json"),
+    (b"[1, 2]", "not an edgekd report"),
+    (b'{"verdict": "pass"}', "not an edgekd report (no pipeline, target"),
+])
+def test_report_on_a_file_that_is_not_a_report(tmp_path, content, says):
+    (tmp_path / "report.json").write_bytes(content)
+    run = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert run.exit_code == exits.USAGE and says in run.output
+    assert "Traceback" not in run.output
+
+
+def test_report_with_fields_of_the_wrong_shape(tmp_path):
+    doc = {"pipeline": "p", "verdict": "pass", "target": "local", "started": "now",
+           "duration_s": 1.0, "checks": [], "stages": 5, "environment": {}}
+    (tmp_path / "report.json").write_text(json.dumps(doc))
+    run = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert run.exit_code == exits.USAGE and "fields of the wrong shape" in run.output
+
+
+def test_an_unexpected_error_is_one_line_exit_1_and_a_log(monkeypatch, tmp_path):
+    import edgekd.report
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("something nobody planned for")
+
+    monkeypatch.setattr(edgekd.report, "write_html", broken)
+    (tmp_path / "report.json").write_text(json.dumps(
+        {"pipeline": "p", "verdict": "pass", "target": "local", "started": "now",
+         "duration_s": 1.0, "checks": [], "stages": [], "environment": {}}))
+    run = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert run.exit_code == exits.INTERNAL
+    assert "internal error in edgekd report: RuntimeError: something nobody planned for" \
+        in run.output
+    log = Path(re.search(r"details: (\S+)", run.output).group(1))
+    assert "Traceback" in log.read_text() and "Traceback" not in run.output
+    log.unlink()
+
+
+def test_profile_says_what_data_it_takes_and_refuses_a_json_folder_before_measuring(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    run = CliRunner().invoke(cli, ["profile", str(model), "--device", "local", "--data",
+                                   str(tmp_path)])
+    assert run.exit_code == exits.USAGE and "a folder; profile takes an .npz with x" in run.output
+    run = CliRunner().invoke(cli, ["profile", str(model), "--device", "local", "--json",
+                                   str(tmp_path)])
+    assert run.exit_code == exits.USAGE and "--json" in run.output and "a folder" in run.output
