@@ -130,7 +130,8 @@ def classify_ssh(stderr: str) -> str:
 
 
 class Ssh:
-    """The system ssh / scp with BatchMode, ConnectTimeout and a ControlMaster socket.
+    """The system ssh / scp with BatchMode and a ControlMaster socket (and a connect timeout
+    and keep-alives where the user's ssh config has none).
 
     The master connection is opened by `connect()` with `-f -N` and stderr sent to a file: a
     master forked by ControlPersist from a command with piped stderr would keep that pipe open.
@@ -139,14 +140,33 @@ class Ssh:
     def __init__(self, device: DeviceProfile):
         self.device = device
         self.control_dir = Path(tempfile.mkdtemp(prefix="edgekd-ssh-"))
+        self._user_config: dict[str, str] | None = None
+
+    def _effective_config(self) -> dict[str, str]:
+        """The user's ssh settings for this host (`ssh -G`: reads the config files, connects
+        to nothing), lower-case key -> value; empty when ssh cannot say."""
+        config = ["-F", str(self.device.ssh_config)] if self.device.ssh_config else []
+        try:
+            proc = subprocess.run(["ssh", *config, "-G", "--", self.device.host],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        pairs = (line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+        return {key.lower(): value.strip() for key, value in pairs}
 
     def options(self) -> list[str]:
         """ssh options: what edgekd needs, then only what the profile sets (an option given
-        here would override the user's ssh config)."""
+        here would override the user's ssh config). The connect timeout and keep-alives are
+        edgekd's defaults only where the user's ssh config for this host sets none."""
         d = self.device
-        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(d.connect_timeout_s))}",
-                "-o", f"ControlPath={self.control_dir}/%C", "-o", "ServerAliveInterval=5",
-                "-o", "ServerAliveCountMax=3"]
+        opts = ["-o", "BatchMode=yes", "-o", f"ControlPath={self.control_dir}/%C"]
+        if self._user_config is None:
+            self._user_config = self._effective_config()
+        if self._user_config.get("connecttimeout", "none") == "none":
+            opts += ["-o", f"ConnectTimeout={max(1, round(d.connect_timeout_s))}"]
+        if self._user_config.get("serveraliveinterval", "0") == "0":
+            opts += ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
         if d.allow_unknown_host_key is not None:
             opts += ["-o", "StrictHostKeyChecking="
                      + ("accept-new" if d.allow_unknown_host_key else "yes")]

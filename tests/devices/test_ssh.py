@@ -180,6 +180,19 @@ def test_user_ssh_config_is_not_overridden(sshd, models, tmp_path):
     assert "ssh-ed25519" in (tmp_path / "user_known_hosts").read_text()  # accepted, as told
 
 
+def test_user_timeouts_and_keepalives_are_kept(sshd, models, tmp_path):
+    """ConnectTimeout and ServerAliveInterval are edgekd's only where the user's config has
+    none: a user's `ConnectTimeout 30` for a slow link is not cut to the profile's 5 s."""
+    plain = Ssh(mypi(user_ssh_config(sshd, tmp_path), tmp_path)).options()
+    assert "ConnectTimeout=5" in plain and "ServerAliveInterval=5" in plain
+    config = user_ssh_config(sshd, tmp_path, "  StrictHostKeyChecking accept-new",
+                             "  ConnectTimeout 30", "  ServerAliveInterval 60")
+    device = mypi(config, tmp_path)
+    options = Ssh(device).options()
+    assert not any(o.startswith(("ConnectTimeout=", "ServerAlive")) for o in options)
+    assert profile(models["onnx_fp32"], device, runs=3).measured
+
+
 def test_unknown_host_key_refused_by_ssh_default_and_by_the_profile(sshd, models, tmp_path):
     """Unknown keys stay refused unless the user's config or the profile allows them: ssh's
     own default (ask) refuses in batch mode, and the profile's `false` beats accept-new."""
