@@ -36,9 +36,12 @@ def parse_benchmark_model(text: str) -> dict[str, float]:
                                 "max": "latency_ms_max", "std": "latency_ms_std"})
             timed["runs"] = stats.get("count", 0.0)
             out.update(timed)  # the last count= line is the timed runs, earlier ones warm-up
-        elif line.startswith("Memory footprint delta from the start of the tool (MB):"):
+        elif line.startswith(("Memory footprint delta from the start of the tool (MB):",
+                              "Peak memory footprint (MB):")):
+            # The same figure under two names: older builds called the growth of the
+            # tool's max RSS since its start "Peak memory footprint"; 0 where not supported.
             delta = dict(re.findall(rf"(\w+)=({NUMBER})", line))
-            if "overall" in delta:
+            if float(delta.get("overall", 0)) > 0:
                 out["model_memory_mb"] = float(delta["overall"])
         elif line.startswith("Overall peak memory footprint (MB) via periodic monitoring:"):
             out["peak_memory_mb"] = float(line.rsplit(":", 1)[1])

@@ -29,6 +29,18 @@ Overall peak memory footprint (MB) via periodic monitoring: 48.1
 """)
 
 
+def test_an_older_benchmark_model_memory_line_is_read():
+    """Older builds print the same growth of max RSS as "Peak memory footprint"; 0 means the
+    build could not measure it."""
+    older = ("count=30 first=47632 curr=49309 min=44914 max=49309 avg=47440.3 std=1087\n"
+             "Inference timings in us: Init: 847, First inference: 57338, Warmup (avg): "
+             "47674.1, Inference (avg): 47440.3\n"
+             "Peak memory footprint (MB): init=0 overall=12.87\n")
+    assert parse_benchmark_model(older)["model_memory_mb"] == pytest.approx(12.87)
+    unsupported = older.replace("overall=12.87", "overall=0")
+    assert "model_memory_mb" not in parse_benchmark_model(unsupported)
+
+
 def run_tool(name: str, *args: str, **env: str) -> str:
     proc = subprocess.run([str(BIN / name), *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=30)
