@@ -28,12 +28,20 @@ class Artifact:
         """Describe an existing file (hashes it). Raises FileNotFoundError if it is missing."""
         return cls(name, path, format, sha256_file(path), path.stat().st_size)
 
-    def as_dict(self) -> dict:
-        return {**asdict(self), "path": str(self.path)}
+    def as_dict(self, base: Path | None = None) -> dict:
+        """As JSON; the path relative to `base` when the file lies under it (a run directory
+        that is moved or copied then still names its own files)."""
+        path = self.path
+        if base is not None and path.is_absolute() and path.is_relative_to(base):
+            path = path.relative_to(base)
+        return {**asdict(self), "path": str(path)}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> Artifact:
-        return cls(**{**raw, "path": Path(raw["path"])})
+    def from_dict(cls, raw: dict, base: Path | None = None) -> Artifact:
+        """From `as_dict`; a relative path is taken from `base`."""
+        path = Path(raw["path"])
+        return cls(**{**raw, "path": base / path if base is not None and not path.is_absolute()
+                      else path})
 
     @property
     def deployable(self) -> bool:
@@ -74,16 +82,17 @@ class StageResult:
     compute_s: float | None = None
     """Seconds the stage took when it last ran (not when it was reused from the cache)."""
 
-    def as_dict(self) -> dict:
+    def as_dict(self, base: Path | None = None) -> dict:
+        """As JSON; artifact paths relative to `base` (the run directory) when under it."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["artifacts"] = {k: a.as_dict() for k, a in self.artifacts.items()}
+        out["artifacts"] = {k: a.as_dict(base) for k, a in self.artifacts.items()}
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> StageResult:
+    def from_dict(cls, raw: dict, base: Path | None = None) -> StageResult:
         known = {f.name for f in fields(cls)}
         result = cls(**{k: v for k, v in raw.items() if k in known})
-        result.artifacts = {k: Artifact.from_dict(a) for k, a in raw["artifacts"].items()}
+        result.artifacts = {k: Artifact.from_dict(a, base) for k, a in raw["artifacts"].items()}
         return result
 
 

@@ -163,7 +163,7 @@ def _cached(run_dir: Path, kind: str, key: str) -> StageResult | None:
         return None
     try:
         doc = json.loads(path.read_text())
-        result = StageResult.from_dict(doc["result"])
+        result = StageResult.from_dict(doc["result"], run_dir)
     except (json.JSONDecodeError, KeyError, TypeError):
         return None
     if doc.get("key") != key or not all(a.intact() for a in result.artifacts.values()):
@@ -246,11 +246,12 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
             result.warnings += chance_warnings(kind, result.metrics, ctx.meta()["num_classes"])
         result.compute_s = round(time.perf_counter() - started, 3)
         write_json(run.run_dir / kind / "stage.json",
-                   {"kind": kind, "key": record.key, "result": result.as_dict()})
+                   {"kind": kind, "key": record.key,
+                    "result": result.as_dict(run.run_dir)})
         record.status = "done"
     record.duration_s = time.perf_counter() - started
     record.result = results[kind] = result
-    record.checks = budgets.check(getattr(cfg, "budget", None), result.metrics,
+    record.checks = budgets.check(run.pipeline.budget(kind), result.metrics,
                                   result.evaluated, result.measured_on, result.estimated)
     log(f"[{kind}] {record.status} in {record.duration_s:.1f} s")
     for check in record.checks:
@@ -268,8 +269,7 @@ def _gate_failed(run: Run, record: StageRecord, kind: str, when: str = "") -> bo
     run.exit_code = exits.GATE
     failed = [c for c in record.checks if not c.passed]
     run.message = f"gate failed at {kind}{f' {when}' if when else ''}: " + "; ".join(
-        f"{c.name} = {'missing' if c.value is None else f'{c.value:.4g}'} (limit {c.limit:.4g})"
-        for c in failed)
+        f"{c.name} = {c.shown()[0]} (limit {c.shown()[1]})" for c in failed)
     return False
 
 

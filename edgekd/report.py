@@ -127,7 +127,8 @@ def _stage_section(stage: dict) -> str:
                     f"<td>{a['bytes']:,} B</td></tr>" for a in stage["artifacts"])
     info = stage.get("info") or {}
     how = "; ".join(f"{label} {html.escape(str(info[key]))}" for key, label in (
-        ("device", "trained on"), ("gpu", "GPU"), ("precision", "precision"),
+        ("device", "measured on" if stage["kind"] == "profile" else "trained on"),
+        ("gpu", "GPU"), ("precision", "precision"),
         ("images_per_s", "images/s"), ("test_split", "accuracies on the test split,"),
         ("shipped", "shipped:"), ("export_check", "export check before training:"))
         if info.get(key) is not None)

@@ -77,3 +77,22 @@ def test_weights_module_file_and_hf_folder_contents_are_in_the_key(tmp_path):
         keys.append(_keys(pipeline, tmp_path / "p.yaml", "d"))
     assert keys[0]["teacher"] != keys[1]["teacher"] == keys[2]["teacher"] == keys[3]["teacher"]
     assert len({k["distill"] for k in keys}) == 4
+
+
+def test_a_moved_or_copied_run_directory_names_its_own_files(tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    model = run / "export" / "m.onnx"
+    model.write_bytes(b"abc")
+    result = StageResult({"m": Artifact.of("m", model, "onnx")}, {"x": 1.0})
+    doc = {"key": "k1", "result": result.as_dict(run)}
+    assert doc["result"]["artifacts"]["m"]["path"] == "export/m.onnx"
+    (run / "export" / "stage.json").write_text(json.dumps(doc))
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    model.write_bytes(b"changed")  # the original changes; the copy must not follow it
+    cached = _cached(copy, "export", "k1")
+    assert cached is not None and cached.artifacts["m"].path == copy / "export" / "m.onnx"

@@ -42,7 +42,11 @@ CASES = {
     "delegated_ops_on_onnx": (DISTILL, QUANTIZE + EXPORT + "    budget: {min_delegated_ops: 1.0, "
                               "artifacts: [student_int8_onnx]}\n",
                               "stages[2].budget.min_delegated_ops",
-                              "none of student_int8_onnx runs a delegate"),
+                              "none of student_int8_onnx is one, so it would check nothing"),
+    # an int8 speed-up limit on fp32 files only checks nothing
+    "speedup_on_fp32": (DISTILL, QUANTIZE + EXPORT + "  - kind: profile\n    budget: "
+                        "{min_int8_speedup: 1.0, artifacts: [student_fp32_onnx]}\n",
+                        "stages[3].budget.min_int8_speedup", "it gates int8 files"),
     # a field that was accepted and never read, now gone
     "freeze_bn_after": (DISTILL, QUANTIZE + "    freeze_bn_after: 2\n",
                         "stages[1].freeze_bn_after", "unknown key"),
@@ -179,3 +183,35 @@ def test_optimizer_settings_with_ptq_are_rejected(tmp_path):
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 2
     assert "stages[1].optimizer: only method: qat trains" in result.output
+
+
+def test_the_quantize_drop_limit_also_gates_the_int8_files(tmp_path):
+    """With method: ptq the int8 ONNX file is calibrated apart from the model the quantize
+    stage measures: its drop limit applies to every int8 file too, unless export sets one."""
+    from edgekd.pipeline import load
+
+    quantize = "  - kind: quantize\n    method: ptq\n    budget: {max_accuracy_drop: 0.01}\n"
+    path = tmp_path / "p.yaml"
+    path.write_text(pipeline_text(DISTILL, quantize + EXPORT))
+    assert load(path).budget("export").max_accuracy_drop == 0.01
+    assert load(path).stage("export").budget is None  # the file says what it says
+    path.write_text(pipeline_text(DISTILL, quantize + EXPORT
+                                  + "    budget: {max_accuracy_drop: 0.05}\n"))
+    assert load(path).budget("export").max_accuracy_drop == 0.05
+
+
+
+@pytest.mark.parametrize("device, says", [
+    ("name: x\ntransport: ssh\nhost: [oops\n", "YAML syntax error"),
+    ("name: x\ntransport: ssh\nhost: -oProxyCommand=x\n", "host: must not start with '-'"),
+])
+def test_a_broken_target_file_is_found_before_anything_trains(tmp_path, device, says):
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+
+    (tmp_path / "dev.yaml").write_text(device)
+    path = tmp_path / "p.yaml"
+    path.write_text(pipeline_text(DISTILL, "").replace("stages:", "target: dev.yaml\nstages:"))
+    run = CliRunner().invoke(cli, ["validate", str(path)])
+    assert run.exit_code == 2 and f"{path}: target: " in run.output and says in run.output

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from edgekd.budgets import ExportBudget
 from edgekd.config.data import DataConfig
 from edgekd.config.distill import DistillStage
 from edgekd.config.models import ModelConfig, TeacherConfig
@@ -78,14 +79,15 @@ class Pipeline(Strict):
                     f"stages[{i}].budget.artifacts: {names} "
                     f"{'is not an artifact' if len(unknown) == 1 else 'are not artifacts'} "
                     f"this pipeline exports; it exports {', '.join(written) or 'none'}")
-            if getattr(stage.budget, "min_delegated_ops", None) is not None:
-                gated = named if named is not None else written
-                if not any(RUNTIMES[FORMATS[f].runtime].delegates
-                           for f in FORMATS if FORMATS[f].artifact in gated):
+            gated = [FORMATS[f] for f in FORMATS
+                     if FORMATS[f].artifact in (named if named is not None else written)]
+            for field, applies, which in _PARTIAL_LIMITS:
+                if getattr(stage.budget, field, None) is not None and \
+                        not any(applies(f) for f in gated):
                     raise ValueError(
-                        f"stages[{i}].budget.min_delegated_ops: none of "
-                        f"{', '.join(gated) or 'no artifacts'} runs a delegate, so it would "
-                        "check nothing; it gates .pte (ExecuTorch) and .tflite (LiteRT) files")
+                        f"stages[{i}].budget.{field}: it gates {which}, and none of "
+                        f"{', '.join(f.artifact for f in gated) or 'no artifacts'} is one, so "
+                        "it would check nothing")
         return self
 
     @field_validator("device")
@@ -111,6 +113,31 @@ class Pipeline(Strict):
     def stage(self, kind: str) -> Any:
         """The stage config of `kind`, or None when the pipeline has none."""
         return next((s for s in self.stages if s.kind == kind), None)
+
+    def budget(self, kind: str) -> Any:
+        """The budget stage `kind` is gated on: its own, except that the quantize stage's
+        `max_accuracy_drop` also gates each int8 file at export (the files that ship) unless
+        the export budget sets its own."""
+        budget = getattr(self.stage(kind), "budget", None)
+        drop = getattr(getattr(self.stage("quantize"), "budget", None), "max_accuracy_drop",
+                       None)
+        if kind != "export" or drop is None:
+            return budget
+        if budget is None:
+            return ExportBudget(max_accuracy_drop=drop)
+        if budget.max_accuracy_drop is None:
+            return budget.model_copy(update={"max_accuracy_drop": drop})
+        return budget
+
+
+_PARTIAL_LIMITS = (
+    ("min_delegated_ops", lambda f: RUNTIMES[f.runtime].delegates,
+     ".pte (ExecuTorch) and .tflite (LiteRT) files, which run a delegate"),
+    ("min_int8_speedup", lambda f: f.precision == "int8", "int8 files"),
+    ("max_accuracy_drop", lambda f: f.precision == "int8", "int8 files"),
+)
+"""Per-file limits that apply to some files only: (budget field, applies to the format?,
+which files, in words). Gating only files they do not apply to is a config error."""
 
 
 def device_problem(device: str) -> str | None:

@@ -104,6 +104,8 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
         if exc.kind == "infrastructure":
             click.echo(f"device {device.name} unavailable ({exc.reason}){tries}: {exc}", err=True)
             sys.exit(exits.DEVICE_UNAVAILABLE)
+        if exc.reason == "input":
+            _usage(f"{model}: {exc}")
         click.echo(f"{model}: failed on device {device.name}: {exc}", err=True)
         sys.exit(exits.MODEL_FAILED_ON_DEVICE)
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
@@ -141,9 +143,15 @@ def format_result(model: Path, device, result) -> str:
         lines.append(f"op profile {c['op_profile']}")
     lines.append("")
     width = max((len(k) for k in result.metrics), default=6)
-    lines += [f"{name:<{width}}  {value:>12.5g}" for name, value in result.metrics.items()]
+    lines += [f"{name:<{width}}  {value:>12.5g} {_unit(name)}".rstrip()
+              for name, value in result.metrics.items()]
     lines += [f"SUSPECT: {why}" for why in result.suspect]
     return "\n".join(lines)
+
+
+def _unit(metric: str) -> str:
+    """The unit of a profile metric, by its name: `_ms` is ms, `_mb` MiB (VmHWM / 1024)."""
+    return "ms" if "_ms" in metric else "MiB" if metric.endswith("_mb") else ""
 
 
 @click.group("devices", invoke_without_command=True)

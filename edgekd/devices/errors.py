@@ -15,7 +15,8 @@ class DeviceError(Exception):
     from model failures (the runtime rejected the model or produced bad output).
 
     `reason` says more: unreachable, auth, host_key, offline, disconnected, timeout, setup
-    (infrastructure) or model. `attempts` is how many times the measurement was tried.
+    (infrastructure), model, or input (the data given does not fit the model: the user's
+    input, exit 2 in `edgekd profile`). `attempts` is how many times the measurement was tried.
     """
 
     def __init__(self, message: str, kind: Literal["infrastructure", "model"],

@@ -161,13 +161,20 @@ def run_runner(transport: Transport, work: str, request: Request,
     if doc is None:
         raise _no_result(proc, device)
     if not doc.get("ok"):
+        if doc.get("kind") == "input":  # the data given does not fit the model
+            raise DeviceError(f"--data: {doc.get('error')}", "model", "input")
         kind = "model" if doc.get("kind") == "model" else "infrastructure"
-        raise DeviceError(f"device {device.name}: {doc.get('error')}{_missing_ops(proc)}", kind,
+        raise DeviceError(f"{doc.get('error')}{_missing_ops(proc)}", kind,
                           "model" if kind == "model" else "setup")
     conditions = runner_conditions(doc)
     if etdump:
         conditions["op_profile"] = _op_profile(transport, f"{work}/model.etdump", doc,
                                                request.op_profile)
+    elif request.op_profile is not None:
+        conditions["op_profile"] = (
+            f"unavailable: per-op timings come from ExecuTorch's ETDump (.pte) and from "
+            f"benchmark_model (.tflite on a device with runtime: benchmark_model), not from "
+            f"{doc['runtime']}'s Python API; nothing was written to {request.op_profile}")
     return ProfileResult(metrics=pick_metrics(doc), device=device.name, runtime=doc["runtime"],
                          conditions=conditions)
 

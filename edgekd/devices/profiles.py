@@ -202,9 +202,12 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def check_target(target: str, source: Path) -> Path:
-    """The profile file of a pipeline's `target:`; ConfigError naming the pipeline file and the
-    field (`FILE: target: unknown device ...`) when there is none."""
+    """The profile file of a pipeline's `target:`, read and validated now (before any stage
+    trains); ConfigError naming the pipeline file and the field (`FILE: target: unknown device
+    ...`, `FILE: target: dev.yaml: host: ...`) when there is none or it is invalid."""
     try:
-        return find_profile(target, relative_to=source.parent)
+        path = find_profile(target, relative_to=source.parent)
+        load_profile(str(path))
+        return path
     except ConfigError as exc:
         raise ConfigError([f"{source}: target: {line}" for line in exc.lines]) from None

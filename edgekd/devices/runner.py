@@ -248,6 +248,8 @@ def measure(args: argparse.Namespace) -> dict:
     load_ms = (time.perf_counter() - start) * 1e3
 
     data = np.load(args.data) if args.data else None
+    if data is not None:
+        check_data(model, data["x"])
     sample = data["x"][:1] if data is not None else _random_input(model)
     x = model.prepare(sample.astype(np.float32))
 
@@ -298,14 +300,37 @@ def open_model(path: str, runtime: str, threads: int):
     return TfliteModel(path, runtime, threads)
 
 
-def _random_input(model) -> np.ndarray:
+class InputMismatch(ValueError):
+    """The data given does not fit the model's input (the user's input, not the model's
+    failure)."""
+
+
+def _input_dims(model) -> list:
+    """The model's input shape as it declares it; None for a dimension it leaves open."""
     if isinstance(model, OnnxModel):
-        dims = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
-    elif isinstance(model, PteModel):
-        dims = list(model.shape)
-    else:
-        dims = list(model.input["shape"])
+        return [d if isinstance(d, int) and d > 0 else None
+                for d in model.session.get_inputs()[0].shape]
+    if isinstance(model, PteModel):
+        return list(model.shape)
+    return [int(d) for d in model.input["shape"]]
+
+
+def _random_input(model) -> np.ndarray:
+    dims = [d or 1 for d in _input_dims(model)]
     return np.random.default_rng(0).random(dims, dtype=np.float32)
+
+
+def check_data(model, x: np.ndarray) -> None:
+    """Raise InputMismatch when samples of shape x.shape[1:] cannot be the model's input (a
+    TFLite model may take them as NHWC)."""
+    dims = _input_dims(model)[1:]
+    shapes = [x.shape[1:]] + ([x.shape[1:][1:] + x.shape[1:][:1]] if x.ndim == 4 and
+                              isinstance(model, TfliteModel) else [])
+    if not any(len(shape) == len(dims) and
+               all(d is None or d == shape[i] for i, d in enumerate(dims)) for shape in shapes):
+        want = "x".join("?" if d is None else str(d) for d in dims)
+        raise InputMismatch(f"samples are {'x'.join(map(str, x.shape[1:]))} but the model "
+                            f"takes {want} (C x H x W after the batch)")
 
 
 def etdump(args: argparse.Namespace, runtime: str, x) -> dict:
@@ -370,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(args)
     except SetupError as exc:
         print(json.dumps({"ok": False, "kind": "setup", "error": str(exc), **info}))
+        return 1
+    except InputMismatch as exc:
+        print(json.dumps({"ok": False, "kind": "input", "error": str(exc), **info}))
         return 1
     except Exception as exc:  # any other failure is the model's or the runtime's
         print(json.dumps({"ok": False, "kind": "model", "error": f"{type(exc).__name__}: {exc}",

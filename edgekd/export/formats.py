@@ -185,13 +185,15 @@ def not_a_model(path: Path) -> str | None:
     of the header only: a runtime may still reject a damaged file whose header is intact."""
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(40)
     if not head:
         return "the file is empty"
     if path.suffix in _IDENTIFIERS:
         magic, what = _IDENTIFIERS[path.suffix]
         if head[4:4 + len(magic)] != magic:
             return f"not {what} (no {magic.decode()} identifier at byte 4)"
+        if path.suffix == ".pte":
+            return _pte_truncated(head, path.stat().st_size)
         return None
     if path.suffix == ".onnx":
         import onnx
@@ -203,3 +205,19 @@ def not_a_model(path: Path) -> str | None:
         if not model.graph.node:
             return "not an ONNX model (no graph nodes)"
     return None
+
+
+def _pte_truncated(head: bytes, size: int) -> str | None:
+    """Whether an ExecuTorch program is shorter than its extended header says: at byte 8,
+    "eh00", its length (uint32), then the program's size, the segments' offset and their
+    size (uint64 each, little-endian; ExecuTorch's schema/extended_header.h)."""
+    if head[8:12] != b"eh00" or len(head) < 32:
+        return None
+    length = int.from_bytes(head[12:16], "little")
+    program, base = int.from_bytes(head[16:24], "little"), int.from_bytes(head[24:32], "little")
+    segments = int.from_bytes(head[32:40], "little") if length >= 32 and len(head) >= 40 else 0
+    needed = max(program, base + segments if base else 0)
+    if size < needed:
+        return f"truncated: {size} bytes, where its header says {needed}"
+    return None
+

@@ -50,6 +50,13 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
             result.metrics.update(_compare(fmt.artifact, done.path, logits[name],
                                            references[id(done.reference)], splits.y_test,
                                            runtime.output_scale(done.path)))
+            if fmt.precision == "int8":  # against the fp32 student: what int8 cost this file
+                if id(source.fp32) not in references:
+                    references[id(source.fp32)] = _reference_logits(
+                        Written(done.path, source.fp32, "fp32"), x_test)
+                result.metrics[f"{fmt.artifact}.accuracy_drop"] = \
+                    accuracy(references[id(source.fp32)], splits.y_test) \
+                    - result.metrics[f"{fmt.artifact}.accuracy"]
             result.metrics.update({f"{fmt.artifact}.{k}": float(v)
                                    for k, v in runtime.op_counts(done.path).items()})
             result.warnings += _outside_delegate(fmt.artifact, done.path, runtime, result)

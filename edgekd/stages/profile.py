@@ -47,10 +47,14 @@ def run(cfg: ProfileStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
             result.warnings += [f"{name}: result suspect: {why}" for why in measured.suspect]
             bar.update(1)
     result.metrics.update(speedups(result.metrics))
-    result.warnings += slower_int8_warnings(result.metrics)
+    suspect = {name: a["suspect"] for name, a in result.info["artifacts"].items()
+               if a["suspect"]}
+    result.warnings += slower_int8_warnings(result.metrics, suspect)
     result.summary = {label: result.metrics[key] for label, key in (
         ("int8 TFLite p90 ms", "student_int8_tflite.latency_ms_p90"),
-        ("int8 TFLite peak MB", "student_int8_tflite.peak_memory_mb"),
+        ("int8 TFLite peak MiB", "student_int8_tflite.peak_memory_mb"),
+        ("int8 .pte p90 ms", "student_int8_pte.latency_ms_p90"),
+        ("int8 .pte model MiB", "student_int8_pte.model_memory_mb"),
         ("int8 TFLite speed-up", "student_int8_tflite.int8_speedup"),
         ("int8 ONNX speed-up", "student_int8_onnx.int8_speedup"),
         ("int8 .pte speed-up", "student_int8_pte.int8_speedup")) if key in result.metrics}
@@ -84,8 +88,20 @@ def speedups(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def slower_int8_warnings(metrics: dict[str, float]) -> list[str]:
-    """A warning for each `<artifact>.int8_speedup` below 1 (int8 slower than fp32)."""
-    return [f"{name.removesuffix('.int8_speedup')}: int8 is SLOWER than fp32 on the same "
-            f"runtime ({value:.2f}x the speed)"
-            for name, value in metrics.items() if name.endswith(".int8_speedup") and value < 1]
+def slower_int8_warnings(metrics: dict[str, float],
+                         suspect: dict[str, list[str]] | None = None) -> list[str]:
+    """A warning for each `<artifact>.int8_speedup` below 1 (int8 slower than fp32); where
+    either measurement of the pair is suspect (`suspect`: artifact -> reasons), it says so."""
+    out = []
+    for name, value in metrics.items():
+        if not name.endswith(".int8_speedup") or value >= 1:
+            continue
+        artifact = name.removesuffix(".int8_speedup")
+        fmt = next(f for f in FORMATS.values() if f.artifact == artifact)
+        doubtful = [a for a in (artifact, FORMATS[fmt.fp32_sibling].artifact)
+                    if (suspect or {}).get(a)]
+        caveat = (f"; but the measurement of {' and '.join(doubtful)} is suspect (see its "
+                  "warning), so this may be noise" if doubtful else "")
+        out.append(f"{artifact}: int8 is SLOWER than fp32 on the same runtime ({value:.2f}x "
+                   f"the speed){caveat}")
+    return out

@@ -78,6 +78,10 @@ def test_device_runner_refuses_an_unknown_suffix(tmp_path):
     (".tflite", b"\x00" * 64, "not a TFLite flatbuffer"),
     (".onnx", b"\xff" * 64, "not an ONNX model"),
     (".pte", b"PK\x03\x04" + b"\x00" * 60, "not an ExecuTorch program"),
+    # an ExecuTorch header saying 100 bytes of program and 100 of segments at offset 128
+    (".pte", b"\x3c\x00\x00\x00ET12eh00" + (32).to_bytes(4, "little")
+     + b"".join(n.to_bytes(8, "little") for n in (100, 128, 100)) + b"\x00" * 24,
+     "truncated: 64 bytes, where its header says 228"),
 ])
 def test_a_file_that_is_not_a_model_is_said_so_before_any_runtime_sees_it(tmp_path, suffix,
                                                                            content, why):

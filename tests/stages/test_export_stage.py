@@ -104,6 +104,9 @@ def test_ptq_export_compares_onnx_with_fp32_and_tflite_with_int8(ptq_export, ptq
         assert m[f"{prefix}.top1_agreement"] >= 0.95
         assert abs(m[f"{prefix}.accuracy"] - distill.metrics["accuracy"]) <= 0.05
         assert m[f"{prefix}.ops_int8"] >= 4
+        # what int8 cost each shipped file, by its own runtime, against the fp32 student
+        assert m[f"{prefix}.accuracy_drop"] == pytest.approx(
+            accuracy(fp32, y) - m[f"{prefix}.accuracy"])
     assert m["student_int8_tflite.within_one_step"] >= 0.99
     # the two files do not come from one int8 model: no step comparison between them
     assert "student_int8_tflite.max_diff_steps_vs_onnx" not in m

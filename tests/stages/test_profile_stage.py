@@ -37,7 +37,9 @@ def test_profile_speedups_and_warnings_follow_from_its_latencies(profile):
             m[f"{fp32}.latency_ms_p50"] / m[f"{int8}.latency_ms_p50"])
     assert {k: m[k] for k in m if k.endswith(".int8_speedup")} == speedups(m)
     suspect = [w for w in profile.warnings if ": result suspect: " in w]
-    assert profile.warnings == suspect + slower_int8_warnings(m)
+    doubted = {name: a["suspect"] for name, a in profile.info["artifacts"].items()
+               if a["suspect"]}
+    assert profile.warnings == suspect + slower_int8_warnings(m, doubted)
 
 
 def test_profile_measures_only_what_its_input_lists(export, qat_ctx):
@@ -65,3 +67,12 @@ def test_only_int8_slower_than_fp32_is_warned_about():
     assert len(warnings) == 1
     assert warnings[0].startswith("student_int8_onnx: int8 is SLOWER than fp32")
     assert "0.50x" in warnings[0]
+
+
+def test_a_slower_int8_verdict_on_a_suspect_measurement_says_so():
+    [warning] = slower_int8_warnings(
+        {"student_int8_pte.int8_speedup": 0.62},
+        {"student_fp32_pte": ["latency coefficient of variation 596% is above 25%"]})
+    assert warning.startswith("student_int8_pte: int8 is SLOWER than fp32")
+    assert "the measurement of student_fp32_pte is suspect" in warning
+
