@@ -70,3 +70,12 @@ def test_profile_says_what_data_it_takes_and_refuses_a_json_folder_before_measur
     run = CliRunner().invoke(cli, ["profile", str(model), "--device", "local", "--json",
                                    str(tmp_path)])
     assert run.exit_code == exits.USAGE and "--json" in run.output and "a folder" in run.output
+    # data that cannot be the model's input is the user's input, not the model failing
+    import numpy as np
+
+    data = tmp_path / "wrong.npz"
+    np.savez(data, x=np.zeros((5, 3), np.float32), y=np.zeros(5, np.int64))
+    run = CliRunner().invoke(cli, ["profile", str(model), "--device", "local", "--runs", "2",
+                                   "--data", str(data)])
+    assert run.exit_code == exits.USAGE
+    assert "--data: samples are 3 but the model takes 4" in run.output
