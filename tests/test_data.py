@@ -111,3 +111,15 @@ def test_labels_beyond_the_classes_array_are_refused(tmp_path):
     path = _npz(tmp_path, GOOD_X, GOOD_Y, classes=np.array(["a", "b", "c"]))
     with pytest.raises(ConfigError, match="y has labels up to 3 but `classes` names 3"):
         load(DataConfig(source="npz", path=path), seed=0)
+
+
+def test_the_built_in_digits_are_upscaled_when_image_size_is_given():
+    from edgekd.config import DataConfig
+    from edgekd.data import load
+    from edgekd.schema import parse
+
+    plain = load(parse(DataConfig, {"source": "digits"}, "p.yaml"), seed=0)
+    big = load(parse(DataConfig, {"source": "digits", "image_size": [24, 24]}, "p.yaml"), seed=0)
+    assert plain.train.array().shape[1:] == (1, 8, 8)
+    assert big.train.array().shape[1:] == (1, 24, 24)
+    assert (big.y_test == plain.y_test).all()  # the same images, the same split

@@ -51,8 +51,6 @@ CASES = {
     "freeze_bn_after": (DISTILL, QUANTIZE + "    freeze_bn_after: 2\n",
                         "stages[1].freeze_bn_after", "unknown key"),
     # data fields the built-in digits ignored
-    "image_size_with_digits": ("data: {source: digits, image_size: [16, 16]}\n" + "stages:\n"
-                               + DISTILL, None, "data.image_size", "not resized"),
     "channels_with_digits": ("data: {source: digits, channels: 3}\n" + "stages:\n" + DISTILL,
                              None, "data.channels", "only image files are converted"),
     # fields with no effect for the chosen method

@@ -77,8 +77,8 @@ class DataConfig(Strict):
     """The test split (with `train`); default: `split.test` of train held out. Every accuracy
     in the report is measured on the test split."""
     image_size: tuple[int, int] | None = None
-    """(height, width) every image is resized to: folder and manifest data need it, .npz data
-    is resized when given; the built-in digits are 8x8 and take none."""
+    """(height, width) every image is resized to (bilinear): folder and manifest data need it;
+    .npz data and the built-in 8x8 digits are resized when it is given."""
     channels: Literal[1, 3] | None = None
     """Colour channels of image files (1 grey, 3 RGB); default 3; folder and manifest only."""
     split: Split = Split()
@@ -122,8 +122,6 @@ class DataConfig(Strict):
                              "not path:")
         if self.source in ("folder", "manifest") and self.image_size is None:
             raise ValueError(f"image_size: required for {self.source} data, e.g. [32, 32]")
-        if self.source == "digits" and self.image_size is not None:
-            raise ValueError("image_size: the built-in digits are 8x8 and are not resized")
         if self.source not in ("folder", "manifest") and self.channels is not None:
             raise ValueError(f"channels: only image files are converted (1 grey, 3 RGB); "
                              f"{self.source} data keeps its own channels")

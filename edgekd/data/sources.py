@@ -100,13 +100,15 @@ class Samples:
     a split may then lack the highest classes without being a different class set."""
 
 
-def digits() -> Samples:
-    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), float32 in [0, 1]."""
+def digits(size: tuple[int, int] | None = None) -> Samples:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), float32 in [0, 1];
+    resized (bilinear) to `size` (height, width) when given."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return Samples(ArrayStore(x), bunch.target.astype(np.int64), [str(c) for c in range(10)])
+    return Samples(ArrayStore(x, size=size), bunch.target.astype(np.int64),
+                   [str(c) for c in range(10)])
 
 
 def npz(path: Path, size: tuple[int, int] | None) -> Samples:
@@ -300,7 +302,7 @@ def read(source: str, path: Path | None, size: tuple[int, int] | None,
     """The samples at `path` for a DataConfig `source` (digits takes no path); `evaluation`:
     a given val / test split, whose class folders may be empty."""
     if source == "digits":
-        return digits()
+        return digits(size)
     if source == "npz":
         return npz(path, size)
     if source == "manifest":
