@@ -39,8 +39,14 @@ class AttentionConfig(Strict):
 
     pairs: list[LayerPair] = Field(min_length=1)
     p: float = Field(2.0, gt=0)
-    weight: float = Field(1000.0, gt=0)
-    """The paper's beta; the maps are unit-norm, so the raw loss is small."""
+    weight: float = Field(10.0, gt=0)
+    """The loss is a mean over map pixels, so it grows as the maps shrink (1 / (H*W)): the
+    paper's beta of 1000, set for wide ResNets' 32x32 to 8x8 maps, swamps the label loss on
+    small maps and small students. Measured (bench/README.md): weight 1000 cost 32 pt against
+    hard labels on digits (8x8 inputs, section 1b); on the 100-class KD task (32 px, maps
+    32x32 to 4x4, 3 seeds) it cost 3.2 pt where 10 was level with hard labels (-0.04 pt), and
+    on one seed weights 1 / 10 / 100 / 1000 gave 88.0 / 89.2 / 88.3 / 86.3 % test accuracy
+    (validation 90.2 / 88.7 / 88.2 / 87.8 %)."""
 
 
 class RelationalConfig(Strict):
