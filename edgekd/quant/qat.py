@@ -26,17 +26,30 @@ def batch_dim() -> torch.export.Dim:
 
 
 def prepare(model: nn.Module, input_shape: tuple[int, ...], batch: int = 8) -> torch.fx.GraphModule:
-    """Capture `model` and insert fake-quantizers for int8 QAT."""
+    """Capture `model` (train mode, stochastic depth off: STOCHASTIC_DEPTH) and insert
+    fake-quantizers for int8 QAT."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     from edgekd.console import quiet
     from edgekd.quant.quantizer import qat_quantizer
 
     example = torch.randn(batch, *input_shape)
+    model.train()
+    for module in model.modules():
+        if type(module).__name__ in STOCHASTIC_DEPTH:
+            module.eval()
     with quiet():
-        captured = torch.export.export(model.train(), (example,),
+        captured = torch.export.export(model, (example,),
                                        dynamic_shapes=({0: batch_dim()},)).module()
         return prepare_qat_pt2e(captured, qat_quantizer())
+
+
+STOCHASTIC_DEPTH = ("StochasticDepth", "DropPath")
+"""Modules (torchvision's, timm's) that drop residual branches at random in train mode. They
+are captured in eval mode (identity): in train mode torch.export records their random ops
+(`aten.bernoulli_`), which the eval switch keeps, so the int8 files would drop branches at
+random at inference (the int8 ONNX of efficientnet_b0 had 9 RandomUniformLike nodes) and
+ExecuTorch refuses them. QAT then fine-tunes without stochastic depth, as fine-tuning does."""
 
 
 def set_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
