@@ -317,7 +317,7 @@ def why(docs: dict) -> str:
                         " us (TFLite)" for d, res in speed.items())
     lines.append(
         "- **int8 >= 3x faster than fp32 on the tiny students.** The students are small "
-        f"(digits 0.05 M MACs, MNIST 0.5 M), so an fp32 inference already takes only "
+        f"(under a million MACs at 8x8 and 28x28), so an fp32 inference already takes only "
         f"{fp32_us or 'microseconds'} at batch 1. "
         "At that size the cost is per-operator dispatch, layout changes and the quantize / "
         "dequantize at the graph edges, not multiply-accumulates: the int8 files reach at best "
