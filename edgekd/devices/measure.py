@@ -210,8 +210,8 @@ def runner_conditions(doc: dict) -> dict:
 
 
 def _missing_ops(proc) -> str:
-    """"; no kernel for aten::sort.values" from ExecuTorch's log, which names the ops a program
-    calls that the runtime has no kernel for (its exception gives a number only)."""
+    """The ops ExecuTorch's log names as having no kernel in this runtime, as "; the runtime
+    has no kernel for aten::sort.values" ("" when none): its exception gives a number only."""
     names = re.findall(r"Missing operator: \[\d+\] (\S+)", proc.stderr or "")
     return f"; the runtime has no kernel for {', '.join(dict.fromkeys(names))}" if names else ""
 
