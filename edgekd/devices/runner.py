@@ -67,8 +67,7 @@ def thermal() -> dict:
         state["temperature_c"] = float(text.split("=")[1].split("'")[0])
         text = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True,
                               timeout=5).stdout
-        state["throttled"] = text.strip().split("=")[1]
-        return state
+        return {**state, "throttled": text.strip().split("=")[1]}
     except (OSError, IndexError, ValueError, subprocess.SubprocessError):
         pass
     temps = []
@@ -219,21 +218,18 @@ def choose_runtime(path: str, wanted: str) -> str:
             raise SetupError(f"runtime {wanted} is not installed (found: "
                              f"{', '.join(found) or 'none'})")
         return wanted
-    for name in candidates:
-        if name in found:
-            return name
+    for name in (n for n in candidates if n in found):
+        return name
     raise SetupError(f"no runtime for {os.path.basename(path)} is installed; install one of "
                        f"{', '.join(candidates)} (found: {', '.join(found) or 'none'})")
 
 
 def summarize(times_ms: list[float]) -> dict[str, float]:
     t = np.asarray(times_ms)
-    return {
-        "latency_ms_mean": float(t.mean()), "latency_ms_p50": float(np.percentile(t, 50)),
-        "latency_ms_p90": float(np.percentile(t, 90)),
-        "latency_ms_p99": float(np.percentile(t, 99)), "latency_ms_std": float(t.std()),
-        "latency_ms_min": float(t.min()), "latency_ms_max": float(t.max()), "runs": len(t),
-    }
+    return {"latency_ms_mean": float(t.mean()), "latency_ms_p50": float(np.percentile(t, 50)),
+            "latency_ms_p90": float(np.percentile(t, 90)),
+            "latency_ms_p99": float(np.percentile(t, 99)), "latency_ms_std": float(t.std()),
+            "latency_ms_min": float(t.min()), "latency_ms_max": float(t.max()), "runs": len(t)}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -250,7 +246,8 @@ def measure(args: argparse.Namespace) -> dict:
     data = np.load(args.data) if args.data else None
     if data is not None:
         check_data(model, data["x"])
-    sample = data["x"][:1] if data is not None else _random_input(model)
+    sample = data["x"][:1] if data is not None else np.random.default_rng(0).random(
+        [d or 1 for d in _input_dims(model)], dtype=np.float32)
     x = model.prepare(sample.astype(np.float32))
 
     start = time.perf_counter()
@@ -282,13 +279,12 @@ def measure(args: argparse.Namespace) -> dict:
 
 def runtime_version(runtime: str) -> str | None:
     """The installed version of the runtime's package (None when it does not say)."""
-    module = sys.modules.get(RUNTIME_MODULES.get(runtime, runtime).split(".")[0])
-    try:
-        from importlib import metadata
+    from importlib import metadata
 
+    try:
         return metadata.version(runtime.replace("_", "-"))
-    except Exception:  # noqa: BLE001 - a runtime without metadata still runs
-        return getattr(module, "__version__", None)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def open_model(path: str, runtime: str, threads: int):
@@ -301,8 +297,7 @@ def open_model(path: str, runtime: str, threads: int):
 
 
 class InputMismatch(ValueError):
-    """The data given does not fit the model's input (the user's input, not the model's
-    failure)."""
+    """The data given does not fit the model's input (the user's mistake, not the model's)."""
 
 
 def _input_dims(model) -> list:
@@ -315,22 +310,15 @@ def _input_dims(model) -> list:
     return [int(d) for d in model.input["shape"]]
 
 
-def _random_input(model) -> np.ndarray:
-    dims = [d or 1 for d in _input_dims(model)]
-    return np.random.default_rng(0).random(dims, dtype=np.float32)
-
-
 def check_data(model, x: np.ndarray) -> None:
-    """Raise InputMismatch when samples of shape x.shape[1:] cannot be the model's input (a
-    TFLite model may take them as NHWC)."""
-    dims = _input_dims(model)[1:]
-    shapes = [x.shape[1:]] + ([x.shape[1:][1:] + x.shape[1:][:1]] if x.ndim == 4 and
-                              isinstance(model, TfliteModel) else [])
-    if not any(len(shape) == len(dims) and
-               all(d is None or d == shape[i] for i, d in enumerate(dims)) for shape in shapes):
+    """Raise InputMismatch when samples x[i] cannot be the model's input (TFLite: or NHWC)."""
+    dims, shape = _input_dims(model)[1:], x.shape[1:]
+    shapes = [shape, shape[1:] + shape[:1]] if isinstance(model, TfliteModel) else [shape]
+    if not any(len(s) == len(dims) and all(d in (None, s[i]) for i, d in enumerate(dims))
+               for s in shapes):
         want = "x".join("?" if d is None else str(d) for d in dims)
-        raise InputMismatch(f"samples are {'x'.join(map(str, x.shape[1:]))} but the model "
-                            f"takes {want} (C x H x W after the batch)")
+        raise InputMismatch(f"samples are {'x'.join(map(str, shape))} but the model takes "
+                            f"{want} (C x H x W after the batch)")
 
 
 def etdump(args: argparse.Namespace, runtime: str, x) -> dict:
