@@ -125,7 +125,7 @@ def test_peer(dirs):
 def test_readme_and_run_all(dirs, tmp_path):
     work, results = dirs
     text = readme.render(results)
-    assert "## Goals" in text and "--tiny" in text
+    assert "## Goals" in text and "--quick" in text
     goals = {row[0] for row in readme.goals(readme.load(results))}
     assert any("3x faster" in g for g in goals) and any("warm rerun" in g for g in goals)
     # run_all itself, on the quickest benchmark, writes its record and the README
