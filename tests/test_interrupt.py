@@ -104,7 +104,15 @@ def test_ctrl_c_in_profile_exits_130_and_leaves_nothing(tmp_path):
     work = tmp_path / "device-work"
     (tmp_path / "dev.yaml").write_text(f"transport: local\npython: {python}\n"
                                        f"work_dir: {work}\nretries: 0\n")
-    (tmp_path / "m.onnx").write_bytes(b"never read: the runner hangs first")
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    # a real model file (edgekd checks it before profiling); the runner hangs before reading it
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+              tmp_path / "m.onnx")
     run = Edgekd("profile", "m.onnx", "--device", "dev.yaml", "--json", "out.json",
                  cwd=tmp_path)
     deadline = time.monotonic() + 120
