@@ -114,10 +114,23 @@ class Context:
         return calibration_samples(self.splits(), self.pipeline.seed, count)
 
     def test_npz(self) -> Path:
-        """The test split as an .npz (x, y) for runtimes and devices to read."""
+        """The test split as an .npz (x, y) for runtimes and devices to read; written again
+        when the one there is damaged (its zip checksums do not match)."""
         path = self.run_dir / "data" / f"test-{self.data_key}.npz"
-        if not path.is_file():
+        if not path.is_file() or _damaged_zip(path):
             from edgekd.data import save_npz
 
             save_npz(path, self.splits().test)
         return path
+
+
+def _damaged_zip(path: Path) -> bool:
+    """An .npz (a zip) that cannot be read whole, or whose members fail their CRC check."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is not None
+    except (OSError, zipfile.BadZipFile):
+        return True
+

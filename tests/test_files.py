@@ -27,3 +27,19 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("disk full")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_damaged_test_split_file_is_noticed(tmp_path):
+    import numpy as np
+
+    from edgekd.context import _damaged_zip
+
+    path = tmp_path / "test.npz"
+    np.savez(path, x=np.arange(4000, dtype=np.float32), y=np.arange(10))
+    assert not _damaged_zip(path)
+    whole = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    flipped = bytearray(whole)
+    flipped[len(whole) // 3] ^= 0xFF  # inside x's data: its CRC no longer matches
+    (tmp_path / "flip.npz").write_bytes(bytes(flipped))
+    assert _damaged_zip(tmp_path / "cut.npz") and _damaged_zip(tmp_path / "flip.npz")

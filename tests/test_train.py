@@ -206,3 +206,12 @@ def test_batchnorm_statistics_that_never_settled_are_re_estimated(splits, tmp_pa
     assert recalibrate(model, splits, 64, 0, val_accuracy=0.0)
     assert accuracy(predict(model, splits.x_test), splits.y_test) >= good - 0.05
     assert all(m.momentum == 0.1 for m in norms)
+
+
+def test_a_damaged_checkpoint_is_kept_aside_and_training_starts_over(splits, tmp_path, capsys):
+    checkpoint = tmp_path / "a.ckpt"
+    checkpoint.write_bytes(b"PK\x03\x04 truncated by a full disk")
+    history = fit(fresh(splits), loss, splits, Hyperparameters(1, 0.01, 64), 0, checkpoint, "t")
+    assert [h["epoch"] for h in history] == [1]
+    assert (tmp_path / "a.ckpt.damaged").read_bytes().startswith(b"PK")
+    assert "a.ckpt: cannot be read" in capsys.readouterr().err

@@ -10,6 +10,7 @@ resumes after the last finished epoch and reaches the same result as an uninterr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +126,19 @@ def validate(model: nn.Module, part: Part, compute: Compute, mode: ModeFn = defa
     return int(correct) / max(len(part), 1)
 
 
+def _resume_state(checkpoint: Path) -> dict | None:
+    """The epoch checkpoint to resume from, or None: there is none, or it cannot be read (it is
+    kept as `<name>.damaged`, one line says so, and training starts over)."""
+    if not checkpoint.exists():
+        return None
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several kinds for a damaged file
+        checkpoint.replace(checkpoint.with_name(checkpoint.name + ".damaged"))
+        print(f"{checkpoint}: cannot be read ({type(exc).__name__}); training starts over (the "
+              f"file is kept as {checkpoint.name}.damaged)", file=sys.stderr)
+
+
 def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparameters,
         seed: int, checkpoint: Path, desc: str, mode: ModeFn = default_mode,
         extra: nn.Module | None = None, parallel: bool = False,
@@ -167,10 +181,8 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
     optimizer, scheduler = optimizer_and_schedule(params, settings, max(len(sampler), 1))
     scaler = compute.scaler()
     mixer = BatchMix(settings.augment, len(splits.classes), seed)
-    history: list[dict] = []
-    start, best = 0, None
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    history, start, best = [], 0, None
+    if (state := _resume_state(checkpoint)) is not None:
         _restore(bundle, state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
