@@ -864,7 +864,7 @@ def _one(models: dict, name: str) -> dict:
 
 
 def _why_issue5(models: dict) -> list[str]:
-    """The reasons behind issue 5's 96 px misses (bench/readme.py's `_why_int8`)."""
+    """The reasons behind issue 5's 96 px misses."""
     lines = []
     small = [n for n in ("cnn_8", "cnn_28") if _one(models, n)]
     if small:
@@ -982,8 +982,7 @@ def _why_peak(doc: dict) -> list[str]:
 
 def why(doc: dict) -> list[str]:
     """Markdown bullets explaining the misses of `goals(doc)` with the figures of this run:
-    issue 5's (as bench/readme.py's `_why_int8` had them), then each missed 224 px goal with
-    its profiles."""
+    issue 5's, then each missed 224 px goal with its profiles."""
     models = doc.get("results", {}).get("models", {})
     lines = _why_issue5(models)
     for name, goal in SPEEDUP_GOALS.items():

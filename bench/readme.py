@@ -171,24 +171,6 @@ def _scale_goals(scale: dict) -> list[list]:
     return rows
 
 
-def _int8_goals(models: dict) -> list[list]:
-    """Issue 5: int8 >= 2x fp32 at 1 thread for every model on both runtimes, and parity."""
-    speedups = []
-    for name, r in models.items():
-        lat = r["latency_ms"].get("1", {})
-        for runtime, ext in (("onnxruntime", "onnx"), ("litert", "tflite")):
-            if f"int8-after.{ext}" in lat:
-                speedups.append((f"{name} {runtime}",
-                                 lat[f"fp32.{ext}"] / lat[f"int8-after.{ext}"]))
-    if not speedups:
-        return []
-    missed = [f"{k} {x:.2f}x" for k, x in speedups if x < 2]
-    return [["int8 >= 2x faster than fp32 at 1 thread, every model, both runtimes (issue 5)",
-             f"{len(speedups) - len(missed)} of {len(speedups)} met; below: "
-             + (", ".join(missed) or "none"), "met" if not missed else "MISSED",
-             f"worst {min(x for _, x in speedups):.2f}x"]]
-
-
 def _parity_goal(quant: dict) -> list[list]:
     """Issue 5: int8 files within one output step of the QAT model, top-1 agreement >= 0.99,
     on the pipeline's trained students and real test data."""
@@ -225,57 +207,6 @@ def _why_scale(scale: dict) -> list[str]:
         f"{decoded:.0f} MiB as uint8 and {decoded * 4:.0f} MiB as float32; the peak "
         f"({mem['measure_label']}) grew "
         f"{last[mem['measure']] - first[mem['measure']]:.0f} MiB."]
-
-
-def _why_int8(models: dict) -> list[str]:
-    """Issue 5's misses, explained with the figures of section 7."""
-    def one(name: str) -> dict:
-        return models.get(name, {}).get("latency_ms", {}).get("1", {})
-
-    lines = []
-    small = [n for n in ("cnn_8", "cnn_28") if one(n)]
-    if small:
-        text = "; ".join(
-            f"{n}: fp32 {one(n)[f'fp32.{e}'] * 1e3:.1f} us, one-op floor "
-            f"{one(n)[f'floor.{e}'] * 1e3:.1f} us on {rt}"
-            for n in small for rt, e in (("onnxruntime", "onnx"), ("LiteRT", "tflite")))
-        lines.append(
-            "- **int8 >= 2x for the default student.** Its fp32 call is a few microseconds, "
-            f"and a large share of it is the call itself ({text}): no integer kernel can "
-            "remove the floor, and the int8 graph has more nodes than the fp32 one (input "
-            "quantize, output dequantize, NHWC transposes on onnxruntime).")
-    v3, relu = one("mobilenet_v3_small"), one("mobilenet_v3_small_relu")
-    prof = models.get("mobilenet_v3_small_relu", {}).get("ort_profile_us", {})
-    if v3 and relu and prof:
-        fp, q = prof["fp32"], prof["int8-after"]
-        ratio = {k: fp.get(k, 0) / q[k] for k in ("dense conv", "depthwise conv") if q.get(k)}
-        resnet = models.get("resnet18", {}).get("ort_profile_us", {})
-        resnet_dense = (resnet["fp32"]["dense conv"] / resnet["int8-after"]["dense conv"]
-                        if resnet else None)
-        lines.append(
-            "- **mobilenet_v3_small on onnxruntime.** Even with ReLU for hardswish int8 is "
-            f"{relu['fp32.onnx'] / relu['int8-after.onnx']:.2f}x fp32 (with hardswish "
-            f"{v3['fp32.onnx'] / v3['int8-after.onnx']:.2f}x). onnxruntime's profiler (it adds "
-            "a fixed cost per node, so read its ratios, not its totals) gives int8 "
-            f"{ratio.get('dense conv', 0):.1f}x on the dense convolutions and "
-            f"{ratio.get('depthwise conv', 0):.1f}x on the depthwise ones"
-            + (f", against {resnet_dense:.1f}x on resnet18's 3x3 convolutions" if resnet_dense
-               else "")
-            + ": at 96x96 this network is depthwise convs, 1x1 convs on few channels and "
-            "squeeze-excite convs on 1x1 maps, where MLAS's int8 kernels gain little. "
-            "hardswish then adds two integer passes each: onnxruntime fuses it into the fp32 "
-            "conv, and has lookup-table int8 kernels only for Sigmoid, LeakyRelu and Softmax "
-            "(a Gather lookup table measured 5x slower than the two passes).")
-    if v3:
-        lines.append(
-            "- **mobilenet_v3_small on LiteRT.** int8 is "
-            f"{v3['fp32.tflite'] / v3['int8-after.tflite']:.2f}x fp32: XNNPACK runs fp32 "
-            "hardswish fused, while the int8 graph needs three elementwise ops per hardswish "
-            "(XNNPACK's delegate does not take int8 HARD_SWISH, which split it into 20 "
-            "partitions before the fix)"
-            + (f"; with ReLU the same network gets "
-               f"{relu['fp32.tflite'] / relu['int8-after.tflite']:.2f}x." if relu else "."))
-    return lines
 
 
 def _why_parity(quant: dict) -> list[str]:
