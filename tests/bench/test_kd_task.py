@@ -112,3 +112,26 @@ def test_section_goals_why(doc):
     assert all(isinstance(b, str) and b for b in bullets)
     missed = sum(row[2] == "MISSED" for row in rows)
     assert len(bullets) == missed  # every miss explained
+
+
+def test_merge_joins_runs_on_disjoint_seeds(doc, tmp_path):
+    """Runs side by side (one per seed, as on a GPU machine) merge into one document whose
+    summary covers every seed and which renders as any other."""
+    import copy
+
+    other = copy.deepcopy(doc)
+    other["results"]["setting"]["seeds"] = [7]
+    for figures in other["results"]["per_seed"][0].values():
+        figures["accuracy"] = max(0.0, figures["accuracy"] - 0.01)
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, d in zip(paths, (doc, other), strict=True):
+        path.write_text(json.dumps(d))
+    merged = kd_task.merge(paths, tmp_path / "merged.json")
+    res = merged["results"]
+    assert res["setting"]["seeds"] == [*kd_task.QUICK.seeds, 7]
+    assert [m["seeds"] for m in res["merged_from"]] == [list(kd_task.QUICK.seeds), [7]]
+    assert all(s["accuracy"]["n"] == 2 for s in res["summary"].values())
+    assert res["int8_other_seeds"] == [doc["results"]["int8"]]
+    assert json.loads((tmp_path / "merged.json").read_text()) == merged
+    assert "2 processes side by side" in kd_task.section(merged)
+    assert all("KD task, 2 epochs, CPU" in row[0] for row in kd_task.goals(merged))

@@ -56,3 +56,24 @@ def test_self_distillation_stays_off_the_assistant_link(splits, teacher, tmp_pat
     assert {"loss_ce", "loss_kd"} <= set(link)
     assert not {"loss_self", "loss_rkd_distance", "loss_rkd_angle"} & set(link)
     assert {"loss_self", "loss_rkd_distance", "loss_rkd_angle"} <= set(student)
+
+
+def test_hint_adapters_size_from_each_model_where_it_is():
+    """A teacher left on another device by an earlier run (the GPU; here the meta device, which
+    keeps shapes only) still sizes the hint adapters: the probe goes to each model's device."""
+    import numpy as np
+    import torch
+
+    from edgekd.config import HintConfig, ModelConfig
+    from edgekd.kd.terms.hint import _adapters
+    from edgekd.models import build
+
+    meta = {"input_shape": [1, 8, 8], "num_classes": 10, "in_channels": 1,
+            "classes": [str(c) for c in range(10)], "mean": [0.5], "std": [0.25],
+            "input_range": [0.0, 1.0], "layout": "NCHW"}
+    student = build(ModelConfig(arch="cnn", width=4, depth=2), meta)
+    teacher = build(ModelConfig(arch="cnn", width=8, depth=2), meta).to("meta")
+    hints = [HintConfig(student="net.2", teacher="net.2")]
+    adapters = _adapters(hints, student, teacher, np.zeros((4, 1, 8, 8), np.float32))
+    assert isinstance(adapters["0"], torch.nn.Linear)
+    assert (adapters["0"].in_features, adapters["0"].out_features) == (4 * 2, 8 * 2)

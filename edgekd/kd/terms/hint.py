@@ -68,8 +68,10 @@ def _adapters(hints: list[HintConfig], student: nn.Module, teacher: nn.Module,
     was_training = student.training
     with torch.no_grad(), Taps(student, [h.student for h in hints]) as student_taps, \
             Taps(teacher, [h.teacher for h in hints]) as teacher_taps:
-        student.eval()(sample)
-        teacher.eval()(sample)
+        # Each model where it is: a teacher an earlier run moved to the GPU stays there.
+        for model in (student, teacher):
+            where = next(model.parameters(), sample).device
+            model.eval()(sample.to(where))
     student.train(was_training)
     adapters = nn.ModuleDict()
     for i, hint in enumerate(hints):
