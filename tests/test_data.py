@@ -123,3 +123,35 @@ def test_the_built_in_digits_are_upscaled_when_image_size_is_given():
     assert plain.train.array().shape[1:] == (1, 8, 8)
     assert big.train.array().shape[1:] == (1, 24, 24)
     assert (big.y_test == plain.y_test).all()  # the same images, the same split
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_greyscale_pngs_keep_their_values(tmp_path, channels):
+    """PIL's convert clips 16-bit values at 255 (every image all white); edgekd scales them."""
+    from PIL import Image
+
+    for label, level in (("dark", 30), ("light", 200)):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            wide = np.full((12, 12), level * 257, dtype=np.uint16)
+            Image.fromarray(wide).save(tmp_path / label / f"{i}.png")
+    assert Image.open(tmp_path / "dark" / "0.png").mode.startswith("I")  # really 16-bit
+    cfg = DataConfig(source="folder", path=tmp_path, image_size=(8, 8), channels=channels)
+    splits = load(cfg, seed=0)
+    x = np.concatenate([splits.x_train, splits.x_val, splits.x_test])
+    y = np.concatenate([splits.y_train, splits.y_val, splits.y_test])
+    assert np.allclose(x[y == 0], 30 / 255, atol=1e-6) and np.allclose(x[y == 1], 200 / 255,
+                                                                       atol=1e-6)
+
+
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            Image.new("L", (40, 40)).save(tmp_path / label / f"{i}.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 pixels is over twice that
+    cfg = DataConfig(source="folder", path=tmp_path, image_size=(8, 8), channels=1)
+    with pytest.raises(ConfigError, match=r"a/\d\.png: refused, too many pixels"):
+        load(cfg, seed=0).meta()  # the train statistics read the images

@@ -78,14 +78,28 @@ class FileStore:
             file = self.files[row]
             try:
                 with Image.open(file) as img:
-                    img = img.convert(self.mode)
+                    img = _eight_bit(img).convert(self.mode)
                     if img.size != (self.size[1], self.size[0]):
                         img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
                     arr = np.asarray(img, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError) as exc:
+            except Image.DecompressionBombError as exc:
+                raise ConfigError([f"{file}: refused, too many pixels for an image ({exc}); "
+                                   f"resize it before training"]) from None
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
                 raise ConfigError([f"{file}: cannot read as an image ({exc})"]) from None
             out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return out
+
+
+def _eight_bit(img):
+    """A 16-bit (or 32-bit integer) greyscale PIL image as 8-bit "L", scaled by its bit depth
+    (65535 -> 255). PIL's own convert("L") clips such values at 255: an all-white image."""
+    from PIL import Image
+
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return img
+    wide = np.asarray(img).astype(np.float64)
+    return Image.fromarray(np.clip(wide / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 @dataclass
