@@ -7,6 +7,7 @@ A process killed mid-write leaves at most a dot-prefixed `.NAME.PID.tmp` behind.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -41,6 +42,36 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class Busy(Exception):
+    """Another process holds the lock (`pid`: the one it recorded, or None)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        super().__init__(f"{path} is locked by process {pid}")
+        self.path, self.pid = path, pid
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `path` for the block, recording this
+    process's id in it; the kernel drops the lock when the process dies, so a killed run
+    never leaves a stale lock. Raises Busy at once when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            raise Busy(path, int(text) if text.isdigit() else None) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def _umask() -> int:

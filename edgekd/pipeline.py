@@ -20,7 +20,8 @@ from edgekd import budgets, exits, parallel
 from edgekd.artifacts import StageResult, cache_key
 from edgekd.config import Pipeline
 from edgekd.context import Context
-from edgekd.files import sha256_file, write_json
+from edgekd.files import Busy, exclusive, sha256_file, write_json
+from edgekd.schema import ConfigError
 from edgekd.stages import STAGES
 
 
@@ -187,11 +188,23 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
     """Run a pipeline file; returns the Run (its exit_code says how it ended). `device`
     replaces the file's `device:`.
 
-    Raises ConfigError when the file itself is invalid (nothing has run then)."""
-    from edgekd.data import data_key
-
+    Raises ConfigError when the file itself is invalid, or when another run holds the run
+    directory's lock (nothing has run then)."""
     pipeline = load(source, device)
     run = Run(pipeline, source, (out or Path("runs") / pipeline.name).resolve(), gate=gate)
+    try:
+        with exclusive(run.run_dir / ".lock"):
+            return _execute(run, pipeline, source, force, log)
+    except Busy as busy:
+        raise ConfigError([f"{run.run_dir}: another edgekd run (process {busy.pid}) is using "
+                           f"this run directory; wait for it to finish or give another --out"]
+                          ) from None
+
+
+def _execute(run: Run, pipeline: Pipeline, source: Path, force: str | None, log) -> Run:
+    """execute's body, with the run directory locked."""
+    from edgekd.data import data_key
+
     dkey = data_key(pipeline.data, pipeline.seed)
     keys = _keys(pipeline, source, dkey)
     ctx = Context(pipeline, source, run.run_dir, dkey)

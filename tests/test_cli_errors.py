@@ -79,3 +79,21 @@ def test_profile_says_what_data_it_takes_and_refuses_a_json_folder_before_measur
                                    "--data", str(data)])
     assert run.exit_code == exits.USAGE
     assert "--data: samples are 3 but the model takes 4" in run.output
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path):
+    """Two runs on one --out shared temporary names and one died mid-stage; the run directory
+    is locked, and the second run is one line, exit 2, with nothing touched."""
+    from edgekd.files import exclusive
+
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: p\ndata: {source: digits}\n"
+                        "teacher: {arch: cnn, width: 4, depth: 1, train: {epochs: 1}}\n"
+                        "student: {arch: cnn, width: 2, depth: 1}\ntarget: local\n"
+                        "stages:\n  - {kind: distill, epochs: 1}\n")
+    out = tmp_path / "runs" / "p"
+    with exclusive(out / ".lock"):  # a run in progress (this process, another descriptor)
+        run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(out)])
+    assert run.exit_code == exits.USAGE, run.output
+    assert f"{out}: another edgekd run (process " in run.output and "Traceback" not in run.output
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
