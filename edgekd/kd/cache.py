@@ -15,7 +15,9 @@ together with augmentation.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -126,12 +128,28 @@ def _cached_tables(model: nn.Module, views: list[View], train: Part, folder: Pat
     probe = compute(model.cpu(), torch.from_numpy(train.inputs(np.arange(1))), views)
     small = [v for v in views
              if probe[v.name].numel() * 4 * len(train) <= FEATURE_CACHE_BYTES]
-    missing = [v for v in small if not (folder / _file_name(v)).is_file()]
+    shapes = {v.name: (len(train), *probe[v.name].shape[1:]) for v in small}
+    missing = [v for v in small if _table(folder / _file_name(v), shapes[v.name]) is None]
     # Every rank takes part in on_leader's barrier, even one that already sees the files.
     parallel.on_leader(lambda: missing and _write_tables(
-        model, missing, train, folder, {v.name: probe[v.name].shape[1:] for v in missing},
-        device))
-    return {v.name: np.load(folder / _file_name(v), mmap_mode="r") for v in small}
+        model, missing, train, folder, {v.name: shapes[v.name][1:] for v in missing}, device))
+    return {v.name: _table(folder / _file_name(v), shapes[v.name]) for v in small}
+
+
+def _table(path: Path, shape: tuple) -> np.ndarray | None:
+    """The cached table at `path`, memory-mapped, or None when it is missing or damaged (a
+    header that does not parse, fewer bytes than the header promises, another shape or
+    dtype: a truncated file or one from an interrupted copy); a damaged one is recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        table = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError):
+        table = None
+    if table is None or table.shape != shape or table.dtype != np.float32:
+        print(f"teacher-output cache {path} is damaged; computing it again", file=sys.stderr)
+        return None
+    return table
 
 
 def _write_tables(model: nn.Module, views: list[View], train: Part, folder: Path,
@@ -153,4 +171,6 @@ def _write_tables(model: nn.Module, views: list[View], train: Part, folder: Path
     for view in views:
         tables[view.name].flush()
         del tables[view.name]
+        with open(tmp[view.name], "rb") as f:  # on disk before it takes the name
+            os.fsync(f.fileno())
         tmp[view.name].replace(folder / _file_name(view))

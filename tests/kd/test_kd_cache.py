@@ -50,3 +50,21 @@ def test_views_too_large_run_online(splits, teacher, tmp_path, monkeypatch):
     outputs = TeacherOutputs(teacher, VIEWS, train_part(splits, 200), tmp_path)
     assert set(outputs.tables) == {"logits"}
     assert {v.name for v in outputs.online} == {"feature:net.0.5", "attention:net.0.2:p2"}
+
+
+def test_a_damaged_table_is_computed_again(splits, teacher, tmp_path, capsys):
+    """A truncated table (a copy cut short, a full disk) broke every rerun with "mmap length
+    is greater than file size", --force included; it is noticed and computed again."""
+    part = train_part(splits, 200)
+    first = TeacherOutputs(teacher, VIEWS, part, tmp_path)
+    expected = {name: np.array(table) for name, table in first.tables.items()}
+    del first
+    files = sorted(tmp_path.glob("teacher-*/*.npy"))
+    assert len(files) == len(VIEWS)
+    files[0].write_bytes(files[0].read_bytes()[:1000])  # truncated
+    files[1].write_bytes(b"not a table at all")  # header gone
+    again = TeacherOutputs(teacher, VIEWS, part, tmp_path)
+    for name, table in again.tables.items():
+        assert np.array_equal(np.asarray(table), expected[name]), name
+    said = capsys.readouterr().err
+    assert said.count("is damaged; computing it again") == 2 and files[0].name in said
