@@ -2,8 +2,10 @@
 
 The model is captured in train mode with a dynamic batch, fake-quantizers are inserted, and it
 trains like any module. Train / eval switches go through torchao's helpers (exported modules
-refuse `.train()` / `.eval()`); those helpers reset BatchNorm momentum and eps to 0.1 / 1e-5,
-which is what edgekd's students use anyway.
+refuse `.train()` / `.eval()`). torchao's conv-BatchNorm QAT fusion and those helpers write
+BatchNorm momentum and eps as 0.1 / 1e-5 whatever the model had (torchvision's MobileNetV3 and
+EfficientNet use eps 1e-3, momentum 0.01); edgekd puts each model's own values back after each
+of them (restore_batchnorm).
 """
 
 from __future__ import annotations
@@ -38,10 +40,57 @@ def prepare(model: nn.Module, input_shape: tuple[int, ...], batch: int = 8) -> t
     for module in model.modules():
         if type(module).__name__ in STOCHASTIC_DEPTH:
             module.eval()
+    settings = {f"{name}.running_var": (module.momentum, module.eps)
+                for name, module in model.named_modules()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm)}
     with quiet():
         captured = torch.export.export(model, (example,),
                                        dynamic_shapes=({0: batch_dim()},)).module()
-        return prepare_qat_pt2e(captured, qat_quantizer())
+        prepared = prepare_qat_pt2e(captured, qat_quantizer())
+    prepared.meta["edgekd_batchnorm"] = settings
+    restore_batchnorm(prepared)
+    return prepared
+
+
+def restore_batchnorm(model: torch.fx.GraphModule) -> int:
+    """Give each batch_norm node of a captured model its module's momentum and eps again
+    (`model.meta["edgekd_batchnorm"]`: {running_var buffer: (momentum, eps)}, from `prepare`),
+    including the eps of the running-std term of torchao's conv-BN QAT fusion, which scales the
+    weights before fake-quantization. A momentum of None (a cumulative average) is left as
+    captured. Returns the number of literals changed."""
+    settings = model.meta.get("edgekd_batchnorm", {})
+    changed = sum(_own_literals(node, settings) for node in model.graph.nodes)
+    if changed:
+        model.recompile()
+    return changed
+
+
+def _own_literals(node: torch.fx.Node, settings: dict) -> int:
+    """Set one node's BatchNorm literals from `settings` (see restore_batchnorm)."""
+    if node.op != "call_function":
+        return 0
+    args = list(node.args)
+    if "batch_norm" in str(node.target) and hasattr(node.target, "_schema"):
+        names = [a.name for a in node.target._schema.arguments]
+        var = getattr(args[4], "target", None) if len(args) > 4 else None
+        if var not in settings or "eps" not in names or len(args) <= names.index("eps"):
+            return 0
+        momentum, eps = settings[var]
+        wanted = {names.index("eps"): eps}
+        if momentum is not None and "momentum" in names:
+            wanted[names.index("momentum")] = momentum
+    elif node.target == torch.ops.aten.add.Tensor and len(args) == 2 \
+            and getattr(args[0], "target", None) in settings \
+            and isinstance(args[1], float):  # running_var + eps
+        wanted = {1: settings[args[0].target][1]}
+    else:
+        return 0
+    changed = 0
+    for index, value in wanted.items():
+        if args[index] != value:
+            args[index], changed = value, changed + 1
+    node.args = tuple(args)
+    return changed
 
 
 STOCHASTIC_DEPTH = ("StochasticDepth", "DropPath")
@@ -57,6 +106,7 @@ def set_mode(prepared: torch.fx.GraphModule, training: bool) -> None:
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     (move_exported_model_to_train if training else move_exported_model_to_eval)(prepared)
+    restore_batchnorm(prepared)
 
 
 def convert(prepared: torch.fx.GraphModule, fold: bool = True) -> torch.fx.GraphModule:
@@ -71,10 +121,30 @@ def convert(prepared: torch.fx.GraphModule, fold: bool = True) -> torch.fx.Graph
 
     model = copy.deepcopy(prepared)
     set_mode(model, training=False)
-    with quiet(), _fold_present_convolutions_only():
+    with quiet(), _fold_present_convolutions_only(), \
+            _fold_with_own_eps(model.meta.get("edgekd_batchnorm", {})):
         model = convert_pt2e(model, fold_quantize=fold)
     biases_on_int32_grid(model)
     return model
+
+
+@contextmanager
+def _fold_with_own_eps(settings: dict) -> Iterator[None]:
+    """While converting, fold each BatchNorm into its convolution with the model's own eps:
+    torchao folds with the batch_norm node of its replacement pattern, whose eps is 1e-5."""
+    from torchao.quantization.pt2e import qat_utils
+
+    fold = qat_utils.fold_bn_weights_into_conv_node
+
+    def own_eps(conv_node, conv_weight, conv_bias, bn_node, m, *args, **kwargs):
+        _own_literals(bn_node, settings)
+        return fold(conv_node, conv_weight, conv_bias, bn_node, m, *args, **kwargs)
+
+    qat_utils.fold_bn_weights_into_conv_node = own_eps
+    try:
+        yield
+    finally:
+        qat_utils.fold_bn_weights_into_conv_node = fold
 
 
 @contextmanager
