@@ -236,3 +236,16 @@ def test_a_pipeline_with_a_non_exportable_student_stops_before_training(tmp_path
     assert "net.filter" in line and "check_export: false" in line
     assert not list((tmp_path / "runs" / "gf" / "distill").glob("*.ckpt"))
     assert (tmp_path / "runs" / "gf" / "teacher" / "teacher.pt").is_file()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_torchvision_student_on_grey_or_rgb_data_runs_in_every_int8_and_fp32_file(channels):
+    """Grey data into a 3-channel torchvision network once gave an int8 .tflite that LiteRT
+    refused to load (BROADCAST_TO from the channel repeat): each file is written and run."""
+    meta = {"num_classes": 10, "in_channels": channels, "input_shape": [channels, 32, 32],
+            "mean": [0.4] * channels, "std": [0.2] * channels}
+    torch.manual_seed(0)
+    model = build(ModelConfig(arch="torchvision:squeezenet1_1"), meta, Path.cwd())
+    formats = ["onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8"]
+    result = check(model, (channels, 32, 32), formats, "ptq")
+    assert [f"{name} load" for name in formats] == [s for s in result["steps"] if "load" in s]
