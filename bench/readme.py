@@ -386,6 +386,10 @@ def render(results: Path = RESULTS) -> str:
     if failed:
         parts.append(f"> Failed in the latest run: {', '.join(failed)} (their figures below, if "
                      "any, are older).\n")
+    skipped = docs.get("run_all", {}).get("not_run", {})
+    if skipped:
+        parts.append("> Not run in the latest run: " + "; ".join(
+            f"{name} ({why})" for name, why in skipped.items()) + ".\n")
     parts.append("## Goals\n")
     parts.append(table(["goal", "measured", "verdict", "by how much"], goals(docs)) + "\n")
     parts.append(why(docs))

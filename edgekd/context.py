@@ -64,7 +64,10 @@ class Context:
 
     def training_info(self) -> dict:
         """What a training stage's report records about how and on what it was measured."""
-        return {**self.compute().describe(), "test_split": self.splits().test_origin}
+        s = self.splits()
+        return {**self.compute().describe(), "test_split": s.test_origin,
+                "splits": {"train": len(s.train), "val": len(s.val), "test": len(s.test),
+                           "classes": len(s.classes)}}
 
     def meta(self) -> dict:
         """What a saved model records about the data (classes, channels, mean, std)."""

@@ -62,6 +62,7 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
             result.warnings += _outside_delegate(fmt.artifact, done.path, runtime, result)
             bar.update(1)
     result.metrics.update(_int8_runtimes_agree(written, logits, result.metrics))
+    result.info.update(_confusion(logits, splits.y_test, splits.classes))
     if cfg.validate_arch:
         result.warnings += _validate_arch(cfg, ctx, result)
     meta = out / "student_meta.json"
@@ -94,6 +95,19 @@ def _reference_logits(written: Written, x: np.ndarray) -> np.ndarray:
     if written.reference_kind == "int8":
         return predict(written.reference, x, mode=lambda _model, _training: None)
     return predict(written.reference, x)
+
+
+def _confusion(logits: dict[str, np.ndarray], labels: np.ndarray, classes: list) -> dict:
+    """Each file's confusion matrix on the test split (rows: true class, columns: predicted),
+    for the report; none for more than 100 classes (a matrix nobody can read)."""
+    k = len(classes)
+    if k > 100:
+        return {}
+    rows = labels.astype(np.int64) * k
+    counts = {FORMATS[name].artifact: np.bincount(rows + out.argmax(1), minlength=k * k)
+              for name, out in logits.items()}
+    return {"classes": list(classes),
+            "confusion": {name: c.reshape(k, k).tolist() for name, c in counts.items()}}
 
 
 def _int8_runtimes_agree(written: dict[str, Written], logits: dict[str, np.ndarray],
