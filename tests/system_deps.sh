@@ -8,6 +8,9 @@ command -v adb >/dev/null 2>&1 || want+=(adb)
 command -v qemu-aarch64-static >/dev/null 2>&1 || want+=(qemu-user-static)
 command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
 command -v fakeroot >/dev/null 2>&1 || want+=(fakeroot)  # validate-arch as a non-root user
+# tests/test_report_html.py: report.html screenshotted by headless Chromium
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+  || want+=(chromium)
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing test tools: ${want[*]}"
