@@ -64,9 +64,15 @@ def _internal_error(exc: Exception, command: str | None) -> None:
 
 @click.group(cls=_Cli)
 @click.version_option(__version__, prog_name="edgekd")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Show what the converters and runtimes print "
+              "(kept off the terminal otherwise; the same as EDGEKD_VERBOSE=1).")
+def cli(verbose: bool) -> None:
     """Distil a teacher into a small student, quantize it to int8, export it to ONNX,
     TFLite and ExecuTorch, and profile it on edge devices, gated on budgets."""
+    if verbose:
+        import os
+
+        os.environ["EDGEKD_VERBOSE"] = "1"  # read where output is silenced (console.quiet)
 
 
 @cli.command()

@@ -97,3 +97,22 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
     assert run.exit_code == exits.USAGE, run.output
     assert f"{out}: another edgekd run (process " in run.output and "Traceback" not in run.output
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_verbose_lets_the_converters_speak(monkeypatch, capfd):
+    """Third-party output (written straight to the file descriptors, as C++ converters do)
+    stays off the terminal unless --verbose (or EDGEKD_VERBOSE=1)."""
+    import os
+
+    from edgekd.console import quiet
+
+    monkeypatch.delenv("EDGEKD_VERBOSE", raising=False)
+    with quiet():
+        os.write(2, b"converter chatter\n")
+    assert "converter chatter" not in capfd.readouterr().err
+    run = CliRunner().invoke(cli, ["--verbose", "validate", "pipelines/mobile.yaml"])
+    assert run.exit_code == 0 and os.environ.get("EDGEKD_VERBOSE") == "1"
+    with quiet():
+        os.write(2, b"converter chatter\n")
+    assert "converter chatter" in capfd.readouterr().err
+    monkeypatch.delenv("EDGEKD_VERBOSE")
