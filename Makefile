@@ -1,11 +1,12 @@
 # make run   - create .venv, install, run the demo pipeline on the built-in digits data
 # make test  - same install, then the test suite (what CI runs)
+# make images - build all three Docker images with buildah and check them inside (slow; root)
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-deps bench lint clean
+.PHONY: install run test test-deps images bench lint clean
 
 install: $(STAMP)
 
@@ -26,6 +27,11 @@ test-deps:
 
 test: install test-deps
 	$(BIN)/pytest -q
+
+# The images built for real on local stand-in bases (docker/local/build.sh), then exercised
+# inside: device-arm64, workstation (~8 GB) and jetson. -rP prints each build's time and size.
+images: install test-deps
+	EDGEKD_TEST_IMAGES=1 $(BIN)/pytest -q -rP tests/docker/test_images.py
 
 bench: install
 	$(BIN)/python -m bench.run_all

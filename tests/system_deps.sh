@@ -8,6 +8,8 @@ command -v adb >/dev/null 2>&1 || want+=(adb)
 command -v qemu-aarch64-static >/dev/null 2>&1 || want+=(qemu-user-static)
 command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
 command -v fakeroot >/dev/null 2>&1 || want+=(fakeroot)  # validate-arch as a non-root user
+# tests/docker/test_images.py: images built with buildah (chroot isolation), arm64 under qemu
+command -v buildah >/dev/null 2>&1 || want+=(buildah)
 # tests/test_report_html.py: report.html screenshotted by headless Chromium
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
   || want+=(chromium)

@@ -72,16 +72,40 @@ def test_there_are_three_images():
     assert {p.parent.name for p in DOCKERFILES} == {"workstation", "device-arm64", "jetson"}
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_dockerfile_parses_and_pins_its_base_by_tag(dockerfile):
-    steps = parse(dockerfile)
+def base_image(steps: list[tuple[str, str]]) -> str:
+    """The image the one FROM names: `ARG BASE=<image>` before `FROM ${BASE}`, so that a build
+    can swap in a local stand-in (docker/local/build.sh) while users get the pinned default."""
     bases = [args for word, args in steps if word == "FROM"]
     assert len(bases) == 1, "one stage per image"
-    image = bases[0].split()[0]
+    assert bases[0] == "${BASE}", f"FROM {bases[0]}: expected FROM ${{BASE}}"
+    before = steps[:[word for word, _ in steps].index("FROM")]
+    defaults = [args.partition("=")[2] for word, args in before
+                if word == "ARG" and args.startswith("BASE=")]
+    assert len(defaults) == 1, "ARG BASE=<pinned image> before FROM"
+    return defaults[0]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_parses_and_pins_its_base_by_tag(dockerfile):
+    image = base_image(parse(dockerfile))
     name, _, tag = image.rpartition(":")
     assert name and "/" not in tag, f"{image}: no tag"
     assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image}: tag is not a version"
-    assert "$" not in image, f"{image}: base chosen by a build argument"
+    assert "$" not in image and "@" not in image, f"{image}: not a plain pinned tag"
+    registry = name.split("/")[0]
+    assert "." in registry, f"{image}: name the registry (docker.io/library/...), as podman " \
+                            "and buildah do not guess it"
+
+
+def test_base_argument_is_required_to_be_before_from(tmp_path):
+    """The check above fails a Dockerfile whose base is not the ARG's pinned default."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.11.13-slim-bookworm\nRUN true\n")
+    with pytest.raises(AssertionError):
+        base_image(parse(bad))
+    bad.write_text("FROM ${BASE}\nARG BASE=python:3.11.13-slim-bookworm\n")
+    with pytest.raises(AssertionError):
+        base_image(parse(bad))
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)

@@ -92,7 +92,7 @@ def test_jetson_install_puts_trtexec_on_path(venv, tmp_path):
     (tensorrt / "trtexec").write_text(TRTEXEC)
     (tensorrt / "trtexec").chmod(0o755)
     env = {**os.environ, "PYTHON": str(venv / "bin" / "python"), "TENSORRT_BIN": str(tensorrt),
-           "BIN_DIR": str(tmp_path / "bin"),
+           "BIN_DIR": str(tmp_path / "bin"), "ONNXRUNTIME": "cpu",
            # the Jetson pins are for Python 3.10 on aarch64; here the arm64 image's pins are
            # the ones this environment satisfies
            "REQUIREMENTS": str(DOCKER / "device-arm64" / "requirements.txt")}
@@ -106,11 +106,38 @@ def test_jetson_install_puts_trtexec_on_path(venv, tmp_path):
 def test_jetson_install_fails_without_tensorrt(venv, tmp_path):
     env = {**os.environ, "PYTHON": str(venv / "bin" / "python"),
            "TENSORRT_BIN": str(tmp_path / "none"), "BIN_DIR": str(tmp_path / "bin"),
+           "ONNXRUNTIME": "cpu",
            "REQUIREMENTS": str(DOCKER / "device-arm64" / "requirements.txt")}
     done = subprocess.run([str(DOCKER / "jetson" / "install.sh"), str(tmp_path / "opt")],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
     assert "no trtexec" in done.stderr
+
+
+def test_jetson_install_stops_when_the_gpu_index_has_no_onnxruntime_gpu(venv, tmp_path):
+    """The default (ONNXRUNTIME=gpu) takes onnxruntime-gpu only from the Jetson index: when that
+    index cannot give it, the build stops and says what to do, rather than go on without it."""
+    nowhere = "http://127.0.0.1:9/simple"  # the discard port: nothing answers
+    env = {**os.environ, "PYTHON": str(venv / "bin" / "python"), "ORT_INDEX_URL": nowhere,
+           "PIP_INDEX_URL": nowhere, "PIP_CONFIG_FILE": os.devnull,  # no local wheel indexes
+           "PIP_RETRIES": "0", "TENSORRT_BIN": str(tmp_path / "none"),
+           "BIN_DIR": str(tmp_path / "bin")}
+    for name in ("ONNXRUNTIME", "PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL"):
+        env.pop(name, None)
+    done = subprocess.run([str(DOCKER / "jetson" / "install.sh"), str(tmp_path / "opt")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert f"could not install onnxruntime-gpu from {nowhere}" in done.stderr
+    assert "ONNXRUNTIME=cpu" in done.stderr
+    assert not (tmp_path / "opt" / "runner.py").exists()
+
+
+def test_jetson_install_refuses_an_unknown_onnxruntime_choice(tmp_path):
+    done = subprocess.run([str(DOCKER / "jetson" / "install.sh"), str(tmp_path / "opt")],
+                          env={**os.environ, "ONNXRUNTIME": "cuda"}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "ONNXRUNTIME must be gpu or cpu" in done.stderr
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get (Debian/Ubuntu)")
@@ -156,6 +183,11 @@ def test_image_pins_match_constraints_and_validate_arch():
     jetson = pins(DOCKER / "jetson" / "requirements.txt")
     assert set(jetson) == set(arm64)
     assert jetson["ai-edge-litert"] == arm64["ai-edge-litert"]
+    gpu = pins(DOCKER / "jetson" / "requirements-gpu.txt")
+    assert set(gpu) == {"numpy", "onnxruntime-gpu", "ai-edge-litert"}
+    assert gpu["ai-edge-litert"] == jetson["ai-edge-litert"]
+    # the Jetson AI Lab onnxruntime-gpu wheel is built against numpy 1.x
+    assert gpu["numpy"].startswith("1."), gpu["numpy"]
 
 
 def _resolve(requirements: Path, python: str, machine: str, glibc_minor: int) -> dict:
