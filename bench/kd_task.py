@@ -620,12 +620,10 @@ def _claims(res: dict) -> dict:
     # is the noise it must clear; the accuracies' spread also holds what both students share.
     spread = gain["std"]
     accuracy_spread = max(s[BASELINE]["accuracy"]["std"], s[best]["accuracy"]["std"])
-    int8 = res["int8"]
-    worst_int8 = min(int8["torch_accuracy"], int8["onnx_accuracy"])
     peer = s.get(PEER)
     return {"best": best, "gain": gain["mean"], "spread": spread,
             "accuracy_spread": accuracy_spread,
-            "retention": worst_int8 / res["teacher_accuracy"],
+            "retention": _retention(res["int8"], res),
             "ratio": res["models"]["teacher"]["params"] / res["models"]["student"]["params"],
             "peer_diff": peer["vs_logit_kd"] if peer else None,
             "peer_spread": max(peer["accuracy"]["std"], s[LOGIT]["accuracy"]["std"])
