@@ -29,7 +29,8 @@ test: install test-deps
 	$(BIN)/pytest -q
 
 # The images built for real on local stand-in bases (docker/local/build.sh), then exercised
-# inside: device-arm64, workstation (~8 GB) and jetson. -rP prints each build's time and size.
+# inside: device-arm64 (also in make test), workstation (~8 GB) and jetson. -rP prints each
+# build's time and size.
 images: install test-deps
 	EDGEKD_TEST_IMAGES=1 $(BIN)/pytest -q -rP tests/docker/test_images.py
 

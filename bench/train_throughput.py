@@ -48,12 +48,12 @@ SIZE = 96
 CLASSES = ("disc", "square", "triangle", "cross", "stripes")
 TEACHER = {"arch": "cnn", "width": 32, "depth": 3}
 STUDENT = {"arch": "cnn", "width": 8, "depth": 3}
-MEMORY_TEACHER = {"arch": "cnn", "width": 16, "depth": 3}  # lighter: 32,000 images on 2 cores
+MEMORY_TEACHER = {"arch": "cnn", "width": 16, "depth": 3}  # lighter: 16,000 images on 2 cores
 PAIRS = {"cnn": (TEACHER, STUDENT),  # --models: the throughput pair
          "torchvision": ({"arch": "resnet18"}, {"arch": "mobilenet_v3_small"})}
 BATCH, LR, WEIGHT_DECAY, TEMPERATURE, ALPHA = 64, 0.01, 5e-4, 4.0, 0.7  # the distill defaults
 SETTINGS = {  # images in the throughput set, distill epochs, the memory sizes
-    "full": {"throughput_images": 8_000, "epochs": 4, "memory_images": (2_000, 8_000, 32_000)},
+    "full": {"throughput_images": 4_000, "epochs": 4, "memory_images": (1_000, 4_000, 16_000)},
     "tiny": {"throughput_images": 400, "epochs": 3, "memory_images": (200, 400, 800)},
 }
 THROUGHPUT_GOAL, MEMORY_GOAL = 0.9, 1.25

@@ -16,6 +16,14 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def models() -> dict[str, Path]:
+    """tests/tiny_models.py's tiny CNN: fp32 / int8 ONNX and TFLite paths and `data`."""
+    from tiny_models import cached_models
+
+    return cached_models()
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("EDGEKD_TEST_DEVICE"):
         return

@@ -7,9 +7,10 @@ package installs, pip installs, the user, the entrypoint. No container registry 
 - device-arm64: built for linux/arm64 with its RUN steps under qemu through binfmt; inside it
   the device runner profiles an int8 TFLite and an int8 ONNX file and gives the outputs of the
   x86 run (3 passed here: 85 s with the arm64 base cached, about 8 min cold).
-- workstation and jetson: an 8 GB image and a second arm64 build.
-All of them run with EDGEKD_TEST_IMAGES=1 (`make images`) only, for now: device-arm64 is to
-join `make test` once a clean CI machine has built it (not yet tried there).
+  Part of `make test` (slow-marked; skipped with the reason where buildah, debootstrap or
+  binfmt are missing or we are not root).
+- workstation and jetson: an 8 GB image and a second arm64 build, run with
+  EDGEKD_TEST_IMAGES=1 (`make images`) only.
 
 Builds and runs use buildah's chroot isolation, as an OCI runtime cannot start containers on
 every machine (on the one this was written on, setting RLIMIT_NOFILE is refused). Emulated
@@ -21,9 +22,6 @@ default CPU gives wrong int8 results.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -46,8 +44,20 @@ HEAVY = "EDGEKD_TEST_IMAGES"
 ARCH = {"workstation": "amd64", "device-arm64": "arm64", "jetson": "arm64"}
 FLAVOUR = {"workstation": "python", "device-arm64": "python", "jetson": "jetpack"}
 CPU = "cortex-a72"  # a Raspberry Pi 4's core; qemu 7.2's default `max` is wrong for int8
-heavy = pytest.mark.skipif(not os.environ.get(HEAVY), reason=f"a long image build: `make "
-                           f"images` runs it ({HEAVY}=1)")
+
+
+def image_test(opt_in: bool):
+    """Marks for a test on a built image: slow, an hour's timeout, and for the heavy images
+    (`opt_in`) a skip unless EDGEKD_TEST_IMAGES is set."""
+    marks = [pytest.mark.slow, pytest.mark.timeout(3600)]
+    marks += [pytest.mark.skipif(not os.environ.get(HEAVY), reason=f"a long image build: "
+                                 f"`make images` runs it ({HEAVY}=1)")] if opt_in else []
+
+    def apply(test):
+        for mark in marks:
+            test = mark(test)
+        return test
+    return apply
 
 
 @dataclass(frozen=True)
@@ -118,13 +128,14 @@ def built(image: str, done: subprocess.CompletedProcess) -> Built:
     return Built(tag, arch, int(seconds), size, oci)
 
 
-@contextlib.contextmanager
-def container(image: Built) -> Iterator[str]:
-    """A working container of `image` (removed afterwards)."""
+def running(name: str, *options: str) -> Iterator[tuple[Built, str]]:
+    """Build image `name` (build.sh `options`) and yield it with a working container of it,
+    removed afterwards: the body of each image's module fixture."""
+    image = built(name, build(name, *options))
     cid = subprocess.run(["buildah", "from", "--pull=never", "--arch", image.arch, image.tag],
                          capture_output=True, text=True, check=True).stdout.strip()
     try:
-        yield cid
+        yield image, cid
     finally:
         subprocess.run(["buildah", "rm", cid], capture_output=True)
 
@@ -168,32 +179,6 @@ def emulated_arm(tmp: Path) -> tuple[dict[str, str], str]:
     return env, f"{tmp / 'qemu-prefix'}:/qemu-prefix:ro"
 
 
-DEVICE_FIXTURES = ROOT / "tests" / "devices" / "conftest.py"
-
-
-@pytest.fixture(scope="module")
-def models() -> dict[str, Path]:
-    """tests/devices' tiny CNN as int8 TFLite and ONNX with its data: built by the same code
-    and found in the same cache, under the same key, as that folder's `models` fixture."""
-    from importlib.metadata import version
-
-    spec = importlib.util.spec_from_file_location("edgekd_device_fixtures", DEVICE_FIXTURES)
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    key = hashlib.sha256(DEVICE_FIXTURES.read_bytes())
-    for package in ("torch", "litert-torch", "torchao", "onnxruntime", "onnx"):
-        key.update(version(package).encode())
-    cache = Path.home() / ".cache" / "edgekd" / "test-models" / key.hexdigest()[:16]
-    paths = {name: cache / file for name, file in fixtures.MODEL_FILES.items()}
-    if not all(p.exists() for p in paths.values()):
-        building = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        building.mkdir(parents=True, exist_ok=True)
-        fixtures.build_models(building)
-        shutil.rmtree(cache, ignore_errors=True)
-        building.rename(cache)
-    return paths
-
-
 def runner_parity(cid: str, image: Built, models: dict[str, Path], name: str,
                   tmp: Path) -> None:
     """The image's entrypoint (the device runner) on `name` under emulation gives the x86
@@ -232,14 +217,10 @@ def list_runtimes(cid: str, image: Built, user: str | None) -> dict:
 
 @pytest.fixture(scope="module")
 def device_image() -> Iterator[tuple[Built, str]]:
-    image = built("device-arm64", build("device-arm64"))
-    with container(image) as cid:
-        yield image, cid
+    yield from running("device-arm64")
 
 
-@pytest.mark.slow
-@heavy
-@pytest.mark.timeout(1800)
+@image_test(opt_in=False)
 def test_device_image_is_arm64_and_its_user_sees_both_runtimes(device_image):
     image, cid = device_image
     assert image.oci["architecture"] == "arm64"
@@ -249,9 +230,7 @@ def test_device_image_is_arm64_and_its_user_sees_both_runtimes(device_image):
     assert {"ai_edge_litert", "onnxruntime"} <= set(listed["runtimes"])
 
 
-@pytest.mark.slow
-@heavy
-@pytest.mark.timeout(1800)
+@image_test(opt_in=False)
 @pytest.mark.parametrize("name", ["tflite_int8", "onnx_int8"])
 def test_device_image_runner_gives_the_x86_outputs(device_image, models, tmp_path, name):
     image, cid = device_image
@@ -285,14 +264,10 @@ stages:
 
 @pytest.fixture(scope="module")
 def workstation() -> Iterator[tuple[Built, str]]:
-    image = built("workstation", build("workstation"))
-    with container(image) as cid:
-        yield image, cid
+    yield from running("workstation")
 
 
-@heavy
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
+@image_test(opt_in=True)
 def test_workstation_command_pipelines_and_device_tools(workstation):
     image, cid = workstation
     user = image.config["User"]
@@ -324,9 +299,7 @@ def tiny_run(workstation, tmp_path_factory) -> tuple[Path, subprocess.CompletedP
     return work, done
 
 
-@heavy
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
+@image_test(opt_in=True)
 def test_workstation_runs_a_pipeline_end_to_end(tiny_run):
     work, done = tiny_run
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -339,9 +312,7 @@ def test_workstation_runs_a_pipeline_end_to_end(tiny_run):
     assert report["environment"]["packages"]["torch"]
 
 
-@heavy
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
+@image_test(opt_in=True)
 def test_workstation_validates_its_int8_model_on_emulated_arm64(workstation, tiny_run):
     """`edgekd validate-arch` inside the image as its non-root user: qemu-user with its own
     arm64 root under /cache (fakeroot debootstrap), no binfmt needed."""
@@ -361,14 +332,10 @@ def test_workstation_validates_its_int8_model_on_emulated_arm64(workstation, tin
 
 @pytest.fixture(scope="module")
 def jetson_image() -> Iterator[tuple[Built, str]]:
-    image = built("jetson", build("jetson", "--build-arg", "ONNXRUNTIME=cpu"))
-    with container(image) as cid:
-        yield image, cid
+    yield from running("jetson", "--build-arg", "ONNXRUNTIME=cpu")
 
 
-@heavy
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
+@image_test(opt_in=True)
 def test_jetson_image_has_the_runtimes_and_trtexec_on_path(jetson_image):
     image, cid = jetson_image
     assert image.oci["architecture"] == "arm64"
@@ -381,18 +348,14 @@ def test_jetson_image_has_the_runtimes_and_trtexec_on_path(jetson_image):
     assert done.stdout.strip() == "/usr/src/tensorrt/bin/trtexec"
 
 
-@heavy
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
+@image_test(opt_in=True)
 @pytest.mark.parametrize("name", ["tflite_int8", "onnx_int8"])
 def test_jetson_image_runner_gives_the_x86_outputs(jetson_image, models, tmp_path, name):
     image, cid = jetson_image
     runner_parity(cid, image, models, name, tmp_path)
 
 
-@heavy
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
+@image_test(opt_in=True)
 def test_jetson_default_build_takes_onnxruntime_gpu_only_from_the_jetson_index():
     """The default build installs onnxruntime-gpu from the Jetson AI Lab index; where that
     index cannot give it (here: not reachable), the build stops with the message saying so."""
