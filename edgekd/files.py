@@ -44,6 +44,43 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def check_writable(folder: Path) -> None:
+    """Create `folder` if missing and write and remove a probe file in it.
+
+    Raises OSError (read-only file system, permission denied, a file in the way, a full disk)
+    before anything has been done there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"edgekd")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+FULL_DISK_BYTES = 1 << 20
+"""Below this much free space, a failure while writing is put down to a full disk."""
+
+
+def full_disk(folder: Path, exc: BaseException | None = None) -> str | None:
+    """'the disk holding FOLDER is full (N kB free)' when `exc` (or an exception it came from)
+    is ENOSPC, or when the disk has less than FULL_DISK_BYTES free; else None. Writers such as
+    torch.save report a full disk in their own words (`unexpected pos 14912 vs 14808`), hence
+    the look at the disk itself."""
+    import errno
+    import shutil
+
+    no_space = False
+    while exc is not None and not no_space:
+        no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+        exc = exc.__cause__ or exc.__context__
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    return f"the disk holding {folder} is full ({free / 1000:.1f} kB free)" \
+        if no_space or free < FULL_DISK_BYTES else None
+
+
 class Busy(Exception):
     """Another process holds the lock (`pid`: the one it recorded, or None)."""
 

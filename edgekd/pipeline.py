@@ -20,7 +20,7 @@ from edgekd import budgets, exits, parallel
 from edgekd.artifacts import StageResult, cache_key
 from edgekd.config import Pipeline
 from edgekd.context import Context
-from edgekd.files import Busy, exclusive, sha256_file, write_json
+from edgekd.files import Busy, check_writable, exclusive, full_disk, sha256_file, write_json
 from edgekd.schema import ConfigError
 from edgekd.stages import STAGES
 
@@ -193,6 +193,11 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
     pipeline = load(source, device)
     run = Run(pipeline, source, (out or Path("runs") / pipeline.name).resolve(), gate=gate)
     try:
+        check_writable(run.run_dir)
+    except OSError as exc:
+        raise ConfigError([f"{run.run_dir}: cannot write the run directory (--out): "
+                           f"{exc.strerror or exc}"]) from None
+    try:
         with exclusive(run.run_dir / ".lock"):
             return _execute(run, pipeline, source, force, log)
     except Busy as busy:
@@ -327,5 +332,8 @@ def _fail(run: Run, record: StageRecord, exc: Exception) -> None:
 
         run.exit_code = exits.INTERNAL
         record.error = f"{type(exc).__name__}: {exc}"
+        full = full_disk(run.run_dir, exc)
+        if full:
+            record.error = f"{full}; {record.error}"
         run.traceback = traceback.format_exc()
     run.message = f"{record.kind} failed: {record.error}"

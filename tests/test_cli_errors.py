@@ -87,16 +87,69 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
     from edgekd.files import exclusive
 
     pipeline = tmp_path / "p.yaml"
-    pipeline.write_text("name: p\ndata: {source: digits}\n"
-                        "teacher: {arch: cnn, width: 4, depth: 1, train: {epochs: 1}}\n"
-                        "student: {arch: cnn, width: 2, depth: 1}\ntarget: local\n"
-                        "stages:\n  - {kind: distill, epochs: 1}\n")
+    pipeline.write_text(TINY)
     out = tmp_path / "runs" / "p"
     with exclusive(out / ".lock"):  # a run in progress (this process, another descriptor)
         run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(out)])
     assert run.exit_code == exits.USAGE, run.output
     assert f"{out}: another edgekd run (process " in run.output and "Traceback" not in run.output
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+TINY = ("name: p\ndata: {source: digits}\n"
+        "teacher: {arch: cnn, width: 4, depth: 1, train: {epochs: 1}}\n"
+        "student: {arch: cnn, width: 2, depth: 1}\ntarget: local\n"
+        "stages:\n  - {kind: distill, epochs: 1}\n")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(OPTIONS) -> a fresh tmpfs mounted with OPTIONS (a read-only one, a tiny one);
+    unmounted afterwards. Skips where mounting is not allowed (not root)."""
+    import os
+    import subprocess
+
+    mounted = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"fs{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if os.geteuid() != 0 or done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or 'not root'}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def test_a_read_only_out_is_one_line_and_exit_2(tmp_path, tmpfs):
+    """A read-only --out was a traceback (OSError, exit 1); as root, file modes do not stop a
+    write, so the file system itself is read-only."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(TINY)
+    out = tmpfs("size=1m,ro") / "run"
+    run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(out)])
+    assert run.exit_code == exits.USAGE, run.output
+    assert run.output.strip() == f"{out}: cannot write the run directory (--out): " \
+                                 "Read-only file system"
+
+
+def test_a_disk_that_fills_up_names_itself_and_leaves_a_log(tmp_path, tmpfs):
+    """torch.save on a full disk says `unexpected pos N vs M`; the run says the disk is full,
+    exit 1 with error.log beside report.json, and no temporary file is left behind."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(TINY.replace("width: 4, depth: 1", "width: 64, depth: 2"))
+    out = tmpfs("size=96k") / "run"
+    run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(out)])
+    assert run.exit_code == exits.INTERNAL, run.output
+    assert f"teacher failed: the disk holding {out} is full (" in run.output
+    assert "Traceback" not in run.output
+    assert (out / "error.log").is_file() and (out / "report.json").is_file()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name]
 
 
 def test_verbose_lets_the_converters_speak(monkeypatch, capfd):
