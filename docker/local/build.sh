@@ -8,8 +8,9 @@
 # Options go to `buildah bud`, e.g. --build-arg ONNXRUNTIME=cpu. Needs root, buildah,
 # debootstrap, and qemu-user-static for the arm64 images. Run from anywhere.
 # EDGEKD_CA_BUNDLE: a CA bundle that RUN steps must trust (a TLS-intercepting proxy between
-# this machine and PyPI): mounted over the image's /etc/ssl/certs/ca-certificates.crt and named
-# as pip's `cert` in an /etc/pip.conf, during the build only; the image keeps neither.
+# this machine and PyPI): mounted at /etc/edgekd-build-ca.crt and named as pip's `cert` in an
+# /etc/pip.conf, during the build only; the image keeps neither. (Not over the image's own
+# /etc/ssl/certs/ca-certificates.crt: apt's ca-certificates trigger rewrites that file.)
 set -eu
 usage="usage: build.sh workstation|device-arm64|jetson [BUILDAH-BUD-OPTION...]"
 image=${1:?$usage}
@@ -31,9 +32,9 @@ old=$(buildah images --quiet "$tag" 2>/dev/null || true)
 if [ -n "${EDGEKD_CA_BUNDLE:-}" ]; then
   pipconf=$(mktemp)
   trap 'rm -f "$pipconf"' EXIT
-  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$pipconf"
+  printf '[global]\ncert = /etc/edgekd-build-ca.crt\n' >"$pipconf"
   chmod 644 "$pipconf"
-  set -- --volume "$EDGEKD_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" \
+  set -- --volume "$EDGEKD_CA_BUNDLE:/etc/edgekd-build-ca.crt:ro" \
     --volume "$pipconf:/etc/pip.conf:ro" "$@"
 fi
 start=$(date +%s)
