@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.common import RESULTS, pm, table
 
 ORDER = ("kd_task", "kd_task_long", "distill_quality", "kd_methods", "quantization", "speed",
-         "gemm", "pipeline_cost", "peer", "int8_speed", "train_throughput")
+         "gemm", "pipeline_cost", "peer", "int8_speed", "train_throughput", "estimator")
 TITLES = {
     "kd_task": "0. A task where distillation matters (issue 14): 100 classes of two-digit "
                "numbers, every KD method over 3 seeds, torchdistill as the peer",
@@ -31,9 +31,11 @@ TITLES = {
                   "LiteRT and ExecuTorch (issues 5 and 14)",
     "train_throughput": "8. Training at real scale (issue 12): throughput against a plain "
                         "PyTorch KD loop, peak memory against dataset size",
+    "estimator": "9. Estimates for unreachable devices (issue 16): published Raspberry Pi "
+                 "latencies against edgekd's estimate of each",
 }
 OWN_SECTIONS = {"kd_task": "bench.kd_task", "kd_task_long": "bench.kd_task",
-                "int8_speed": "bench.int8_speed"}
+                "int8_speed": "bench.int8_speed", "estimator": "bench.estimator"}
 """Benchmarks that render their own section, goals and reasons (`section(doc)`,
 `goals(doc)`, `why(doc)`) from their JSON."""
 RUN_ELSEWHERE = {"kd_task_long": "`python -m bench.kd_task --long --device cuda`, one process "
@@ -147,8 +149,9 @@ def goals(docs: dict) -> list[list]:
         rows.append(["warm rerun of mobile.yaml <= 10 s", f"{warm:.1f} s (whole `edgekd run` "
                      "process)", "met" if warm <= 10 else "MISSED",
                      f"{warm - 10:.1f} s over" if warm > 10 else f"{10 - warm:.1f} s to spare"])
-    if "int8_speed" in docs:
-        rows += _own("int8_speed").goals(docs["int8_speed"])
+    for name in ("int8_speed", "estimator"):
+        if name in docs:
+            rows += _own(name).goals(docs[name])
     rows += _parity_goal(quant.get("results", {}))
     rows += _scale_goals(docs.get("train_throughput", {}).get("results", {}))
     return rows

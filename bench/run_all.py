@@ -21,7 +21,7 @@ from bench.readme import render
 
 # Speed before gemm: gemm reads speed.json for each model's share of the peak.
 BENCHMARKS = ("kd_task", "distill_quality", "kd_methods", "quantization", "speed", "gemm",
-              "pipeline_cost", "peer", "int8_speed", "train_throughput")
+              "pipeline_cost", "peer", "int8_speed", "train_throughput", "estimator")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,10 +50,12 @@ def run(argv: list, cwd: Path) -> subprocess.CompletedProcess:
 def test_installed_package_finds_its_device_profiles(installed, tmp_path):
     code = ("import edgekd; from edgekd.devices.profiles import load_profile, profile_names; "
             "print(edgekd.__file__); print(load_profile('local').transport); "
-            "print(*profile_names())")
+            "print(*profile_names()); from edgekd.devices.published import load_published; "
+            "print(len(load_published().rows))")
     done = run([installed / "python", "-c", code], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    where, transport, names = done.stdout.splitlines()
+    where, transport, names, published = done.stdout.splitlines()
+    assert int(published) > 0  # the calibration data of estimates ships too
     assert where.startswith(str(installed.parent)) and "site-packages" in where
     assert transport == "local"
     assert set(names.split()) == {p.stem for p in (ROOT / "edgekd" / "profiles").glob("*.yaml")}

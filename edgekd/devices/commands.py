@@ -139,6 +139,10 @@ def format_result(model: Path, device, result) -> str:
         lines.append("throttled  " + " -> ".join(str(t) for t in throttle))
     if c.get("unreachable"):
         lines.append(f"why        {c['unreachable']}")
+    if not result.measured:
+        from edgekd.devices.estimate import describe
+
+        lines.append(f"estimate   {describe(c)}")
     if c.get("op_profile"):
         lines.append(f"op profile {c['op_profile']}")
     lines.append("")

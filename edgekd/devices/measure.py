@@ -70,7 +70,8 @@ def profile(model: Path, device: DeviceProfile, *, runs: int = 100, warmup: int 
             raise
         from edgekd.devices.estimate import estimate
 
-        result = estimate(model, device, estimate_inputs, why=str(exc))
+        result = estimate(model, device, estimate_inputs, why=str(exc),
+                          threads=request.threads)
         result.attempts = exc.attempts
         return result
 

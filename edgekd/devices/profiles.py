@@ -75,7 +75,11 @@ class DeviceProfile(Strict):
     memory_bandwidth_gbs: float | None = Field(None, gt=0)
     """Spec figure used only for estimates: DRAM bandwidth in GB/s."""
     estimate_efficiency: float = Field(0.2, gt=0, le=1)
-    """Share of the peak figures a batch-1 model reaches; estimates only."""
+    """Share of the peak figures a batch-1 model reaches; roofline estimates only (devices
+    without a calibration_board)."""
+    calibration_board: str | None = None
+    """A board in edgekd/profiles/published/latency.yaml (rpi4, rpi5): estimates for this
+    device are then fitted to that board's published measurements instead of the roofline."""
     runtime_memory_mb: float = Field(30, ge=0)
     """Memory of the process and runtime before a model loads; estimates only."""
     timeout_s: float = Field(300, gt=0)
@@ -99,6 +103,18 @@ class DeviceProfile(Strict):
             _not_an_option(value)
             if re.search(r"[\s\x00-\x1f\x7f]", value):
                 raise ValueError(f"must not contain spaces or control characters: {value!r}")
+        return value
+
+    @field_validator("calibration_board")
+    @classmethod
+    def _published_board(cls, value: str | None) -> str | None:
+        if value is not None:
+            from edgekd.devices.published import load_published
+
+            boards = sorted({row.board for row in load_published().rows})
+            if value not in boards:
+                raise ValueError(f"no published measurements for {value!r}"
+                                 f"{did_you_mean(value, boards)}; known: {', '.join(boards)}")
         return value
 
     @field_validator("work_dir", "python", "trtexec")

@@ -45,6 +45,11 @@ def run(cfg: ProfileStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
                 "suspect": measured.suspect}
             result.estimated = result.estimated or not measured.measured
             result.warnings += [f"{name}: result suspect: {why}" for why in measured.suspect]
+            if not measured.measured:
+                from edgekd.devices.estimate import describe
+
+                result.warnings.append(f"{name}: latency estimated, not measured: "
+                                       f"{describe(measured.conditions)}")
             bar.update(1)
     result.metrics.update(speedups(result.metrics))
     suspect = {name: a["suspect"] for name, a in result.info["artifacts"].items()

@@ -15,6 +15,7 @@ import pytest
 from bench import (
     common,
     distill_quality,
+    estimator,
     gemm,
     peer,
     pipeline_cost,
@@ -122,12 +123,25 @@ def test_peer(dirs):
     assert doc["olive"]["status"] == "skipped" and doc["olive"]["why"]
 
 
+def test_estimator(dirs):
+    doc = run(estimator, dirs)
+    res = doc["results"]
+    assert {"rpi4", "rpi5", "all"} <= set(res["summary"])
+    assert all(positive(r["published_ms"]) and positive(r["fitted_ms"]) for r in res["rows"])
+    held = res["summary"]["all"]["held_out"]
+    assert held["n"] == sum(r["held_out_ms"] is not None for r in res["rows"])
+    [goal] = estimator.goals(doc)
+    assert goal[2] in ("met", "MISSED") and "issue 16" in goal[0]
+    assert "Held-out error per network" in estimator.section(doc)
+
+
 def test_readme_and_run_all(dirs, tmp_path):
     work, results = dirs
     text = readme.render(results)
     assert "## Goals" in text and "--quick" in text
     goals = {row[0] for row in readme.goals(readme.load(results))}
     assert any("3x faster" in g for g in goals) and any("warm rerun" in g for g in goals)
+    assert any("issue 16" in g for g in goals) and "## 9. Estimates for unreachable" in text
     # run_all itself, on the quickest benchmark, writes its record and the README
     out = tmp_path / "README.md"
     code = run_all.main(["--tiny", "--only", "gemm", "--datasets", "digits", "--work", str(work),
