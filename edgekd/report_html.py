@@ -340,11 +340,17 @@ def _plot_latency(doc: dict, ax) -> bool:
     ax.set_xticks(range(len(names)), names, fontsize=8)
     ax.set_yscale("log")  # budgets are often orders of magnitude above small models' latency
     ax.set_ylabel("latency (ms, log)")
-    for pct in ("p50", "p90", "p99"):
-        limits = [c["limit"] for c in doc["checks"] if c["name"].endswith(f"latency_ms_{pct}")]
-        if limits:
-            ax.axhline(min(limits), color="#b00", linestyle="--",
-                       label=f"budget {pct} {min(limits):.3g} ms")
+    labelled = set()  # each limit over its own artifact's bars: red and solid when it failed
+    for check in doc["checks"]:
+        name, _, limit_name = check["name"].rpartition(".")
+        if name in names and limit_name.startswith("max_latency_ms_"):
+            pct, x = limit_name.rpartition("_")[2], names.index(name)
+            label = f"{'FAILED ' if not check['passed'] else ''}{pct} limit {check['limit']:.3g} ms"
+            ax.hlines(check["limit"], x - 1.5 * width, x + 1.5 * width,
+                      colors="#888" if check["passed"] else "#d00",
+                      linestyles="--" if check["passed"] else "-",
+                      label=None if label in labelled else label)
+            labelled.add(label)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return True
 

@@ -171,6 +171,35 @@ def test_every_accuracy_limit_that_applies_is_drawn():
     assert not drawn[0.9].startswith("FAILED")
 
 
+def test_each_latency_limit_is_drawn_over_its_own_artifact():
+    """The latency plot drew one line, the lowest limit of all, across every artifact; a
+    per-artifact budget with a failed limit on one file now shows over that file, in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgekd.report_html import _plot_latency
+
+    doc = report()
+    doc["checks"] = [_check("profile", "student_fp32_tflite.max_latency_ms_p50", 0.131, 0.1,
+                            False, "local", "ms"),
+                     _check("profile", "student_int8_tflite.max_latency_ms_p50", 0.0687, 0.5,
+                            True, "local", "ms")]
+    fig, ax = plt.subplots()
+    assert _plot_latency(doc, ax)
+    drawn = {}
+    for collection in ax.collections:
+        for (x0, y), (x1, _) in collection.get_segments():
+            drawn[round(y, 4)] = ((x0 + x1) / 2, collection.get_color()[0][:3].round(2).tolist(),
+                                  collection.get_label())
+    plt.close(fig)
+    assert set(drawn) == {0.1, 0.5}
+    assert round(drawn[0.1][0]) == 0 and round(drawn[0.5][0]) == 1  # sorted artifact names
+    assert drawn[0.1][1] == [round(0xdd / 255, 2), 0.0, 0.0]
+    assert drawn[0.1][2] == "FAILED p50 limit 0.1 ms" and drawn[0.5][2] == "p50 limit 0.5 ms"
+
+
 def test_the_shipped_files_confusion_matrix_is_drawn(page):
     assert "<h2>Confusion matrix of student_int8_tflite on the test split</h2><img " in page
     assert page.count("<img src='data:image/png;base64,") == 4  # and accuracy, latency, curves
