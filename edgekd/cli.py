@@ -217,6 +217,9 @@ def report_command(run_dir: Path) -> None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         click.echo(f"{source}: not a report.json: {exc}", err=True)
         sys.exit(exits.USAGE)
+    except RecursionError:
+        click.echo(f"{source}: not a report.json: JSON nested too deeply to read", err=True)
+        sys.exit(exits.USAGE)
     missing = [k for k in REPORT_KEYS if k not in doc] if isinstance(doc, dict) else REPORT_KEYS
     if missing:
         click.echo(f"{source}: not an edgekd report (no {', '.join(missing)})", err=True)

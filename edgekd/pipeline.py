@@ -158,16 +158,27 @@ def _file_hash(path: Path, source: Path) -> str:
     return sha256_file(full) if full.is_file() else f"missing:{full}"
 
 
+def _with_inputs(key: str, inputs: dict[str, StageResult]) -> str:
+    """`key` extended by the content (SHA-256) of every file the stage consumes from the
+    stages before it: a teacher that was trained again, to other weights, makes every
+    student distilled from the old one stale, whatever the configs say."""
+    hashes = sorted(f"{kind}/{name}={a.sha256}" for kind, r in inputs.items()
+                    for name, a in r.artifacts.items())
+    return cache_key("inputs", {"key": key}, hashes) if hashes else key
+
+
 def _cached(run_dir: Path, kind: str, key: str) -> StageResult | None:
+    """The stage's recorded result when its key matches and its files are intact; None for
+    anything else, a damaged or hand-edited stage.json included (the stage then runs)."""
     path = run_dir / kind / "stage.json"
     if not path.is_file():
         return None
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_bytes())
         result = StageResult.from_dict(doc["result"], run_dir)
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return None
-    if doc.get("key") != key or not all(a.intact() for a in result.artifacts.values()):
+        if doc.get("key") != key or not all(a.intact() for a in result.artifacts.values()):
+            return None
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
         return None
     return result
 
@@ -177,7 +188,11 @@ def _claim(stage_dir: Path, key: str, fresh: bool) -> None:
     fresh start was asked for) are removed so they cannot be resumed by mistake."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     marker = stage_dir / "key"
-    if fresh or not marker.is_file() or marker.read_text() != key:
+    try:
+        same = marker.read_bytes() == key.encode()
+    except OSError:
+        same = False
+    if fresh or not same:
         for ckpt in stage_dir.glob("*.ckpt"):
             ckpt.unlink()
     marker.write_text(key)
@@ -215,6 +230,8 @@ def _execute(run: Run, pipeline: Pipeline, source: Path, force: str | None, log)
     ctx = Context(pipeline, source, run.run_dir, dkey)
     kinds = [k for k, _ in stage_configs(pipeline)]
     forced_from = kinds.index(force) if force else len(kinds)
+    if forced_from == 0 or _cached(run.run_dir, "teacher", keys["teacher"]) is None:
+        _preflight(ctx)
     results: dict[str, StageResult] = {}
     for index, (kind, cfg) in enumerate(stage_configs(pipeline)):
         record = StageRecord(kind, keys[kind])
@@ -234,16 +251,26 @@ def _execute(run: Run, pipeline: Pipeline, source: Path, force: str | None, log)
     return run
 
 
+def _preflight(ctx: Context) -> None:
+    """Before the first stage that will run: load the data and build the teacher, so that bad
+    data or a bad checkpoint is one line and exit 2 (ConfigError) before anything in the run
+    directory is touched. The data stays loaded for the stages; a fully cached rerun skips
+    this and loads nothing."""
+    ctx.splits()
+    ctx.build_model(ctx.pipeline.teacher, "teacher", role="teacher")
+
+
 def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
                results: dict[str, StageResult], forced: bool, log) -> bool:
     """Run or reuse one stage, then gate it. False stops the pipeline."""
     kind, spec = record.kind, STAGES[record.kind]
     started = time.perf_counter()
+    inputs = {k: results[k] for k in spec.needs if k in results}
+    record.key = _with_inputs(record.key, inputs)
     result = None if forced else _cached(run.run_dir, kind, record.key)
     if result is not None:
         record.status = "cached"
     else:
-        inputs = {k: results[k] for k in spec.needs if k in results}
         budget = getattr(cfg, "budget", None)
         early = budgets.check_sizes(budget, spec.sizes(cfg, inputs, ctx)) \
             if budgets.has_size_limits(budget) else []

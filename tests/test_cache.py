@@ -96,3 +96,51 @@ def test_a_moved_or_copied_run_directory_names_its_own_files(tmp_path):
     model.write_bytes(b"changed")  # the original changes; the copy must not follow it
     cached = _cached(copy, "export", "k1")
     assert cached is not None and cached.artifacts["m"].path == copy / "export" / "m.onnx"
+
+
+def test_a_damaged_or_hand_edited_stage_json_means_the_stage_runs_again(tmp_path):
+    """A binary stage.json (UnicodeDecodeError) or one with fields of the wrong shape
+    (AttributeError) failed the stage, exit 1, on every rerun."""
+    stage = tmp_path / "export"
+    stage.mkdir()
+    for content in (b"\xff\xfe\x00binary", b'{"key": "k1", "result": {"artifacts": [1, 2]}}',
+                    b'{"key": "k1", "result": {"artifacts": {"m": 3}, "metrics": {}}}', b"[]"):
+        (stage / "stage.json").write_bytes(content)
+        assert _cached(tmp_path, "export", "k1") is None, content
+
+
+def test_a_teacher_with_other_weights_makes_its_students_stale(tmp_path):
+    """The cache keyed stages on configs only: a teacher that came out of training with other
+    weights (another machine, a GPU, a lost file retrained) left distill cached, and the report
+    mixed two teachers. Each stage's key now holds the content of the files it consumes."""
+    import json
+
+    import torch
+
+    from edgekd.models.builders import cnn
+    from edgekd.pipeline import execute
+
+    (tmp_path / "p.yaml").write_text(
+        "name: k\ndata: {source: digits}\nteacher: {arch: cnn, width: 4, depth: 1, "
+        "train: {epochs: 1}}\nstudent: {arch: cnn, width: 2, depth: 1}\ntarget: local\n"
+        "stages:\n  - {kind: distill, epochs: 1}\n")
+    out = tmp_path / "run"
+    first = execute(tmp_path / "p.yaml", out, gate=False, log=lambda *_: None)
+    assert [r.status for r in first.records] == ["done", "done"]
+    again = execute(tmp_path / "p.yaml", out, gate=False, log=lambda *_: None)
+    assert [r.status for r in again.records] == ["cached", "cached"]
+    # The teacher's stage now holds other weights (recorded as its own, as a retraining
+    # elsewhere would leave them).
+    doc = json.loads((out / "teacher" / "stage.json").read_text())
+    (name, artifact), = doc["result"]["artifacts"].items()
+    torch.manual_seed(1)
+    weights = out / artifact["path"]
+    state = torch.load(weights, weights_only=True)
+    state.update({k: torch.randn_like(v) if v.is_floating_point() else v
+                  for k, v in cnn(10, 1, width=4, depth=1).state_dict().items() if k in state})
+    torch.save(state, weights)
+    retrained = Artifact.of(name, weights, artifact["format"])
+    doc["result"]["artifacts"][name] = retrained.as_dict(out)
+    (out / "teacher" / "stage.json").write_text(json.dumps(doc))
+    third = execute(tmp_path / "p.yaml", out, gate=False, log=lambda *_: None)
+    assert [r.status for r in third.records] == ["cached", "done"]

@@ -20,6 +20,7 @@ from edgekd.cli import cli
     (b"\xfe\xff\x00garbage", "not a report.json"),
     (b"[1, 2]", "not an edgekd report"),
     (b'{"verdict": "pass"}', "not an edgekd report (no pipeline, target"),
+    (b"[" * 100_000, "not a report.json"),
 ])
 def test_report_on_a_file_that_is_not_a_report(tmp_path, content, says):
     (tmp_path / "report.json").write_bytes(content)
@@ -169,3 +170,16 @@ def test_verbose_lets_the_converters_speak(monkeypatch, capfd):
         os.write(2, b"converter chatter\n")
     assert "converter chatter" in capfd.readouterr().err
     monkeypatch.delenv("EDGEKD_VERBOSE")
+
+
+def test_training_that_diverges_stops_with_one_line_and_exit_2(tmp_path):
+    """A learning rate far too high drives the loss to NaN; the run stops at that epoch with
+    one line saying so and what to try, rather than handing on a chance-level teacher."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(TINY.replace("train: {epochs: 1}", "train: {epochs: 1, lr: 1.0e+38}"))
+    run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(tmp_path / "run")])
+    assert run.exit_code == exits.USAGE, run.output
+    *progress, line = run.output.strip().splitlines()
+    assert progress == ["[teacher] running"], run.output
+    assert line.startswith("teacher: the loss became non-finite (nan) at epoch 1 of 1; "), line
+    assert "lower lr (now 1e+38)" in line and "Traceback" not in run.output

@@ -202,3 +202,77 @@ def test_input_comes_from_the_spec_then_the_source_then_the_data(tmp_path):
     again = build(ModelConfig(arch="timm:resnet10t", checkpoint=tmp_path / "run.pt"),
                   {**RGB, "mean": [0.9] * 3})
     assert again.record["input"]["mean"] == [0.3] * 3
+
+
+def _not_model_files(tmp_path):
+    """Files a user might point weights / checkpoint at by mistake: random bytes, text, a
+    torch.save archive cut short, random bytes named .safetensors."""
+    import random
+
+    noise = random.Random(0).randbytes(4096)
+    torch.save(cnn(10, 1, width=4, depth=1).state_dict(), tmp_path / "whole.pt")
+    files = {"noise.pt": noise, "notes.pt": b"trained on digits, 20 epochs\nlr 0.01\n",
+             "cut.pt": (tmp_path / "whole.pt").read_bytes()[:700], "noise.safetensors": noise}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    return list(files)
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_file_that_is_no_model_file_is_one_line_naming_it(tmp_path, trust):
+    for name in _not_model_files(tmp_path):
+        kind = "safetensors" if name.endswith(".safetensors") else "PyTorch"
+        specs = [dict(checkpoint=tmp_path / name, trust_checkpoint=trust)]
+        if not trust:  # trust_checkpoint goes with checkpoint only
+            specs.append(dict(weights=tmp_path / name))
+        for spec in specs:
+            field = next(iter(spec))
+            with pytest.raises(ModelError) as caught:
+                build(ModelConfig(arch="cnn", width=4, depth=1, **spec), META)
+            (line,) = str(caught.value).splitlines()
+            assert line.startswith(f"{field}: {tmp_path / name} is not a {kind} file"), line
+        if kind == "PyTorch" and trust:  # a whole model: no arch, unpickled
+            with pytest.raises(ModelError, match=f"^checkpoint: .*{name} is not a PyTorch file"):
+                build(ModelConfig(checkpoint=tmp_path / name, trust_checkpoint=True), META)
+
+
+def test_weights_with_nan_or_inf_are_refused_naming_the_count(tmp_path):
+    from safetensors.torch import save_file
+
+    net = cnn(10, 1, width=4, depth=1)
+    state = net.state_dict()
+    state["0.0.weight"][0, 0] = float("nan")  # 9 values
+    state["3.bias"][:2] = float("inf")
+    torch.save(state, tmp_path / "nan.pt")
+    save_file(state, tmp_path / "nan.safetensors")
+    for name in ("nan.pt", "nan.safetensors"):
+        with pytest.raises(ModelError, match=f"^checkpoint: .*{name} has 11 non-finite "
+                                             "value\\(s\\) \\(NaN or inf\\) in 2 of \\d+ "
+                                             "tensors"):
+            build(TeacherConfig(arch="cnn", width=4, depth=1, checkpoint=tmp_path / name),
+                  META, role="teacher")
+    net.load_state_dict(state)
+    torch.save(net, tmp_path / "whole_nan.pt")
+    with pytest.raises(ModelError, match="^checkpoint: .*whole_nan.pt has 11 non-finite value"):
+        build(ModelConfig(checkpoint=tmp_path / "whole_nan.pt", trust_checkpoint=True), META)
+
+
+def test_a_plain_pickle_is_refused_unread_even_when_trusted(tmp_path):
+    """pickle.dump's file is no torch.save file: torch.load would run it and then fail on the
+    magic number, so it is refused before anything is unpickled."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps({"state_dict": Payload()}))
+    for trust in (False, True):
+        with pytest.raises(ModelError, match="raw.pt is a plain pickle, not a torch.save file: "
+                                             "torch.load cannot read it, with or without "
+                                             "trust_checkpoint"):
+            build(ModelConfig(arch="cnn", checkpoint=tmp_path / "raw.pt",
+                              trust_checkpoint=trust), META)
+    assert not marker.exists()

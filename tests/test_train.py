@@ -215,3 +215,25 @@ def test_a_damaged_checkpoint_is_kept_aside_and_training_starts_over(splits, tmp
     assert [h["epoch"] for h in history] == [1]
     assert (tmp_path / "a.ckpt.damaged").read_bytes().startswith(b"PK")
     assert "a.ckpt: cannot be read" in capsys.readouterr().err
+
+
+def test_a_loss_that_becomes_non_finite_stops_training_naming_the_epoch(splits, tmp_path):
+    """NaN from epoch 2 on (a learning rate far too high, or NaN in the data) stops training
+    there with one line, instead of training on to a chance-level model; the checkpoint keeps
+    epoch 1, the last sound one."""
+    from edgekd.schema import ConfigError
+
+    calls = {"n": 0}
+    per_epoch = -(-len(splits.train) // 64)
+
+    def nan_from_epoch_2(logits, batch):
+        calls["n"] += 1
+        return loss(logits, batch) * (float("nan") if calls["n"] > per_epoch + 2 else 1.0)
+
+    with pytest.raises(ConfigError) as caught:
+        fit(fresh(splits), nan_from_epoch_2, splits, Hyperparameters(3, 0.01, 64), 0,
+            tmp_path / "a.ckpt", "teacher")
+    (line,) = caught.value.lines
+    assert line.startswith("teacher: the loss became non-finite (nan) at epoch 2 of 3; "), line
+    assert "lower lr (now 0.01)" in line and "NaN" in line
+    assert torch.load(tmp_path / "a.ckpt", weights_only=True)["epoch"] == 1

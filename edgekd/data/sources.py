@@ -249,6 +249,7 @@ def folder(path: Path, size: tuple[int, int], channels: int,
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise ConfigError([f"{path}: needs one subfolder per class (found {len(classes)})"])
+    _check_class_links(path, classes)
     files, labels = [], []
     for label, name in enumerate(classes):
         found = sorted(f for f in (path / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -261,6 +262,31 @@ def folder(path: Path, size: tuple[int, int], channels: int,
         raise ConfigError([f"{path}: class folder(s) {', '.join(empty)} hold no images "
                            f"({', '.join(sorted(IMAGE_SUFFIXES))})"])
     return Samples(FileStore(files, size, channels), np.array(labels, dtype=np.int64), classes)
+
+
+def _check_class_links(path: Path, classes: list[str]) -> None:
+    """ConfigError naming the class folder when a symlinked one points into the dataset (its
+    root: a loop; a folder inside: images read again, under another label), at a folder that
+    holds the dataset (a loop), or where another class folder points (the same images twice).
+    A symlink to a folder elsewhere, apart from the others, is a class like any other."""
+    root, seen = path.resolve(), {}
+    for name in classes:
+        folder = path / name
+        target = folder.resolve()
+        if folder.is_symlink():
+            if target == root or root in target.parents:
+                where = "the dataset folder itself (a loop)" if target == root else \
+                    f"{target.relative_to(root)}, inside the dataset (its images read twice)"
+                raise ConfigError([f"{folder}: class folder is a symlink to {where}; give "
+                                   "the class a folder of its own"])
+            if target in root.parents:
+                raise ConfigError([f"{folder}: class folder is a symlink to {target}, a "
+                                   "folder that holds the dataset (a loop)"])
+        if target in seen:
+            raise ConfigError([f"{folder}: class folder is a symlink to the same folder as "
+                               f"class {seen[target]} ({target}); its images would count "
+                               "twice, under two labels"])
+        seen[target] = name
 
 
 def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:

@@ -56,10 +56,29 @@ def _check_inputs(model: Path, data: Path | None) -> None:
     try:
         with np.load(data) as arrays:
             missing = [k for k in ("x", "y") if k not in arrays.files]
+            y = None if missing else arrays["y"]
     except (OSError, ValueError) as exc:
         _usage(f"--data {data}: not an .npz file ({exc})")
     if missing:
         _usage(f"--data {data}: missing array(s) {', '.join(missing)} (expected x and y)")
+    problem = _label_problem(y)
+    if problem:
+        _usage(f"--data {data}: {problem}")
+
+
+def _label_problem(y) -> str | None:
+    """What is wrong with `y` as class labels (integers >= 0), with counts; None if nothing.
+    Whether each is below the model's number of outputs is checked where the model runs."""
+    import numpy as np
+
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer)
+                           or np.issubdtype(y.dtype, np.floating)):
+        return f"y is {y.dtype} of shape {y.shape}; labels must be integers 0..K-1, one per sample"
+    bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) if y.dtype.kind == "f" else y < 0
+    if bad.any():
+        return (f"y has {int(bad.sum())} label(s) that are not integers >= 0, e.g. "
+                f"{y[bad][0]:g}; labels must be class numbers 0..K-1")
+    return None
 
 
 @click.command("profile")
@@ -104,8 +123,8 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
         if exc.kind == "infrastructure":
             click.echo(f"device {device.name} unavailable ({exc.reason}){tries}: {exc}", err=True)
             sys.exit(exits.DEVICE_UNAVAILABLE)
-        if exc.reason == "input":
-            _usage(f"{model}: {exc}")
+        if exc.reason == "input":  # the data given does not fit the model
+            _usage(f"{model}: {exc} (--data {data})")
         click.echo(f"{model}: failed on device {device.name}: {exc}", err=True)
         sys.exit(exits.MODEL_FAILED_ON_DEVICE)
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback

@@ -243,8 +243,10 @@ def measure(args: argparse.Namespace) -> dict:
     model = open_model(args.model, runtime, args.threads)
     load_ms = (time.perf_counter() - start) * 1e3
 
-    data = np.load(args.data) if args.data else None
-    if data is not None:
+    data = None
+    if args.data:  # each array read once
+        with np.load(args.data) as arrays:
+            data = {"x": arrays["x"], "y": arrays["y"]}
         check_data(model, data["x"])
     sample = data["x"][:1] if data is not None else np.random.default_rng(0).random(
         [d or 1 for d in _input_dims(model)], dtype=np.float32)
@@ -253,6 +255,8 @@ def measure(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model.run(x)
     first_ms = (time.perf_counter() - start) * 1e3
+    if data is not None:  # the model's output size is its number of classes
+        check_labels(data["y"], len(data["x"]), np.asarray(model.result()).size)
     for _ in range(args.warmup):
         model.run(x)
     times = []
@@ -319,6 +323,20 @@ def check_data(model, x: np.ndarray) -> None:
         want = "x".join("?" if d is None else str(d) for d in dims)
         raise InputMismatch(f"samples are {'x'.join(map(str, shape))} but the model takes "
                             f"{want} (C x H x W after the batch)")
+
+
+def check_labels(y: np.ndarray, samples: int, classes: int) -> None:
+    """Raise InputMismatch unless `y` holds one label per sample, each an integer in
+    [0, classes); the message counts the labels that are not."""
+    if y.shape != (samples,):
+        raise InputMismatch(f"y has shape {y.shape} but x has {samples} samples")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise InputMismatch(f"y is {y.dtype}; labels must be integers 0..{classes - 1}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= classes)
+    if bad.any():
+        raise InputMismatch(f"y has {int(bad.sum())} label(s) outside the model's {classes} "
+                            f"classes (integers 0..{classes - 1}), e.g. {y[bad][0]:g}")
 
 
 def etdump(args: argparse.Namespace, runtime: str, x) -> dict:

@@ -10,6 +10,7 @@ resumes after the last finished epoch and reaches the same result as an uninterr
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from edgekd.data.stream import as_input, eval_batches, train_loader
 from edgekd.files import atomic_path
 from edgekd.kd import batchnorm
 from edgekd.kd.compute import CPU, Compute
+from edgekd.schema import ConfigError
 
 
 @dataclass
@@ -148,11 +150,11 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
 
     Each history entry has `epoch`, `loss` (the epoch's mean), `loss_<name>` for each named
     part, `val_accuracy` (None on epochs not validated), `images_per_s` (training samples / s
-    of this process) and `kept`. When training ends, the model (and `extra`) hold the weights
-    of the epoch with the best validation accuracy (the latest of equals), the one entry with
-    `kept: true`, and sit on the CPU. images/s counts the training pass only (not
-    validation). With `settings.patience`, training stops after that
-    many validations without a better accuracy (the last entry has `stopped_early: true`).
+    of this process, not counting validation) and `kept`. When training ends, the model (and
+    `extra`) hold the weights of the epoch with the best validation accuracy (the latest of
+    equals), the one entry with `kept: true`, and sit on the CPU. With `settings.patience`,
+    training stops after that many validations without a better accuracy (the last entry has
+    `stopped_early: true`); a NaN or inf epoch loss stops it with a ConfigError naming the epoch.
 
     The train split streams through a DataLoader (edgekd.data.stream): shuffled per epoch
     from the seed, augmented per `settings.augment`, `splits.workers(...)` worker processes.
@@ -166,8 +168,7 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
     Loss values stay on the device during an epoch: one host sync per epoch, not per step.
     With the default `mode` (plain modules, not QAT graphs), BatchNorm running statistics are
     then re-estimated on training images (edgekd.kd.batchnorm.recalibrate; the kept entry
-    says `bn_recalibrated`).
-    """
+    says `bn_recalibrated`)."""
     set_seed(seed)
     bundle = _Bundle(model, extra)
     params = [p for p in bundle.parameters() if p.requires_grad]
@@ -214,6 +215,10 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
             if parallel:
                 sums = _sync_epoch(bundle, sums)
             batches = sums.pop("#")
+            if not math.isfinite(loss := sums[""] / batches):  # diverged: nothing more to learn
+                raise ConfigError([f"{desc}: the loss became non-finite ({loss}) at epoch "
+                                   f"{epoch + 1} of {settings.epochs}; try a lower lr (now "
+                                   f"{settings.lr:g}), and check the data for NaN / inf values"])
             check = (epoch + 1) % settings.val_every == 0 or epoch + 1 == settings.epochs
             val_acc = validate(model, splits.val, compute, mode, batches=val_batches) \
                 if check else None
@@ -244,12 +249,8 @@ def fit(model: nn.Module, loss_fn: LossFn, splits: Splits, settings: Hyperparame
     return history
 
 
-
-
 def throughput(history: list[dict]) -> float | None:
     """Median training images/s over a history's epochs (None when it has none)."""
-    import statistics
-
     rates = [h["images_per_s"] for h in history if "images_per_s" in h]
     return round(statistics.median(rates), 1) if rates else None
 

@@ -3,7 +3,8 @@
 A user's `weights:` / `checkpoint:` is read with `torch.load(weights_only=True)` (or as
 safetensors), which loads tensors and plain containers and never runs code from the file. A
 model pickled whole (`torch.save(model)`) can only be unpickled, which runs whatever the file
-says: it is refused unless the spec sets `trust_checkpoint: true`.
+says: it is refused unless the spec sets `trust_checkpoint: true`. A file that is no PyTorch or
+safetensors file, or is damaged, or whose weights hold NaN or inf, is refused with one line.
 
 edgekd's own model file (a run's teacher.pt, student.pt) is read and written by
 edgekd.models.saved.
@@ -37,13 +38,24 @@ def read_state(path: Path, field: str, trust: bool = False) -> tuple[dict, dict 
     Takes a state_dict as torch.save or safetensors wrote it, wrapped or not ("state_dict",
     "model", "model_state_dict"), with DDP's `module.` prefix or edgekd's `net.` one, an edgekd
     model file, or with `trust` a whole pickled model (its weights are used). Raises ModelError
-    naming `field` and the file."""
+    naming `field` and the file, also for weights that hold NaN or inf."""
     if not path.is_file():
         raise ModelError(f"{field}: file {path} not found")
+    state, saved = _read_state(path, field, trust)
+    check_finite(state, path, field)
+    return state, saved
+
+
+def _read_state(path: Path, field: str, trust: bool) -> tuple[dict, dict | None]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return _unwrap(load_file(path), path, field), None
+        try:
+            return _unwrap(load_file(path), path, field), None
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{field}: {path} is not a safetensors file, or it is damaged "
+                             f"({_first_line(exc)})") from None
     blob = load(path, field, trust)
     if isinstance(blob, nn.Module):
         return blob.state_dict(), None
@@ -60,7 +72,20 @@ def read_state(path: Path, field: str, trust: bool = False) -> tuple[dict, dict 
 
 
 def load(path: Path, field: str, trust: bool):
-    """torch.load with weights_only=True; unpickling only with `trust`, else ModelError."""
+    """torch.load with weights_only=True; unpickling only with `trust`, else ModelError. A file
+    torch.save did not write (neither its zip archive nor its legacy pickle), or one that
+    cannot be read back, is a ModelError naming `field` and the file."""
+    try:
+        written_by = _writer(path)
+    except OSError as exc:
+        raise ModelError(f"{field}: {path} cannot be read: {exc.strerror}") from None
+    if written_by == "pickle":  # torch.load reads it only after running it: refused either way
+        raise ModelError(f"{field}: {path} is a plain pickle, not a torch.save file: torch.load "
+                         "cannot read it, with or without trust_checkpoint; save it with "
+                         "torch.save(model.state_dict(), path)")
+    if written_by != "torch":
+        raise ModelError(f"{field}: {path} is not a PyTorch file (torch.save writes a zip "
+                         "archive), or it is damaged")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -69,10 +94,54 @@ def load(path: Path, field: str, trust: bool):
                 f"{field}: {path} is not a plain state_dict: loading it means unpickling, which "
                 "runs code from the file. Save model.state_dict() instead, or, if you trust "
                 "the file, set trust_checkpoint: true") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # weights_only runs no code from the file: it is damaged
+        raise ModelError(f"{field}: {path} is not a PyTorch file, or it is damaged "
+                         f"({_first_line(exc)})") from None
+    try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{field}: {path} is not a PyTorch file: {first}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # unpickling runs the file's own code: anything can fail
+        raise ModelError(f"{field}: {path} cannot be unpickled ({_first_line(exc)}): it is "
+                         "damaged, or the classes it was saved with cannot be imported here"
+                         ) from None
+
+
+LEGACY_MAGIC = torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
+"""What the pickle of torch.save's legacy (pre-1.6, non-zip) format starts with, after its
+protocol header."""
+
+
+def _writer(path: Path) -> str:
+    """"torch" for a file torch.save could have written (a zip archive, or its legacy pickle,
+    whose first object is torch's magic number), "pickle" for another pickle (protocol 2 to
+    5), else ""."""
+    if zipfile.is_zipfile(path):
+        return "torch"
+    with open(path, "rb") as f:
+        head = f.read(32)
+    if len(head) < 2 or head[0] != 0x80 or head[1] not in range(2, 6):
+        return ""
+    return "torch" if LEGACY_MAGIC in head else "pickle"
+
+
+def check_finite(state: dict, path: Path, field: str) -> None:
+    """ModelError when a floating-point tensor of `state` holds NaN or inf: such a network
+    gives NaN logits, and whatever learns from it learns nothing."""
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        raise ModelError(f"{field}: {path} has {sum(bad.values())} non-finite value(s) (NaN or "
+                         f"inf) in {len(bad)} of {len(state)} tensors ({_few(list(bad))}); it "
+                         "was saved from a training run that diverged, or it is damaged")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _unwrap(blob, path: Path, field: str) -> dict:
@@ -93,19 +162,21 @@ def _unwrap(blob, path: Path, field: str) -> dict:
 def load_whole(path: Path) -> nn.Module:
     """A model saved whole: `torch.save(model)` (unpickled: the spec trusted it) or a
     `torch.export` program (`.pt2`, as its module: frozen, for inference). Raises ModelError
-    naming `checkpoint`."""
+    naming `checkpoint`, also for weights that hold NaN or inf."""
     if not path.is_file():
         raise ModelError(f"checkpoint: file {path} not found")
     if path.suffix == ".pt2":
         try:
-            return torch.export.load(path).module()
+            blob = torch.export.load(path).module()
         except Exception as exc:  # torch raises many kinds for a bad archive
             raise ModelError(f"checkpoint: {path} is not a torch.export program: "
                              f"{type(exc).__name__}: {exc}") from None
-    blob = load(path, "checkpoint", trust=True)
+    else:
+        blob = load(path, "checkpoint", trust=True)
     if not isinstance(blob, nn.Module):
         raise ModelError(f"checkpoint: {path} holds no whole model (found "
                          f"{type(blob).__name__}); for a state_dict give arch: or module: too")
+    check_finite(blob.state_dict(), path, "checkpoint")
     return blob
 
 

@@ -9,6 +9,8 @@ distilled from it inherits that, so a low score is a loud warning.
 
 from __future__ import annotations
 
+import numpy as np
+
 from edgekd import parallel
 from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import TeacherConfig
@@ -17,6 +19,7 @@ from edgekd.kd.methods import hard_labels
 from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error
 from edgekd.models import count_macs, count_params, describe, save_model
+from edgekd.schema import ConfigError
 
 SHORTFALL = 0.05
 """How far (absolute accuracy) below `expected_accuracy` a loaded teacher may score on the
@@ -28,7 +31,8 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
     metrics accuracy, ece, params, macs on the test split (and val_accuracy for a loaded one).
 
     Raises ConfigError naming the teacher's field when its spec cannot be built or its weights
-    do not fit (edgekd.models.registry.build)."""
+    do not fit (edgekd.models.registry.build), or when a loaded teacher's logits are NaN or
+    inf."""
     splits, meta = ctx.splits(), ctx.meta()
     out = ctx.stage_dir("teacher")
     set_seed(ctx.pipeline.seed)  # the initial weights (and any new head) are part of the seed
@@ -58,9 +62,17 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
 
 def _check_loaded(cfg: TeacherConfig, model, ctx: Context, result: StageResult) -> None:
     """Measure a loaded teacher on the validation split; warn when it is far below what the
-    user expects, or at chance level, naming the input normalisation as the first suspect."""
+    user expects, or at chance level, naming the input normalisation as the first suspect.
+    NaN or inf logits are a ConfigError: nothing can be distilled from them."""
     splits = ctx.splits()
-    val = accuracy(predict(model, splits.val, device=ctx.compute().device), splits.y_val)
+    logits = predict(model, splits.val, device=ctx.compute().device)
+    if not np.isfinite(logits).all():
+        field = "weights" if cfg.weights is not None else "checkpoint"
+        bad = int((~np.isfinite(logits)).any(axis=1).sum())
+        raise ConfigError([f"{ctx.where('teacher')}.{field}: {ctx.resolve(getattr(cfg, field))} "
+                           f"gives NaN or inf logits for {bad} of {len(logits)} validation "
+                           "images: its weights overflow float32, or it is damaged"])
+    val = accuracy(logits, splits.y_val)
     result.metrics["val_accuracy"] = val
     chance = 1.0 / len(splits.classes)
     expected = cfg.expected_accuracy

@@ -1,0 +1,471 @@
+"""The hostile-input corpus: what a careless or malicious user can hand edgekd, end to end.
+
+Each row of CASES is one thing a user does: it writes its files into the test's folder and
+returns the `edgekd` command line (run as a real subprocess, `python -m edgekd ...`). The one
+harness test below holds every row to the same promise:
+
+- the documented exit code (2: the user's input; 1: internal error, with error.log);
+- exactly one line of output (blank lines aside, and the "details: <log>" line of an exit 1),
+  naming the file, and the field or figure when there is one (`names`);
+- no traceback;
+- nothing lost: every file that existed before (the case's own inputs, and a finished run
+  directory each case gets a fresh copy of at `run/`) is byte-identical afterwards, and no
+  code from the user's files ran (no `pwned` file appears).
+
+Adding a case, for every bug found from the outside: write a function `(tmp) -> argv` that
+writes what the user would have (a pipeline via `_pipeline`, an .npz, images, a device file)
+and returns the command, and add a `Case` row to CASES naming the exit code and what the line
+must name. When a bug not yet fixed breaks the case, give the row `known=` (the PROMISES it
+breaks) and `bug=` (what and where): the case is then xfail(strict=True), but only while
+exactly those promises fail; any other failure is still red, and once the bug is fixed the
+unexpected pass is red too, until `known` and `bug` are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TEACHER = "{arch: cnn, width: 4, depth: 1, train: {epochs: 1}}"
+FIELDS = {"name": "p", "data": "{source: digits}", "teacher": TEACHER,
+          "student": "{arch: cnn, width: 2, depth: 1}", "target": "local",
+          "stages": "\n  - {kind: distill, epochs: 1}"}
+"""The tiny pipeline (digits, 1 epoch each) every `run` case starts from and changes."""
+
+
+def _pipeline(tmp: Path, out: bool = True, **changes: str) -> list[str]:
+    """`edgekd run p.yaml --out run` for the tiny pipeline with `changes` to its top-level
+    fields; without `out`, the pipeline's own default run directory."""
+    text = "".join(f"{k}: {v}\n" for k, v in {**FIELDS, **changes}.items())
+    (tmp / "p.yaml").write_text(text)
+    return ["run", "p.yaml", *(["--out", "run"] if out else [])]
+
+
+def _npz_pipeline(tmp: Path, x: np.ndarray, y: np.ndarray, **arrays) -> list[str]:
+    np.savez(tmp / "d.npz", x=x, y=y, **arrays)
+    return _pipeline(tmp, data="{source: npz, path: d.npz}")
+
+
+def _digits(n: int = 60, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """n random 8x8 grey images in [0, 1] with labels 0..classes-1, each class present."""
+    x = np.random.default_rng(0).random((n, 1, 8, 8), dtype=np.float32)
+    return x, np.arange(n) % classes
+
+
+def _images(root: Path, classes=("a", "b"), per_class: int = 6) -> None:
+    from PIL import Image
+
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (8, 8), color=i * 30).save(root / c / f"{i}.png")
+
+
+def _folder_pipeline(tmp: Path) -> list[str]:
+    return _pipeline(tmp, data="{source: folder, path: imgs, image_size: [8, 8], channels: 1}")
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def nan_pixels(tmp):
+    x, y = _digits()
+    x[[0, 7, 9], 0, 2, 2] = np.nan
+    return _npz_pipeline(tmp, x, y)
+
+
+def label_beyond_classes(tmp):
+    x, y = _digits()
+    y[5] = 5000  # would build a 5001-way output
+    return _npz_pipeline(tmp, x, y)
+
+
+def label_beyond_named_classes(tmp):
+    x, y = _digits()
+    y[5] = 3
+    return _npz_pipeline(tmp, x, y, classes=np.array(["a", "b", "c"]))
+
+
+def negative_labels(tmp):
+    x, y = _digits()
+    y[[1, 2]] = -1
+    return _npz_pipeline(tmp, x, y)
+
+
+def fractional_labels(tmp):
+    x, y = _digits()
+    return _npz_pipeline(tmp, x, y.astype(np.float32) + np.where(np.arange(len(y)) < 4, 0.5, 0))
+
+
+def single_class(tmp):
+    x, _y = _digits()
+    return _npz_pipeline(tmp, x, np.zeros(len(x), np.int64))
+
+
+def zero_samples(tmp):
+    return _npz_pipeline(tmp, np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64))
+
+
+def object_arrays(tmp):
+    x, y = _digits()
+    return _npz_pipeline(tmp, x, np.array([str(v) for v in y], dtype=object))
+
+
+def empty_class_folder(tmp):
+    _images(tmp / "imgs")
+    (tmp / "imgs" / "c").mkdir()
+    return _folder_pipeline(tmp)
+
+
+def class_symlink_to_root(tmp):
+    _images(tmp / "imgs")
+    (tmp / "imgs" / "c").symlink_to(tmp / "imgs", target_is_directory=True)
+    return _folder_pipeline(tmp)
+
+
+def class_symlink_to_sibling(tmp):
+    _images(tmp / "imgs")
+    (tmp / "imgs" / "c").symlink_to("a", target_is_directory=True)  # a's images twice
+    return _folder_pipeline(tmp)
+
+
+def text_as_png(tmp):
+    _images(tmp / "imgs")
+    (tmp / "imgs" / "b" / "notes.png").write_text("not an image\n")
+    return _folder_pipeline(tmp)
+
+
+def decompression_bomb(tmp):
+    _images(tmp / "imgs")
+    _bomb(tmp / "imgs" / "a" / "big.png", 20_000)  # 400 M pixels: over twice PIL's limit
+    return _folder_pipeline(tmp)
+
+
+def _bomb(path: Path, side: int) -> None:
+    """A valid 1-bit black PNG of side x side pixels, a few tens of kB on disk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (side + 7) // 8)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side,
+                                                                        1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+# ---- config ----------------------------------------------------------------------------------
+
+def duplicate_keys(tmp):
+    argv = _pipeline(tmp)
+    with open(tmp / "p.yaml", "a") as f:
+        f.write("stages:\n  - {kind: distill, epochs: 2}\n")
+    return argv
+
+
+def infinite_lr(tmp):
+    return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, train: {epochs: 1, "
+                                  "lr: .inf}}")
+
+
+def negative_budget(tmp):
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: 1, "
+                                 "budget: {min_accuracy: -0.5}}")
+
+
+def boolean_budget(tmp):
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: 1, "
+                                 "budget: {min_accuracy: true}}")
+
+
+def pipeline_is_a_folder(tmp):
+    (tmp / "p.yaml").mkdir()
+    return ["run", "p.yaml", "--out", "run"]
+
+
+def pipeline_not_utf8(tmp):
+    argv = _pipeline(tmp)
+    (tmp / "p.yaml").write_bytes((tmp / "p.yaml").read_bytes() + b"# caf\xe9\n")
+    return argv
+
+
+def deep_nesting(tmp):
+    (tmp / "p.yaml").write_text("name: [" + "[" * 100_000 + "\n")
+    return ["run", "p.yaml", "--out", "run"]
+
+
+def long_name(tmp):
+    return _pipeline(tmp, out=False, name="n" * 300)
+
+
+def out_is_a_file(tmp):
+    argv = _pipeline(tmp)
+    (tmp / "taken").write_text("the user's own file\n")
+    return [*argv[:2], "--out", "taken"]
+
+
+def target_yaml_syntax_error(tmp):
+    (tmp / "dev.yaml").write_text("transport: local\nthreads: [1\n")
+    return _pipeline(tmp, target="dev.yaml")
+
+
+# ---- option-like strings ---------------------------------------------------------------------
+
+def host_option_in_set(tmp):
+    return ["profile", str(_tiny_onnx(tmp)), "--device", "rpi4",
+            "--set", "host=-oProxyCommand=touch pwned"]
+
+
+def host_option_in_device_file(tmp):
+    (tmp / "dev.yaml").write_text("transport: ssh\nhost: -oProxyCommand=touch pwned\n")
+    return _pipeline(tmp, target="dev.yaml")
+
+
+# ---- untrusted checkpoints -------------------------------------------------------------------
+
+class _Pwn:
+    """Unpickling this runs `touch pwned` (what a malicious .pt can do)."""
+
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
+
+
+def checkpoint_runs_code(tmp):
+    import torch
+
+    torch.save({"state_dict": _Pwn()}, tmp / "evil.pt")
+    return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: evil.pt}")
+
+
+def checkpoint_random_bytes(tmp):
+    (tmp / "junk.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: junk.pt}")
+
+
+def checkpoint_truncated(tmp):
+    whole = (tmp / "run" / "teacher" / "teacher.pt").read_bytes()
+    (tmp / "cut.pt").write_bytes(whole[:len(whole) // 2])
+    return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: cut.pt}")
+
+
+# ---- tracebacks ------------------------------------------------------------------------------
+
+def report_empty(tmp):
+    (tmp / "run" / "report.json").write_bytes(b"")
+    return ["report", "run"]
+
+
+def report_binary(tmp):
+    (tmp / "run" / "report.json").write_bytes(np.random.default_rng(1).bytes(512))
+    return ["report", "run"]
+
+
+def report_wrong_shape(tmp):
+    (tmp / "run" / "report.json").write_text("[1, 2, 3]\n")
+    return ["report", "run"]
+
+
+# ---- profile ---------------------------------------------------------------------------------
+
+def _tiny_onnx(tmp: Path) -> Path:
+    """A copy of tests/tiny_models.py's fp32 ONNX CNN (1x8x8 in, 4 classes out)."""
+    from tiny_models import cached_models
+
+    shutil.copy(cached_models()["onnx_fp32"], tmp / "model.onnx")
+    return tmp / "model.onnx"
+
+
+def _profile_data(tmp: Path, y: np.ndarray) -> list[str]:
+    model = _tiny_onnx(tmp)
+    x = np.random.default_rng(0).random((len(y), 1, 8, 8), dtype=np.float32)
+    np.savez(tmp / "test.npz", x=x, y=y)
+    return ["profile", str(model), "--device", "local", "--runs", "2", "--warmup", "0",
+            "--data", "test.npz"]
+
+
+def profile_labels_beyond_outputs(tmp):
+    y = np.arange(12) % 4
+    y[[2, 5, 8]] = [4, 9, 400]  # the model has 4 outputs
+    return _profile_data(tmp, y)
+
+
+def profile_negative_labels(tmp):
+    y = np.arange(12) % 4
+    y[3] = -2
+    return _profile_data(tmp, y)
+
+
+def profile_fractional_labels(tmp):
+    return _profile_data(tmp, (np.arange(12) % 4).astype(np.float32) + 0.25)
+
+
+def profile_fewer_labels_than_samples(tmp):
+    argv = _profile_data(tmp, np.arange(12) % 4)
+    with np.load(tmp / "test.npz") as arrays:
+        np.savez(tmp / "test.npz", x=arrays["x"], y=arrays["y"][:5])
+    return argv
+
+
+PROMISES = ("exit code", "no traceback", "one line", "names", "nothing lost", "no code ran")
+"""What every case checks; a Case's `known` lists those a bug not yet fixed breaks today."""
+
+
+class KnownBug(AssertionError):
+    """Only promises in the case's `known` failed: the xfail(strict=True) mark takes it. Any
+    other failure is a plain AssertionError, so a known bug cannot hide a new one."""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: Callable[[Path], list[str]]
+    """Writes the user's files into the folder it is given (the cwd of the command, holding a
+    finished run at `run/`) and returns the arguments after `edgekd`."""
+    exit: int
+    names: tuple[str, ...]
+    """What the one line must contain: the file, and the field or count when there is one."""
+    known: tuple[str, ...] = ()
+    """PROMISES this case breaks today because of `bug` (then it is xfail, strict)."""
+    bug: str = ""
+
+    def param(self):
+        assert set(self.known) <= set(PROMISES) and bool(self.known) == bool(self.bug)
+        marks = [pytest.mark.xfail(strict=True, raises=KnownBug, reason=self.bug)] \
+            if self.known else []
+        return pytest.param(self, id=self.id, marks=marks)
+
+
+CASES = [
+    # data: checked when loaded, before any stage runs (edgekd.pipeline._preflight)
+    Case("npz-nan-pixels", nan_pixels, 2, ("d.npz", "3 non-finite")),
+    Case("npz-label-5000", label_beyond_classes, 2, ("d.npz", "5000")),
+    Case("npz-label-beyond-classes", label_beyond_named_classes, 2, ("d.npz", "classes")),
+    Case("npz-negative-labels", negative_labels, 2, ("d.npz", "2 negative")),
+    Case("npz-fractional-labels", fractional_labels, 2, ("d.npz", "4 fractional")),
+    Case("npz-single-class", single_class, 2, ("d.npz", "one class")),
+    Case("npz-zero-samples", zero_samples, 2, ("d.npz", "no samples")),
+    Case("npz-object-array", object_arrays, 2, ("d.npz", "Object arrays")),
+    Case("folder-empty-class", empty_class_folder, 2, ("imgs", "folder(s) c ")),
+    Case("folder-class-symlink-to-root", class_symlink_to_root, 2,
+         ("imgs/c", "symlink", "loop")),
+    Case("folder-class-symlink-to-sibling", class_symlink_to_sibling, 2,
+         ("imgs/c", "symlink to a,")),
+    Case("folder-text-as-png", text_as_png, 2, ("imgs/b/notes.png",)),
+    Case("folder-decompression-bomb", decompression_bomb, 2,
+         ("imgs/a/big.png", "too many pixels")),
+    # config: the pipeline and everything it references, read before anything runs
+    Case("yaml-duplicate-key", duplicate_keys, 2, ("p.yaml", "line 8", "stages")),
+    Case("lr-inf", infinite_lr, 2, ("p.yaml", "teacher.train.lr")),
+    Case("budget-negative", negative_budget, 2, ("p.yaml", "stages[0].budget.min_accuracy")),
+    Case("budget-boolean", boolean_budget, 2, ("p.yaml", "stages[0].budget.min_accuracy")),
+    Case("pipeline-is-a-folder", pipeline_is_a_folder, 2, ("p.yaml", "folder")),
+    Case("pipeline-not-utf8", pipeline_not_utf8, 2, ("p.yaml", "UTF-8")),
+    Case("yaml-100k-nested", deep_nesting, 2, ("p.yaml", "nested")),
+    Case("name-300-chars", long_name, 2, ("runs/" + "n" * 300, "too long")),
+    Case("out-is-a-file", out_is_a_file, 2, ("taken", "--out")),
+    Case("target-yaml-syntax-error", target_yaml_syntax_error, 2,
+         ("p.yaml", "dev.yaml", "YAML syntax error")),
+    # option-like strings: never reach ssh / scp / adb as options
+    Case("set-host-option", host_option_in_set, 2, ("--set host", "-oProxyCommand")),
+    Case("device-file-host-option", host_option_in_device_file, 2, ("dev.yaml", "host")),
+    # untrusted checkpoints: loaded as data only, unless the user trusts them; read before
+    # any stage runs
+    Case("checkpoint-runs-code", checkpoint_runs_code, 2, ("evil.pt", "trust_checkpoint")),
+    Case("checkpoint-random-bytes", checkpoint_random_bytes, 2, ("junk.pt",)),
+    Case("checkpoint-truncated", checkpoint_truncated, 2, ("cut.pt",)),
+    # tracebacks: files edgekd wrote itself, damaged afterwards
+    Case("report-empty", report_empty, 2, ("run/report.json",)),
+    Case("report-binary", report_binary, 2, ("run/report.json",)),
+    Case("report-wrong-shape", report_wrong_shape, 2, ("run/report.json",)),
+    # profile --data: labels are the model's classes
+    Case("profile-labels-beyond-outputs", profile_labels_beyond_outputs, 2,
+         ("test.npz", "3 label(s) outside the model's 4 classes")),
+    Case("profile-negative-labels", profile_negative_labels, 2, ("test.npz", "1 label(s)")),
+    Case("profile-fractional-labels", profile_fractional_labels, 2,
+         ("test.npz", "12 label(s)")),
+    Case("profile-fewer-labels", profile_fewer_labels_than_samples, 2,
+         ("test.npz", "(5,) but x has 12 samples")),
+]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A run directory of the tiny pipeline whose stages all finished (made once)."""
+    where = tmp_path_factory.mktemp("finished")
+    done = _run(_pipeline(where), where)
+    assert done.returncode == 0 and (where / "run" / "distill" / "student.pt").is_file(), \
+        done.stdout + done.stderr
+    return where / "run"
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EDGEKD_PROGRESS": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                       os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "edgekd", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _files(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+def test_hostile_input(case: Case, tmp_path: Path, finished_run: Path):
+    shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
+    argv = case.argv(tmp_path)
+    before = _files(tmp_path)
+    done = _run(argv, tmp_path)
+    output = done.stdout + done.stderr
+    lines = [line for line in output.splitlines() if line.strip()
+             and not (case.exit == 1 and line.startswith("details: "))]
+    after = _files(tmp_path)
+    lost = [str(p.relative_to(tmp_path)) for p, data in before.items() if after.get(p) != data]
+    broken = {
+        "exit code": done.returncode != case.exit,
+        "no traceback": "Traceback" in output,
+        "one line": len(lines) != 1,
+        "names": not lines or not all(name in lines[-1] for name in case.names),
+        "nothing lost": bool(lost),
+        "no code ran": (tmp_path / "pwned").exists(),
+    }
+    broken = [promise for promise, failed in broken.items() if failed]
+    if not broken:
+        return
+    shown = (f"broken: {', '.join(broken)} (expected exit {case.exit}, naming {case.names})"
+             + (f"; changed or removed: {lost}" if lost else "")
+             + f"\n$ edgekd {' '.join(argv)}  -> exit {done.returncode}\n{output}")
+    if case.known and set(broken) <= set(case.known):
+        raise KnownBug(shown)
+    raise AssertionError(shown)
+
+
+def test_a_class_folder_linked_from_elsewhere_is_a_class(tmp_path):
+    """Only links into the dataset (or above it, or twice to one folder) are refused."""
+    from edgekd.data.sources import folder
+    from edgekd.schema import ConfigError
+
+    _images(tmp_path / "imgs")
+    _images(tmp_path / "elsewhere", classes=("c",), per_class=3)
+    (tmp_path / "imgs" / "c").symlink_to(tmp_path / "elsewhere" / "c", target_is_directory=True)
+    samples = folder(tmp_path / "imgs", (8, 8), 1)
+    assert samples.classes == ["a", "b", "c"] and np.bincount(samples.y).tolist() == [6, 6, 3]
+    (tmp_path / "imgs" / "d").symlink_to(tmp_path / "elsewhere" / "c", target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"imgs/d: .* same folder as class c"):
+        folder(tmp_path / "imgs", (8, 8), 1)
+    (tmp_path / "imgs" / "d").unlink()
+    (tmp_path / "imgs" / "up").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"imgs/up: .* holds the dataset \(a loop\)"):
+        folder(tmp_path / "imgs", (8, 8), 1)
