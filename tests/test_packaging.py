@@ -1,5 +1,5 @@
 """edgekd installed the way a user installs it (`pip install .`, not editable), away from the
-checkout: the device profiles come with the package and the demo pipeline validates.
+checkout: the device profiles come with the package, and the demo pipeline validates and runs.
 
 The fresh venv gets edgekd alone (`--no-deps`); a .pth file appended after its own
 site-packages lends it this environment's dependencies (torch & co. would take minutes to
@@ -7,6 +7,7 @@ install), so edgekd itself can only come from the new install."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -68,3 +69,22 @@ def test_installed_command_validates_the_demo_pipeline(installed, tmp_path):
     assert (done.returncode, done.stdout.strip()) == (0, "ok: 1 file(s) valid"), done.stderr
     done = run([installed / "edgekd", "devices", "--no-check"], cwd=tmp_path)
     assert done.returncode == 0 and "rpi4" in done.stdout and "local" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_installed_command_runs_the_demo_pipeline(installed, tmp_path):
+    """The whole demo from the non-editable install, away from the checkout: every stage,
+    the device runner started from the installed package, the report."""
+    import json
+
+    shutil.copy(ROOT / "pipelines" / "mobile.yaml", tmp_path)
+    done = subprocess.run([str(installed / "edgekd"), "run", "mobile.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "EDGEKD_PROGRESS": "0"})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    report = json.loads((tmp_path / "runs" / "mobile" / "report.json").read_text())
+    assert report["verdict"] == "pass"
+    assert [s["status"] for s in report["stages"]] == ["done"] * len(report["stages"])
+    assert {"student_int8_onnx", "student_int8_tflite"} <= {a["name"]
+                                                            for a in report["artifacts"]}
