@@ -400,7 +400,9 @@ def render(results: Path = RESULTS) -> str:
         doc = docs.get(name)
         parts.append(f"## {TITLES[name]}\n")
         if doc is None:
-            parts.append(f"Not run yet (`python -m bench.{name}`).\n")
+            how = RUN_ELSEWHERE[name].split("`")[1] if name in RUN_ELSEWHERE \
+                else f"python -m bench.{name}"
+            parts.append(f"Not run yet (`{how}`).\n")
             continue
         how = RUN_ELSEWHERE.get(name, f"`bench/{name}.py`, {doc['setting']} setting")
         parts.append(f"{how}, {doc['generated_at']}, {doc['wall_s']} s. Raw figures: "

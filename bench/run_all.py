@@ -33,10 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--readme", type=Path, default=ROOT / "bench" / "README.md")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="where the README goes [bench/README.md with the default "
+                             "--results, else RESULTS/README.md]")
     parser.add_argument("--extra", action="append", default=[],
                         help="an extra argument for every benchmark (repeatable)")
     args = parser.parse_args(argv)
+    if args.readme is None:  # results elsewhere never rewrite the committed README
+        args.readme = ROOT / "bench" / "README.md" if args.results.resolve() == \
+            RESULTS.resolve() else args.results / "README.md"
     chosen = [b for b in args.only.split(",") if b]
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:

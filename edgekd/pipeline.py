@@ -207,6 +207,11 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
     directory's lock (nothing has run then)."""
     pipeline = load(source, device)
     run = Run(pipeline, source, (out or Path("runs") / pipeline.name).resolve(), gate=gate)
+    kinds = [kind for kind, _ in stage_configs(pipeline)]
+    if force is not None and force not in kinds:
+        raise ConfigError([f"--force {force}: {source} has no {force} stage; its stages are "
+                           f"{', '.join(kinds)}"])
+    _apart_from_inputs(run.run_dir, pipeline, source)
     try:
         check_writable(run.run_dir)
     except OSError as exc:
@@ -219,6 +224,29 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
         raise ConfigError([f"{run.run_dir}: another edgekd run (process {busy.pid}) is using "
                            f"this run directory; wait for it to finish or give another --out"]
                           ) from None
+
+
+def _apart_from_inputs(run_dir: Path, pipeline: Pipeline, source: Path) -> None:
+    """Refuse a run directory that holds one of the pipeline's inputs (its data, a checkpoint,
+    weights or module file: a stage could overwrite or delete it) or lies inside a data
+    folder (it would be read as data). Raises ConfigError naming both."""
+    base = source.parent.absolute()
+    data = [getattr(pipeline.data, name, None) for name in ("path", "train", "val", "test")]
+    inputs = [(f"data.{name}", base / Path(value).expanduser())
+              for name, value in zip(("path", "train", "val", "test"), data, strict=True)
+              if value]
+    inputs += [(str(p), base / Path(p).expanduser()) for p in _model_files(
+        {"teacher": pipeline.teacher.model_dump(mode="json"),
+         "student": pipeline.student.model_dump(mode="json"),
+         "stages": [s.model_dump(mode="json") for s in pipeline.stages]})]
+    for what, path in inputs:
+        path = path.resolve()
+        if path.is_relative_to(run_dir):
+            raise ConfigError([f"{run_dir}: the run directory (--out) holds {what} ({path}); "
+                               f"a run would overwrite it: give another --out"])
+        if path.is_dir() and run_dir.is_relative_to(path) and what.startswith("data."):
+            raise ConfigError([f"{run_dir}: the run directory (--out) is inside {what} "
+                               f"({path}) and would be read as data: give another --out"])
 
 
 def _execute(run: Run, pipeline: Pipeline, source: Path, force: str | None, log) -> Run:

@@ -215,9 +215,47 @@ def out_is_a_file(tmp):
     return [*argv[:2], "--out", "taken"]
 
 
+def out_holds_the_checkpoint(tmp):
+    """--out . in a project that keeps its teacher at teacher/teacher.pt: the teacher stage
+    would overwrite it with its own file, and delete a teacher/teacher.ckpt beside it."""
+    import torch
+
+    from edgekd.models.builders import cnn
+
+    (tmp / "teacher").mkdir()
+    torch.save(cnn(10, 1, width=4, depth=1).state_dict(), tmp / "teacher" / "teacher.pt")
+    (tmp / "teacher" / "teacher.ckpt").write_bytes(b"the user's own")
+    argv = _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: teacher/"
+                                  "teacher.pt}")
+    return [*argv[:2], "--out", "."]
+
+
+def out_inside_the_data(tmp):
+    _images(tmp / "imgs")
+    return [*_folder_pipeline(tmp)[:2], "--out", "imgs/run"]
+
+
+def force_a_stage_the_pipeline_lacks(tmp):
+    return [*_pipeline(tmp), "--force", "quantize"]
+
+
 def target_yaml_syntax_error(tmp):
     (tmp / "dev.yaml").write_text("transport: local\nthreads: [1\n")
     return _pipeline(tmp, target="dev.yaml")
+
+
+def profile_json_over_the_model(tmp):
+    model = _tiny_onnx(tmp)
+    return ["profile", str(model), "--device", "local", "--runs", "2", "--warmup", "0",
+            "--json", "model.onnx"]
+
+
+def profile_json_through_a_link(tmp):
+    _tiny_onnx(tmp)
+    (tmp / "notes.txt").write_text("the user's own\n")
+    (tmp / "out.json").symlink_to(tmp / "notes.txt")  # a write would replace the link
+    return ["profile", "model.onnx", "--device", "local", "--runs", "2", "--warmup", "0",
+            "--json", "out.json"]
 
 
 # ---- option-like strings ---------------------------------------------------------------------
@@ -374,6 +412,15 @@ CASES = [
     Case("yaml-100k-nested", deep_nesting, 2, ("p.yaml", "nested")),
     Case("name-300-chars", long_name, 2, ("runs/" + "n" * 300, "too long")),
     Case("out-is-a-file", out_is_a_file, 2, ("taken", "--out")),
+    Case("out-holds-the-checkpoint", out_holds_the_checkpoint, 2,
+         ("--out", "teacher/teacher.pt", "overwrite")),
+    Case("out-inside-the-data", out_inside_the_data, 2, ("imgs/run", "--out", "data.path")),
+    Case("force-an-absent-stage", force_a_stage_the_pipeline_lacks, 2,
+         ("--force quantize", "p.yaml", "teacher, distill")),
+    Case("profile-json-over-the-model", profile_json_over_the_model, 2,
+         ("--json model.onnx", "input")),
+    Case("profile-json-through-a-link", profile_json_through_a_link, 2,
+         ("--json out.json", "link")),
     Case("target-yaml-syntax-error", target_yaml_syntax_error, 2,
          ("p.yaml", "dev.yaml", "YAML syntax error")),
     # option-like strings: never reach ssh / scp / adb as options

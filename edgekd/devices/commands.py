@@ -108,8 +108,14 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
     """Profile a .tflite, .onnx or .pte MODEL on a device and print its metrics."""
     device = _load(device_name, overrides)
     _check_inputs(model, data)
-    if json_path is not None and json_path.is_dir():  # said now, not after the measurement
-        _usage(f"--json {json_path}: a folder; give a file name")
+    if json_path is not None:  # said now, not after the measurement
+        if json_path.is_dir():
+            _usage(f"--json {json_path}: a folder; give a file name")
+        if json_path.resolve() in {model.resolve(), *([data.resolve()] if data else [])}:
+            _usage(f"--json {json_path}: that is an input of this command; give another file")
+        if json_path.is_symlink() or (json_path.exists() and not json_path.is_file()):
+            _usage(f"--json {json_path}: not a plain file (a link or a device); give a file "
+                   f"name")
     if benchmark_binary is not None and not benchmark_binary.is_file():
         _usage(f"--benchmark-binary {benchmark_binary}: no such file")
     from edgekd.devices.measure import DeviceError, profile

@@ -1,19 +1,17 @@
 #!/usr/bin/env python3
 """edgekd device runner: measure one .tflite, .onnx or .pte model in this (fresh) process.
 
-This file is copied to the device as it is and run there with the device's Python; it needs
-only the standard library, numpy, and one of ai_edge_litert, tflite_runtime,
-tensorflow.lite (for .tflite), onnxruntime (for .onnx) or executorch (for .pte; ExecuTorch's
-Python runtime loads torch). It prints exactly one JSON document on stdout: {"ok": true,
+Copied to the device as it is and run with the device's Python; needs only the standard
+library, numpy, and ai_edge_litert / tflite_runtime / tensorflow.lite (.tflite), onnxruntime
+(.onnx) or executorch (.pte; loads torch). Prints one JSON document on stdout: {"ok": true,
 ...metrics} or {"ok": false, "error": ..., "kind": "model"}.
 
     python3 runner.py MODEL [--runs N] [--warmup W] [--threads K] [--data test.npz]
                             [--runtime NAME] [--outputs logits.npy] [--etdump run.etdp]
 
---data takes an .npz with `x` (float32, N x C x H x W in [0, 1], as edgekd exports them) and
-`y`; accuracy is then measured one sample at a time, as a deployed model sees them.
---etdump (.pte only): after the timed runs, run the model again with ExecuTorch's event tracer
-and write its ETDump there (per-op timings), when the runtime was built with event tracing.
+--data: an .npz with `x` (float32, N x C x H x W in [0, 1]) and `y` (labels); accuracy is
+measured one sample at a time. --etdump (.pte only): run again with ExecuTorch's event tracer
+and write its ETDump (per-op timings), when the runtime was built with event tracing.
 """
 
 from __future__ import annotations
@@ -36,8 +34,7 @@ except ImportError:  # reported as a setup problem by main(), not as a traceback
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 ONNX_RUNTIMES = ("onnxruntime",)
 PTE_RUNTIMES = ("executorch",)
-# Which Python runtimes run a file, by suffix: this standalone file's copy of
-# edgekd.export.formats.RUNTIMES (a test checks the two agree). Any other suffix is refused.
+# Runtimes by suffix: a copy of edgekd.export.formats.RUNTIMES (a test checks they agree).
 SUFFIX_RUNTIMES = {".onnx": ONNX_RUNTIMES, ".tflite": TFLITE_RUNTIMES, ".pte": PTE_RUNTIMES}
 # The module each runtime is imported as (before the memory baseline is taken).
 RUNTIME_MODULES = {"executorch": "executorch.runtime"}
@@ -77,9 +74,7 @@ def thermal() -> dict:
                 temps.append(int(f.read().strip()) / 1000.0)
         except (OSError, ValueError):
             continue
-    if temps:
-        state["temperature_c"] = max(temps)
-    return state
+    return {**state, "temperature_c": max(temps)} if temps else state
 
 
 def system() -> dict:
@@ -158,8 +153,7 @@ class OnnxModel:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.last: np.ndarray | None = None
@@ -188,9 +182,8 @@ class PteModel:
         self.torch = torch
         self.program = Runtime.get().load_program(path, enable_etdump=etdump,
                                                   debug_buffer_size=0)
-        name = sorted(self.program.method_names)[0] if "forward" not in \
-            self.program.method_names else "forward"
-        self.method = self.program.load_method(name)
+        names = self.program.method_names
+        self.method = self.program.load_method("forward" if "forward" in names else min(names))
         self.shape = tuple(self.method.metadata.input_tensor_meta(0).sizes())
         self.last = None  # the output tensor of the last run
 
@@ -226,17 +219,15 @@ def choose_runtime(path: str, wanted: str) -> str:
 
 def summarize(times_ms: list[float]) -> dict[str, float]:
     t = np.asarray(times_ms)
-    return {"latency_ms_mean": float(t.mean()), "latency_ms_p50": float(np.percentile(t, 50)),
-            "latency_ms_p90": float(np.percentile(t, 90)),
-            "latency_ms_p99": float(np.percentile(t, 99)), "latency_ms_std": float(t.std()),
+    return {"latency_ms_mean": float(t.mean()), "latency_ms_std": float(t.std()),
+            **{f"latency_ms_p{q}": float(np.percentile(t, q)) for q in (50, 90, 99)},
             "latency_ms_min": float(t.min()), "latency_ms_max": float(t.max()), "runs": len(t)}
 
 
 def measure(args: argparse.Namespace) -> dict:
     before = memory_mb()
     runtime = choose_runtime(args.model, args.runtime)
-    # The runtime module is imported before the baseline so that the baseline is the cost of
-    # the process plus runtime, and the delta is what the model itself adds.
+    # imported before the baseline (process + runtime): the delta is what the model adds
     __import__(RUNTIME_MODULES.get(runtime, runtime))
     baseline = memory_mb()
     start = time.perf_counter()
@@ -267,15 +258,11 @@ def measure(args: argparse.Namespace) -> dict:
     result = {"load_ms": load_ms, "first_inference_ms": first_ms, **summarize(times)}
     if data is not None:
         result.update(evaluate(model, data, args.outputs))
-    peak = memory_mb()
-    result.update({
-        "peak_memory_mb": peak.get("VmHWM", 0.0),
-        "baseline_memory_mb": baseline.get("VmHWM", 0.0),
-        "model_memory_mb": peak.get("VmHWM", 0.0) - baseline.get("VmHWM", 0.0),
-        "process_start_memory_mb": before.get("VmHWM", 0.0),
-        "runtime": runtime, "runtime_version": runtime_version(runtime),
-        "threads": args.threads,
-    })
+    peak, base = memory_mb().get("VmHWM", 0.0), baseline.get("VmHWM", 0.0)
+    result.update({"peak_memory_mb": peak, "baseline_memory_mb": base,
+                   "model_memory_mb": peak - base,
+                   "process_start_memory_mb": before.get("VmHWM", 0.0), "runtime": runtime,
+                   "runtime_version": runtime_version(runtime), "threads": args.threads})
     if args.etdump:  # after the memory reading: the traced copy is not the model's cost
         result.update(etdump(args, runtime, x))
     return result
@@ -326,8 +313,7 @@ def check_data(model, x: np.ndarray) -> None:
 
 
 def check_labels(y: np.ndarray, samples: int, classes: int) -> None:
-    """Raise InputMismatch unless `y` holds one label per sample, each an integer in
-    [0, classes); the message counts the labels that are not."""
+    """Raise InputMismatch unless `y` is one integer label in [0, classes) per sample."""
     if y.shape != (samples,):
         raise InputMismatch(f"y has shape {y.shape} but x has {samples} samples")
     if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
@@ -377,13 +363,11 @@ def evaluate(model, data, outputs_path: str | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("model", nargs="?")
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data")
+    for flag, default in (("--runs", 100), ("--warmup", 10), ("--threads", 1)):
+        parser.add_argument(flag, type=int, default=default)
+    for flag in ("--data", "--outputs", "--etdump"):
+        parser.add_argument(flag)
     parser.add_argument("--runtime", default="auto")
-    parser.add_argument("--outputs")
-    parser.add_argument("--etdump")
     parser.add_argument("--list-runtimes", action="store_true")
     args = parser.parse_args(argv)
     info = system()
@@ -399,11 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     conditions = {"before": thermal()}
     try:
         result = measure(args)
-    except SetupError as exc:
-        print(json.dumps({"ok": False, "kind": "setup", "error": str(exc), **info}))
-        return 1
-    except InputMismatch as exc:
-        print(json.dumps({"ok": False, "kind": "input", "error": str(exc), **info}))
+    except (SetupError, InputMismatch) as exc:
+        kind = "setup" if isinstance(exc, SetupError) else "input"
+        print(json.dumps({"ok": False, "kind": kind, "error": str(exc), **info}))
         return 1
     except Exception as exc:  # any other failure is the model's or the runtime's
         print(json.dumps({"ok": False, "kind": "model", "error": f"{type(exc).__name__}: {exc}",

@@ -192,7 +192,7 @@ def _ship(cfg: DistillStage, trained: dict, ctx: Context, result: StageResult) -
             f"temperature ({cfg.temperature:g}) or alpha ({cfg.alpha:g}) too high for it, or "
             f"too few epochs ({cfg.epochs}). Try a larger student, a teacher assistant "
             "(assistants:), a lower temperature or alpha, or more epochs"
-            + ("; shipping the hard-label student (ship: best)" if choice == "baseline"
+            + (f"; shipping the hard-label student (ship: {cfg.ship})" if choice == "baseline"
                else f"; shipping the KD student anyway (ship: {cfg.ship})"))
     result.info["shipped"] = {"kd": "KD student", "baseline": "hard-label baseline"}[choice] \
         + f" (ship: {cfg.ship}; validation accuracy KD {kd:.4f}, baseline {base:.4f})"
