@@ -329,7 +329,7 @@ class Report:
     def __init__(self, name: str, args: argparse.Namespace):
         self.name, self.args = name, args
         self.started = time.time()
-        self.doc: dict = {"benchmark": name, "setting": "tiny" if args.tiny else "full",
+        self.doc: dict = {"benchmark": name, "setting": "quick" if args.tiny else "full",
                           "datasets": list(args.datasets), "tables": [], "notes": []}
 
     def add_table(self, title: str, headers: list[str], rows: list[list]) -> None:

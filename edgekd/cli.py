@@ -47,19 +47,35 @@ class _Cli(click.Group):
             _internal_error(exc, ctx.invoked_subcommand)
 
 
-def _internal_error(exc: Exception, command: str | None) -> None:
+def _internal_error(exc: Exception, command: str | None, run_dir: Path | None = None) -> None:
     """An exception no command turned into its documented exit: one line naming it, the
-    traceback in a log file, exit 1 (exits.INTERNAL)."""
+    traceback in `run_dir`/error.log, else a temporary file (`details:` names it), exit 1."""
     import tempfile
     import traceback
 
-    with tempfile.NamedTemporaryFile("w", prefix="edgekd-error-", suffix=".log",
-                                     delete=False) as log:
-        log.write(traceback.format_exc())
+    from edgekd.files import write_text
+
+    if run_dir is None:
+        with tempfile.NamedTemporaryFile("w", prefix="edgekd-error-", suffix=".log",
+                                         delete=False) as log:
+            log.write(traceback.format_exc())
+    name = write_text(run_dir / "error.log", traceback.format_exc()) if run_dir else log.name
     click.echo(f"internal error in edgekd {command or ''}: {type(exc).__name__}: {exc}",
                err=True)
-    click.echo(f"details: {log.name} (please include it in a bug report)", err=True)
+    click.echo(f"details: {name} (please include it in a bug report)", err=True)
     sys.exit(exits.INTERNAL)
+
+
+def _own_run_dir(source: Path, out: Path | None) -> Path | None:
+    """The run directory of `edgekd run SOURCE --out OUT` when edgekd made it (it holds the
+    run lock), so an error.log written there overwrites nothing of the user's; else None."""
+    from edgekd.config import load_pipeline
+
+    try:
+        run_dir = out or Path("runs") / load_pipeline(source).name
+    except Exception:  # noqa: BLE001 - the error being reported may come from here too
+        return None
+    return run_dir if (run_dir / ".lock").is_file() else None
 
 
 @click.group(cls=_Cli)
@@ -148,6 +164,8 @@ def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
                          log=lambda msg: click.echo(msg, err=True), device=device)
     except ConfigError as exc:
         _fail_config(exc)
+    except Exception as exc:  # noqa: BLE001 - before any stage ran (reading data, the teacher)
+        _internal_error(exc, "run", _own_run_dir(pipeline, out))
     if result.exit_code == exits.USAGE and result.message:
         click.echo(result.message.split(": ", 1)[1], err=True)
     doc = report.write(result)
@@ -206,7 +224,7 @@ def validate(files: tuple[Path, ...]) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 def report_command(run_dir: Path) -> None:
     """Re-render report.html from a run directory's report.json."""
-    from edgekd.report import write_html
+    from edgekd.report import stale, write_html
 
     source = run_dir / "report.json"
     if not source.is_file():
@@ -223,6 +241,11 @@ def report_command(run_dir: Path) -> None:
     missing = [k for k in REPORT_KEYS if k not in doc] if isinstance(doc, dict) else REPORT_KEYS
     if missing:
         click.echo(f"{source}: not an edgekd report (no {', '.join(missing)})", err=True)
+        sys.exit(exits.USAGE)
+    why = stale(doc, run_dir)
+    if why:  # its verdict may no longer hold: say so rather than draw it again
+        click.echo(f"{source}: out of date: {why}; not re-rendered: run the pipeline again "
+                   "(`edgekd run`, which reuses finished stages) for a current report", err=True)
         sys.exit(exits.USAGE)
     try:
         write_html(doc, run_dir / "report.html")

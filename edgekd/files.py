@@ -23,9 +23,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
     The temporary name keeps `path`'s suffix (writers such as np.save, torch.onnx.export and
     litert-torch look at it) and is unique to the process and call. The file is fsynced
-    before the rename and given the mode a plain `open()` would (0644 under umask 022), even
-    when the writer made it private. On an exception the temporary file is removed and `path`
-    is left as it was. The parent folder is created if missing.
+    before the rename (its folder after it) and given the mode a plain `open()` would (0644
+    under umask 022), even when the writer made it private. On an exception the temporary file
+    is removed and `path` is left as it was. The parent folder is created if missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,9 +39,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
             # the mode a plain open() would give it.
             os.chmod(tmp, 0o666 & ~_umask())
         tmp.replace(path)
+        _fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable: on POSIX the new name lives in the folder's entry,
+    which reaches the disk only when the folder itself is fsynced (else a crash may bring
+    back the old file, or none)."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder (EINVAL); the rename stands
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_writable(folder: Path) -> None:
@@ -55,6 +69,40 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"edgekd")
     finally:
         probe.unlink(missing_ok=True)
+
+
+def kind_problem(path: Path, want: str) -> str | None:
+    """What keeps `path` from being the `want` ("file" or "folder") a message asks for, in
+    words ("not found", "is a folder, expected a file", ...); None when it is one."""
+    if path.is_dir():
+        return None if want == "folder" else "is a folder, expected a file"
+    if path.is_file():
+        return None if want == "file" else "is a file, expected a folder"
+    if path.exists():
+        return "is not a regular file (a FIFO, a device or a socket)"
+    return "not found"
+
+
+RUN_MARKERS = (".lock", "*/stage.json")
+"""What marks an edgekd run directory: the lock every run takes, and the record each finished
+stage writes (edgekd.pipeline)."""
+
+
+def refuse_foreign_folder(folder: Path, writes: tuple[str, ...]) -> None:
+    """Raise ConfigError (exit 2) when `folder`, given as a run directory, is not an edgekd
+    run directory (none of RUN_MARKERS) yet holds an entry named like one a run writes
+    (`writes`: report.json, stage folders ...): somebody else's folder, whose files the run
+    would overwrite. A new or empty folder, one holding only other files (the pipeline file
+    beside its run), or an edgekd run directory (reused: resume) passes."""
+    if not folder.is_dir() or any(next(folder.glob(p), None) for p in RUN_MARKERS):
+        return
+    clashes = sorted(name for name in writes if (folder / name).exists())
+    if clashes:
+        from edgekd.schema import ConfigError
+
+        raise ConfigError([f"{folder}: the run directory (--out) is not an edgekd run directory "
+                           f"(no .lock, no <stage>/stage.json) but holds {', '.join(clashes)}, "
+                           "which a run would overwrite: give a new or empty folder"])
 
 
 FULL_DISK_BYTES = 1 << 20

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from edgekd import budgets, exits, parallel
+from edgekd import budgets, exits, files, parallel
 from edgekd.artifacts import StageResult, cache_key
 from edgekd.config import Pipeline
 from edgekd.context import Context
@@ -78,7 +78,7 @@ def load(source: Path, device: str | None = None) -> Pipeline:
         if isinstance(raw, dict) else None
     if isinstance(target, str):
         try:
-            check_target(target, source)
+            check_target(target, source, pipeline.profiled_suffixes() if pipeline else ())
         except ConfigError as exc:
             problems += exc.lines
     from edgekd.config.pipeline import device_problem
@@ -91,8 +91,9 @@ def load(source: Path, device: str | None = None) -> Pipeline:
         resolved = {}
         for name, path in pipeline.data.paths().items():
             resolved[name] = path if path.is_absolute() else source.parent / path
-            if not resolved[name].exists():
-                problems.append(f"{source}: data.{name}: {resolved[name]} not found (relative "
+            problem = files.kind_problem(resolved[name], pipeline.data.path_kind())
+            if problem:
+                problems.append(f"{source}: data.{name}: {resolved[name]} {problem} (relative "
                                 "paths are taken from the pipeline file's folder)")
         pipeline = pipeline.model_copy(update={"data": pipeline.data.model_copy(
             update=resolved)})
@@ -112,7 +113,7 @@ def _keys(pipeline: Pipeline, source: Path, dkey: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     chain = [dkey, str(pipeline.seed)]
     for kind, cfg in stage_configs(pipeline):
-        config = cfg.model_dump(mode="json")
+        config = cfg.model_dump(mode="json", exclude=set(STAGES[kind].settles))
         inputs = list(chain)
         for name in STAGES[kind].reads:
             value = getattr(pipeline, name)
@@ -212,6 +213,8 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
         raise ConfigError([f"--force {force}: {source} has no {force} stage; its stages are "
                            f"{', '.join(kinds)}"])
     _apart_from_inputs(run.run_dir, pipeline, source)
+    files.refuse_foreign_folder(run.run_dir, ("report.json", "report.html", "error.log",
+                                              *STAGES))  # a run directory is reused (resume)
     try:
         check_writable(run.run_dir)
     except OSError as exc:
@@ -322,6 +325,7 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
                    {"kind": kind, "key": record.key,
                     "result": result.as_dict(run.run_dir)})
         record.status = "done"
+    result = spec.settle(cfg, result, ctx)
     record.duration_s = time.perf_counter() - started
     record.result = results[kind] = result
     record.checks = budgets.check(run.pipeline.budget(kind), result.metrics,

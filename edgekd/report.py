@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import time
@@ -9,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgekd import __version__
-from edgekd.files import write_json
+from edgekd.files import sha256_file, write_json
 from edgekd.report_html import write_html
 
 PACKAGES = ("torch", "torchvision", "torchao", "onnx", "onnxruntime", "onnxscript",
@@ -76,7 +78,43 @@ def build(run) -> dict:
 
 def write(run) -> dict:
     """Write report.json and report.html into the run directory; returns the document."""
-    doc = build(run)
+    doc = seal(build(run), run.run_dir)
     write_json(run.run_dir / "report.json", doc)
     write_html(doc, run.run_dir / "report.html")
     return doc
+
+
+def seal(doc: dict, run_dir: Path) -> dict:
+    """`doc` with what `stale` checks later: `stage_records`, the SHA-256 of each stage's
+    stage.json as the report saw it (None where there was none), and `sha256`, the digest of
+    the whole document (as JSON)."""
+    doc = json.loads(json.dumps(doc, default=str))  # the values report.json will hold
+    doc["stage_records"] = {s["kind"]: _record_hash(run_dir, s["kind"]) for s in doc["stages"]}
+    doc["sha256"] = _digest(doc)
+    return doc
+
+
+def stale(doc: dict, run_dir: Path) -> str | None:
+    """Why report.json no longer describes `run_dir` (it was edited, or a stage ran again,
+    or ran and failed, after it was written), or None. Reports from before `sha256` existed
+    cannot be checked (None)."""
+    if "sha256" not in doc:
+        return None
+    if doc["sha256"] != _digest(doc) or not isinstance(doc.get("stage_records"), dict):
+        return "it was changed after edgekd wrote it"
+    changed = [f"{kind}/stage.json" for kind, digest in doc["stage_records"].items()
+               if _record_hash(run_dir, str(kind)) != digest]
+    if changed:
+        return (f"{', '.join(changed)} changed after it was written (a stage ran again, or "
+                "is running, since)")
+    return None
+
+
+def _record_hash(run_dir: Path, kind: str) -> str | None:
+    path = run_dir / kind / "stage.json"
+    return sha256_file(path) if path.is_file() else None
+
+
+def _digest(doc: dict) -> str:
+    body = json.dumps({k: v for k, v in doc.items() if k != "sha256"}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()

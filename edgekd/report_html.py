@@ -79,10 +79,11 @@ def headline(doc: dict) -> list[tuple[str, str]]:
 
 def _model_rows(doc: dict, name: str | None) -> list[tuple[str, str]]:
     distill, profile, export = (_metrics(doc, k) for k in ("distill", "profile", "export"))
-    rows = []
-    accuracy = [(label, value) for label, value in (
+    info = next((s.get("info") or {} for s in doc["stages"] if s["kind"] == "distill"), {})
+    rows, accuracy = [], [(label, value) for label, value in (
         ("teacher", distill.get("teacher_accuracy", _metrics(doc, "teacher").get("accuracy"))),
-        ("student fp32", distill.get("accuracy")),
+        ({"kd": "KD student fp32 (shipped)", "baseline": "hard-label student fp32 (shipped)"}
+         .get(info.get("shipped_student"), "student fp32"), distill.get("accuracy")),
         ("int8 (PyTorch)", _metrics(doc, "quantize").get("accuracy")),
         (f"{name} on {doc['target']}", profile.get(f"{name}.accuracy")),
         (f"{name} (host runtime)", None if f"{name}.accuracy" in profile
@@ -369,8 +370,7 @@ def _plot_curves(doc: dict, ax) -> bool:
                         color=line.get_color())
                 drawn = True
     if drawn:
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("val accuracy (dot: epoch kept)")
+        ax.set(xlabel="epoch", ylabel="val accuracy (dot: epoch kept)")
         ax.legend(fontsize=8)
     return drawn
 
@@ -395,6 +395,5 @@ def _plot_confusion(doc: dict, ax) -> bool:
         ax.set_xticks(range(len(classes)), classes, fontsize=7,
                       rotation=90 if max(map(len, classes)) > 3 else 0)
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set(xlabel="predicted class", ylabel="true class")
     return True

@@ -144,3 +144,38 @@ def test_a_teacher_with_other_weights_makes_its_students_stale(tmp_path):
     (out / "teacher" / "stage.json").write_text(json.dumps(doc))
     third = execute(tmp_path / "p.yaml", out, gate=False, log=lambda *_: None)
     assert [r.status for r in third.records] == ["cached", "done"]
+
+
+def test_changing_ship_retrains_nothing_and_hands_on_the_other_student(tmp_path):
+    """`ship:` only chooses between the two students distill trained: it is not part of the
+    stage's key (changing it retrained both students), distill/student.pt becomes the chosen
+    student's file, and the stage after distill (which consumes it) runs again."""
+    from edgekd.files import sha256_file
+    from edgekd.pipeline import execute
+
+    def run(ship: str):
+        (tmp_path / "p.yaml").write_text(
+            "name: k\ndata: {source: digits}\nteacher: {arch: cnn, width: 4, depth: 1, "
+            "train: {epochs: 1}}\nstudent: {arch: cnn, width: 2, depth: 1}\ntarget: local\n"
+            f"stages:\n  - {{kind: distill, epochs: 1, ship: {ship}}}\n"
+            "  - {kind: quantize, method: ptq, calibration: {samples: 32}}\n")
+        done = execute(tmp_path / "p.yaml", tmp_path / "run", gate=False, log=lambda *_: None)
+        distill = done.records[1].result
+        return [r.status for r in done.records], distill
+
+    statuses, kd = run("kd")
+    assert statuses == ["done", "done", "done"]
+    folder = tmp_path / "run" / "distill"
+    assert sha256_file(folder / "student.pt") == sha256_file(folder / "kd_student.pt")
+    assert kd.info["shipped_student"] == "kd" and kd.metrics["accuracy"] == kd.metrics[
+        "kd_accuracy"]
+    statuses, base = run("baseline")
+    assert statuses == ["cached", "cached", "done"]
+    assert sha256_file(folder / "student.pt") == sha256_file(folder / "baseline.pt")
+    assert base.artifacts["student_fp32"].sha256 == base.artifacts["baseline_fp32"].sha256
+    assert base.info["shipped_student"] == "baseline"
+    assert base.metrics["accuracy"] == base.metrics["baseline_accuracy"]
+    assert base.metrics["kd_accuracy"] == kd.metrics["kd_accuracy"]
+    assert base.summary == {"KD student fp32 accuracy": kd.metrics["kd_accuracy"],
+                            "hard-label baseline accuracy (shipped)":
+                                base.metrics["baseline_accuracy"]}

@@ -183,3 +183,42 @@ def test_training_that_diverges_stops_with_one_line_and_exit_2(tmp_path):
     assert progress == ["[teacher] running"], run.output
     assert line.startswith("teacher: the loss became non-finite (nan) at epoch 1 of 1; "), line
     assert "lower lr (now 1e+38)" in line and "Traceback" not in run.output
+
+
+def test_an_internal_error_before_the_stages_logs_in_the_run_directory(monkeypatch, tmp_path):
+    """Reading the data or the teacher (before any stage) failed unexpectedly: the traceback
+    went to /tmp while the README promises runs/<name>/error.log. It goes to the run
+    directory once edgekd has made it (its lock is there); before that, to a file the
+    `details:` line names."""
+    import edgekd.pipeline
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("something nobody planned for")
+
+    pipeline, out = tmp_path / "p.yaml", tmp_path / "run"
+    pipeline.write_text(TINY)
+    monkeypatch.setattr(edgekd.pipeline, "_preflight", broken)
+    run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(out)])
+    assert run.exit_code == exits.INTERNAL, run.output
+    assert f"details: {out / 'error.log'} " in run.output and "Traceback" not in run.output
+    assert "something nobody planned for" in (out / "error.log").read_text()
+    monkeypatch.setattr(edgekd.pipeline, "load", broken)  # before the run directory exists
+    elsewhere = tmp_path / "never"
+    run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(elsewhere)])
+    assert run.exit_code == exits.INTERNAL and not elsewhere.exists()
+    log = Path(re.search(r"details: (\S+)", run.output).group(1))
+    assert "Traceback" in log.read_text()
+    log.unlink()
+
+
+def test_a_report_is_drawn_again_until_its_run_directory_changes(tmp_path):
+    from edgekd.files import write_json
+    from edgekd.report import seal, stale
+
+    write_json(tmp_path / "distill" / "stage.json", {"kind": "distill", "key": "k"})
+    doc = seal({"pipeline": "p", "verdict": "pass", "stages": [{"kind": "teacher"},
+                                                                {"kind": "distill"}]}, tmp_path)
+    assert doc["stage_records"]["teacher"] is None and stale(doc, tmp_path) is None
+    write_json(tmp_path / "teacher" / "stage.json", {"kind": "teacher", "key": "k"})
+    assert stale(doc, tmp_path).startswith("teacher/stage.json changed")
+    assert stale({k: v for k, v in doc.items() if k != "sha256"}, tmp_path) is None  # older

@@ -165,6 +165,127 @@ def _bomb(path: Path, side: int) -> None:
                      + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
+def _manifest(tmp: Path, name: str, rows: list[str], **data: str) -> list[str]:
+    """images in tmp/imgs (classes a, b), a manifest tmp/<name> of `rows` (lines after a
+    header for .csv), and its pipeline reading one image for the statistics (`stats_samples:
+    1`: the others are read only when a stage does, unless edgekd checks them at load)."""
+    _images(tmp / "imgs")
+    body = "\n".join((["path,label"] if name.endswith(".csv") else []) + rows) + "\n"
+    (tmp / name).write_bytes(body.encode(data.pop("encoding", "utf-8")))
+    return _pipeline(tmp, data=f"{{source: manifest, path: {name}, image_size: [8, 8], "
+                               "channels: 1, stats_samples: 1}")
+
+
+def _rows() -> list[str]:
+    return [f"imgs/{c}/{i}.png,{c}" for c in "ab" for i in range(6)]
+
+
+def manifest_label_nul(tmp):
+    rows = [row + "\0" if row.endswith(",b") else row for row in _rows()]  # shows as b
+    return _manifest(tmp, "m.csv", rows)
+
+
+def manifest_label_escape(tmp):
+    rows = [f'{{"path": "imgs/{c}/{i}.png", "label": "{c}"}}' for c in "ab" for i in range(6)]
+    rows[4] = '{"path": "imgs/a/4.png", "label": "a\\u001b[2J"}'  # clears a terminal
+    return _manifest(tmp, "m.jsonl", rows)
+
+
+def manifest_latin1(tmp):
+    rows = _rows()
+    rows[7] = "imgs/b/1.png,b\xe9"
+    return _manifest(tmp, "m.csv", rows, encoding="latin-1")
+
+
+def manifest_row_outside(tmp):
+    """A row leading out of the manifest's folder (allowed) to a damaged image: refused when
+    the data loads, before the teacher trains (it was found only when first decoded)."""
+    from PIL import Image
+
+    (tmp / "data").mkdir()
+    argv = _manifest(tmp / "data", "m.csv", _rows() + ["../elsewhere.png,a"])
+    Image.new("L", (8, 8)).save(tmp / "elsewhere.png")  # outside data/: fine, but damaged
+    (tmp / "elsewhere.png").write_bytes((tmp / "elsewhere.png").read_bytes()[:30])
+    text = (tmp / "data" / "p.yaml").read_text()
+    (tmp / "data" / "p.yaml").unlink()
+    (tmp / "p.yaml").write_text(text.replace("path: m.csv", "path: data/m.csv"))
+    return argv
+
+
+def folder_truncated_png(tmp):
+    """A damaged image in the held-out test split (b/4.png at seed 0), which the statistics
+    sample (1 image) does not read: read lazily, only the evaluation after training sees it."""
+    from PIL import Image
+
+    _images(tmp / "imgs")
+    damaged = tmp / "imgs" / "b" / "4.png"
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
+    Image.fromarray(noise).save(damaged)  # opens, fails to decode: its pixel data is cut short
+    damaged.write_bytes(damaged.read_bytes()[:damaged.stat().st_size * 2 // 3])
+    return _pipeline(tmp, data="{source: folder, path: imgs, image_size: [8, 8], channels: 1, "
+                               "stats_samples: 1}")
+
+
+def folder_dangling_link(tmp):
+    _images(tmp / "imgs")
+    (tmp / "imgs" / "a" / "7.png").symlink_to(tmp / "gone.png")
+    return _pipeline(tmp, data="{source: folder, path: imgs, image_size: [8, 8], channels: 1, "
+                               "stats_samples: 1}")
+
+
+def folder_fifo_image(tmp):
+    _images(tmp / "imgs")
+    os.mkfifo(tmp / "imgs" / "a" / "9.png")  # open() would wait for a writer, forever
+    return _folder_pipeline(tmp)
+
+
+def npz_fifo(tmp):
+    os.mkfifo(tmp / "d.npz")
+    return _pipeline(tmp, data="{source: npz, path: d.npz}")
+
+
+def class_folder_not_utf8(tmp):
+    _images(tmp / "imgs")
+    os.rename(tmp / "imgs" / "b", os.path.join(os.fsencode(tmp / "imgs"), b"b\xff"))
+    return _folder_pipeline(tmp)
+
+
+def npz_is_npy(tmp):
+    x, _y = _digits()
+    with open(tmp / "d.npz", "wb") as f:
+        np.save(f, x)
+    return _pipeline(tmp, data="{source: npz, path: d.npz}")
+
+
+def npz_channels_last_5(tmp):
+    x, y = _digits()
+    return _npz_pipeline(tmp, np.repeat(x.transpose(0, 2, 3, 1), 5, axis=3), y)
+
+
+def npz_int64_beyond_255(tmp):
+    x, y = _digits()
+    return _npz_pipeline(tmp, (x * 4095).astype(np.int64), y)  # 12-bit sensor values
+
+
+def npz_uint16_8bit(tmp):
+    x, y = _digits()
+    return _npz_pipeline(tmp, (x * 255).astype(np.uint16), y)  # 8-bit values, wide type
+
+
+def profile_data_npy(tmp):
+    argv = _profile_data(tmp, np.arange(12) % 4)  # (section "profile" below)
+    with open(tmp / "test.npz", "wb") as f:
+        np.save(f, np.zeros((12, 1, 8, 8), np.float32))
+    return argv
+
+
+def profile_data_uint8(tmp):
+    argv = _profile_data(tmp, np.arange(12) % 4)
+    with np.load(tmp / "test.npz") as arrays:  # the model takes [0, 1], not 0-255
+        np.savez(tmp / "test.npz", x=(arrays["x"] * 255).astype(np.uint8), y=arrays["y"])
+    return argv
+
+
 # ---- config ----------------------------------------------------------------------------------
 
 def duplicate_keys(tmp):
@@ -355,6 +476,110 @@ def profile_fewer_labels_than_samples(tmp):
     return argv
 
 
+# ---- run directory, target lookup, schema limits, device fields, stale reports -------------
+
+def out_is_a_users_folder(tmp):
+    """--out . in a folder of the user's own files, one named like a file a run writes."""
+    (tmp / "report.json").write_text('{"the user": "own"}\n')
+    return [*_pipeline(tmp)[:2], "--out", "."]
+
+
+def target_beside_the_pipeline(tmp):
+    """`target: dev.yaml` is the file beside sub/p.yaml, not a dev.yaml in the current
+    directory (which another project may have left there)."""
+    (tmp / "dev.yaml").write_text("transport: local\n")
+    (tmp / "sub").mkdir()
+    _pipeline(tmp, target="dev.yaml")
+    (tmp / "p.yaml").rename(tmp / "sub" / "p.yaml")
+    return ["run", "sub/p.yaml", "--out", "run"]
+
+
+def image_size_zero(tmp):
+    return _pipeline(tmp, data="{source: digits, image_size: [0, 8]}")
+
+
+def image_size_negative(tmp):
+    return _pipeline(tmp, data="{source: digits, image_size: [8, -8]}")
+
+
+def seed_negative(tmp):
+    return _pipeline(tmp, seed="-1")
+
+
+def seed_beyond_32_bits(tmp):
+    return _pipeline(tmp, seed=str(2**32))  # numpy's legacy seeding takes 0 .. 2**32 - 1
+
+
+def _profile_set(tmp, setting: str) -> list[str]:
+    return ["profile", str(_tiny_onnx(tmp)), "--device", "local", "--runs", "2", "--warmup", "0",
+            "--set", setting]
+
+
+def set_cpu_mask_zero(tmp):
+    return _profile_set(tmp, "cpu_mask=0")  # taskset refuses it, after the model was pushed
+
+
+def set_runtime_for_other_files(tmp):
+    return _profile_set(tmp, "runtime=tensorflow")  # a .tflite runtime, for an .onnx model
+
+
+def set_python_none(tmp):
+    return _profile_set(tmp, "python=none")  # no Python, and no tool for .onnx files
+
+
+def device_file_python_not_python(tmp):
+    (tmp / "dev.yaml").write_text("transport: local\npython: rm\n")
+    return _pipeline(tmp, target="dev.yaml")
+
+
+def device_file_runtime_for_other_files(tmp):
+    """Found only at the profile stage, after training and export, before."""
+    (tmp / "dev.yaml").write_text("transport: local\nruntime: tflite_runtime\n")
+    return _pipeline(tmp, target="dev.yaml", stages="\n  - {kind: distill, epochs: 1}"
+                     "\n  - {kind: export, formats: [onnx_fp32]}\n  - {kind: profile, runs: 2}")
+
+
+def profile_model_is_a_folder(tmp):
+    (tmp / "model.onnx").mkdir()
+    return ["profile", "model.onnx", "--device", "local"]
+
+
+def target_is_a_folder(tmp):
+    (tmp / "dev.yaml").mkdir()
+    return _pipeline(tmp, target="dev.yaml")
+
+
+def npz_is_a_folder(tmp):
+    (tmp / "d.npz").mkdir()
+    return _pipeline(tmp, data="{source: npz, path: d.npz}")
+
+
+def image_folder_is_a_file(tmp):
+    (tmp / "imgs").write_text("not a folder\n")
+    return _folder_pipeline(tmp)
+
+
+def report_after_a_stage_ran_again(tmp):
+    """distill ran again after report.json was written (a run stopped before its report)."""
+    import json
+
+    record = tmp / "run" / "distill" / "stage.json"
+    doc = json.loads(record.read_text())
+    doc["result"]["compute_s"] = float(doc["result"].get("compute_s") or 0) + 1.0
+    record.write_text(json.dumps(doc, indent=2) + "\n")
+    return ["report", "run"]
+
+
+def report_edited(tmp):
+    import json
+
+    path = tmp / "run" / "report.json"
+    doc = json.loads(path.read_text())
+    doc["stages"][-1]["metrics"]["accuracy"] = 0.99
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return ["report", "run"]
+
+
 PROMISES = ("exit code", "no traceback", "one line", "names", "nothing lost", "no code ran")
 """What every case checks; a Case's `known` lists those a bug not yet fixed breaks today."""
 
@@ -402,6 +627,19 @@ CASES = [
     Case("folder-text-as-png", text_as_png, 2, ("imgs/b/notes.png",)),
     Case("folder-decompression-bomb", decompression_bomb, 2,
          ("imgs/a/big.png", "too many pixels")),
+    Case("manifest-label-nul", manifest_label_nul, 2, ("m.csv:8", "label")),
+    Case("manifest-label-escape", manifest_label_escape, 2, ("m.jsonl:5", "label")),
+    Case("manifest-latin1", manifest_latin1, 2, ("m.csv", "UTF-8")),
+    Case("manifest-row-outside", manifest_row_outside, 2, ("elsewhere.png", "cannot read")),
+    Case("folder-truncated-png", folder_truncated_png, 2, ("imgs/b/4.png",)),
+    Case("folder-dangling-link", folder_dangling_link, 2, ("imgs/a/7.png", "symlink")),
+    Case("folder-fifo-image", folder_fifo_image, 2, ("imgs/a/9.png", "not a regular file")),
+    Case("npz-fifo", npz_fifo, 2, ("d.npz", "not a regular file")),
+    Case("folder-class-not-utf8", class_folder_not_utf8, 2, ("imgs", "UTF-8")),
+    Case("npz-is-npy", npz_is_npy, 2, ("d.npz", ".npy")),
+    Case("npz-channels-last-5", npz_channels_last_5, 2, ("d.npz", "(60, 8, 8, 5)")),
+    Case("npz-int64-beyond-255", npz_int64_beyond_255, 2, ("d.npz", "int64", "0-255")),
+    Case("npz-uint16-8bit", npz_uint16_8bit, 2, ("d.npz", "uint16", "255")),
     # config: the pipeline and everything it references, read before anything runs
     Case("yaml-duplicate-key", duplicate_keys, 2, ("p.yaml", "line 8", "stages")),
     Case("lr-inf", infinite_lr, 2, ("p.yaml", "teacher.train.lr")),
@@ -435,6 +673,39 @@ CASES = [
     Case("report-empty", report_empty, 2, ("run/report.json",)),
     Case("report-binary", report_binary, 2, ("run/report.json",)),
     Case("report-wrong-shape", report_wrong_shape, 2, ("run/report.json",)),
+    # the run directory: never somebody else's folder
+    Case("out-is-a-users-folder", out_is_a_users_folder, 2,
+         ("--out", "not an edgekd run directory")),
+    # every relative path in a pipeline is taken from its folder, a target: file too
+    Case("target-beside-the-pipeline", target_beside_the_pipeline, 2,
+         ("sub/p.yaml", "dev.yaml", "not found")),
+    # numbers beyond what the libraries take
+    Case("image-size-zero", image_size_zero, 2, ("p.yaml", "data.image_size")),
+    Case("image-size-negative", image_size_negative, 2, ("p.yaml", "data.image_size")),
+    Case("seed-negative", seed_negative, 2, ("p.yaml", "seed")),
+    Case("seed-beyond-32-bits", seed_beyond_32_bits, 2, ("p.yaml", "seed")),
+    # device fields are the user's input: checked before anything is pushed or trained
+    Case("set-cpu-mask-zero", set_cpu_mask_zero, 2, ("--set cpu_mask", "no core")),
+    Case("set-runtime-for-other-files", set_runtime_for_other_files, 2,
+         ("--set runtime", "tensorflow", ".onnx")),
+    Case("set-python-none", set_python_none, 2, ("--set python", ".onnx")),
+    Case("device-file-python-not-python", device_file_python_not_python, 2,
+         ("p.yaml", "dev.yaml", "python")),
+    Case("device-file-runtime-for-other-files", device_file_runtime_for_other_files, 2,
+         ("p.yaml", "dev.yaml", "runtime", ".onnx")),
+    # a folder where a file is expected, and a file where a folder is
+    Case("profile-model-is-a-folder", profile_model_is_a_folder, 2,
+         ("model.onnx", "is a folder, expected a file")),
+    Case("target-is-a-folder", target_is_a_folder, 2,
+         ("p.yaml", "dev.yaml", "is a folder, expected a file")),
+    Case("npz-is-a-folder", npz_is_a_folder, 2,
+         ("p.yaml", "data.path", "is a folder, expected a file")),
+    Case("image-folder-is-a-file", image_folder_is_a_file, 2,
+         ("p.yaml", "data.path", "is a file, expected a folder")),
+    # a report that no longer describes its run directory is not drawn again as it was
+    Case("report-after-a-stage-ran-again", report_after_a_stage_ran_again, 2,
+         ("run/report.json", "distill/stage.json")),
+    Case("report-edited", report_edited, 2, ("run/report.json", "changed after edgekd wrote")),
     # profile --data: labels are the model's classes
     Case("profile-labels-beyond-outputs", profile_labels_beyond_outputs, 2,
          ("test.npz", "3 label(s) outside the model's 4 classes")),
@@ -443,6 +714,8 @@ CASES = [
          ("test.npz", "12 label(s)")),
     Case("profile-fewer-labels", profile_fewer_labels_than_samples, 2,
          ("test.npz", "(5,) but x has 12 samples")),
+    Case("profile-data-npy", profile_data_npy, 2, ("test.npz", ".npy")),
+    Case("profile-data-uint8", profile_data_uint8, 2, ("test.npz", "uint8")),
 ]
 
 

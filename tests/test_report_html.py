@@ -135,6 +135,14 @@ def test_headline_speaks_for_the_int8_file_and_leaves_out_what_was_not_recorded(
     assert [label for label, _ in headline(doc)] == labels[:3]
 
 
+@pytest.mark.parametrize("student, label", [("kd", "KD student fp32 (shipped) 0.9933"),
+                                            ("baseline", "hard-label student fp32 (shipped)")])
+def test_headline_says_which_student_shipped(student, label):
+    doc = report()
+    doc["stages"][1]["info"] = {**doc["stages"][1]["info"], "shipped_student": student}
+    assert label in dict(headline(doc))["accuracy (test split)"]
+
+
 def test_data_and_splits_are_summarised(page):
     data = page[page.index("<h2>Data</h2>"):page.index("<h2>Budgets</h2>")]
     for fact in ("source digits", "images resized to 24x24", "3 classes",

@@ -32,6 +32,6 @@ def test_two_runs_give_bit_identical_model_files(tmp_path):
         files[out] = {p.relative_to(tmp_path / out): p.read_bytes()
                       for p in (tmp_path / out).rglob("*.pt")}
     assert sorted(map(str, files["a"])) == ["distill/assistant_1.pt",
-                                            "distill/baseline.pt",
+                                            "distill/baseline.pt", "distill/kd_student.pt",
                                             "distill/student.pt", "teacher/teacher.pt"]
     assert files["a"] == files["b"]

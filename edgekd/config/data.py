@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from edgekd.schema import Strict
 
@@ -76,7 +76,7 @@ class DataConfig(Strict):
     test: Path | None = None
     """The test split (with `train`); default: `split.test` of train held out. Every accuracy
     in the report is measured on the test split."""
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
     """(height, width) every image is resized to (bilinear): folder and manifest data need it;
     .npz data and the built-in 8x8 digits are resized when it is given."""
     channels: Literal[1, 3] | None = None
@@ -105,6 +105,10 @@ class DataConfig(Strict):
         """Every path the config names, by field."""
         return {k: v for k in ("path", "train", "val", "test")
                 if (v := getattr(self, k)) is not None}
+
+    def path_kind(self) -> str:
+        """What each of `paths()` must be: a "folder" of class folders, or a "file"."""
+        return "folder" if self.source == "folder" else "file"
 
     @model_validator(mode="after")
     def _fields_match_source(self) -> DataConfig:

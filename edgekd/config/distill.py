@@ -129,9 +129,11 @@ class DistillStage(Strict):
     baseline: bool = True
     """Also train the same student on hard labels alone (same epochs and seed)."""
     ship: Literal["kd", "baseline", "best"] = "best"
-    """Which student later stages get as `student_fp32`: the KD student, the hard-label
-    baseline, or the better of the two on the validation split (ties go to KD). Recorded in
-    the report; the other is kept as an artifact too."""
+    """Which student later stages get as `student_fp32` (distill/student.pt): the KD student,
+    the hard-label baseline, or `best`: the baseline only when it beats the KD student on the
+    validation split beyond noise (two standard errors of the difference), else the KD
+    student. Recorded in the report; both stay as artifacts (`kd_student_fp32`,
+    `baseline_fp32`). Not part of the cache key: changing it retrains nothing."""
     check_export: bool = True
     """Before training, check on the untrained student that it survives what the later stages
     do to it (torch.export, QAT preparation, a dry conversion to every export format); a

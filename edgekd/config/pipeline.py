@@ -30,7 +30,9 @@ class Pipeline(Strict):
     """One pipeline file: data, teacher, student, target device and stages in order."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    """Seeds the splits, the initial weights and the training order (numpy and torch take
+    0 .. 2**32 - 1)."""
     data: DataConfig = DataConfig()
     teacher: TeacherConfig
     student: ModelConfig
@@ -109,6 +111,15 @@ class Pipeline(Strict):
                     "epoch sees new images, so the teacher must run on every batch; remove "
                     "cache_teacher or set augment: none")
         return self
+
+    def profiled_suffixes(self) -> tuple[str, ...]:
+        """The suffixes of the files the profile stage measures on the target (none when the
+        pipeline has no profile stage): the target must have a way to run each."""
+        export = self.stage("export")
+        if self.stage("profile") is None or export is None:
+            return ()
+        return tuple(dict.fromkeys(FORMATS[f].suffix for f in export.formats
+                                   if FORMATS[f].deployable))
 
     def stage(self, kind: str) -> Any:
         """The stage config of `kind`, or None when the pipeline has none."""

@@ -231,8 +231,8 @@ def load(cfg: DataConfig, seed: int) -> Splits:
 
 def data_key(cfg: DataConfig, seed: int) -> str:
     """A hash naming this data and split: config (worker count aside), seed and the content
-    of every input file (files by hash, folders and manifests' images by name, size and
-    modification time)."""
+    of every input file (files by hash; the images of folders, symlinked class folders
+    included, and of manifests by name, size and modification time)."""
     doc = cfg.model_dump(mode="json", exclude={"num_workers"})
     h = hashlib.sha256(json.dumps([doc, seed], sort_keys=True).encode())
     for path in cfg.paths().values():
@@ -242,16 +242,20 @@ def data_key(cfg: DataConfig, seed: int) -> str:
                 files = [path.parent / f for f, _label in sources.manifest_rows(path)]
                 _stat_hash(h, path.parent, files)
         elif path.is_dir():
-            _stat_hash(h, path, sorted(f for f in path.rglob("*") if f.is_file()))
+            _stat_hash(h, path, [f for _name, files in sources.listing(path) for f in files])
     return h.hexdigest()[:16]
 
 
 def _stat_hash(h, root: Path, files: list[Path]) -> None:
+    """Each file's name (bytes: names need not be UTF-8), size and modification time."""
     for file in files:
-        if file.is_file():
+        name = os.fsencode(file.relative_to(root) if file.is_relative_to(root) else file)
+        try:
             stat = file.stat()
-            h.update(f"{file.relative_to(root) if file.is_relative_to(root) else file}"
-                     f"{stat.st_size}{stat.st_mtime_ns}".encode())
+        except OSError:  # missing or a dangling link: the loader refuses it by name
+            h.update(name + b"\0missing\0")
+            continue
+        h.update(name + f"\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
 
 
 def from_arrays(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,

@@ -8,13 +8,17 @@ is memory-mapped, and only the built-in digits (1,797 images of 8x8) are an arra
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgekd.data import checks
 from edgekd.schema import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -24,13 +28,17 @@ MANIFEST_SUFFIXES = {".csv", ".jsonl"}
 class ArrayStore:
     """Images in an array (in memory or memory-mapped), N x C x H x W or N x H x W x C.
 
-    uint8 arrays are served as uint8, other integer arrays as float32 / 255, float arrays as
-    float32 (taken to be in [0, 1]). With `size`, images are resized (bilinear) when read."""
+    uint8 arrays are served as uint8, others as float32 divided by `scale` (default: 65535 for
+    uint16, 255 for other integer types, 1 for float, taken to be in [0, 1]; see
+    edgekd.data.checks.pixel_scale). With `size`, images are resized (bilinear) when read."""
 
     in_memory = True
 
-    def __init__(self, x: np.ndarray, nhwc: bool = False, size: tuple[int, int] | None = None):
+    def __init__(self, x: np.ndarray, nhwc: bool = False, size: tuple[int, int] | None = None,
+                 scale: float | None = None):
         self.x, self.nhwc = x, nhwc
+        self.scale = scale or (65535.0 if x.dtype == np.uint16 else 255.0
+                               if np.issubdtype(x.dtype, np.integer) else 1.0)
         c, h, w = (x.shape[3], x.shape[1], x.shape[2]) if nhwc else x.shape[1:]
         self.size = tuple(size) if size is not None and tuple(size) != (h, w) else None
         self.shape = (c, *(self.size or (h, w)))
@@ -44,8 +52,8 @@ class ArrayStore:
         if self.nhwc:
             x = x.transpose(0, 3, 1, 2)
         if x.dtype != np.uint8:
-            scale = 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
-            x = x.astype(np.float32) / scale if scale != 1.0 else x.astype(np.float32)
+            x = x.astype(np.float32)
+            x = x / np.float32(self.scale) if self.scale != 1.0 else x
         if self.size is not None:
             import torch
             import torch.nn.functional as F
@@ -78,7 +86,7 @@ class FileStore:
             file = self.files[row]
             try:
                 with Image.open(file) as img:
-                    img = _eight_bit(img).convert(self.mode)
+                    img = _eight_bit(_upright(img)).convert(self.mode)
                     if img.size != (self.size[1], self.size[0]):
                         img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
                     arr = np.asarray(img, dtype=np.uint8)
@@ -89,6 +97,16 @@ class FileStore:
                 raise ConfigError([f"{file}: cannot read as an image ({exc})"]) from None
             out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return out
+
+
+def _upright(img):
+    """`img` turned the way its EXIF orientation says it is seen (cameras store a portrait
+    photo sideways and say so in this tag; every viewer turns it)."""
+    from PIL import ImageOps
+
+    if img.getexif().get(0x0112, 1) in (0, 1):  # 0x0112: Orientation; 1: as stored
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def _eight_bit(img):
@@ -128,9 +146,14 @@ def digits(size: tuple[int, int] | None = None) -> Samples:
 def npz(path: Path, size: tuple[int, int] | None) -> Samples:
     """An .npz with `x` (N x H x W, N x C x H x W or N x H x W x C) and `y` (N,) and optionally
     `classes`. `x` is memory-mapped when the archive stores it uncompressed (np.savez), read
-    whole otherwise (np.savez_compressed)."""
+    whole otherwise (np.savez_compressed). Its layout, dtype and values are checked
+    (edgekd.data.checks.layout and pixel_scale)."""
+    checks.regular_file(path)
     try:
         blob = np.load(path, allow_pickle=False)
+        if isinstance(blob, np.ndarray):
+            raise ConfigError([f"{path}: a .npy file (one array), not an .npz archive with "
+                               "arrays x and y; save both with np.savez(path, x=..., y=...)"])
         names = blob.files
         missing = [k for k in ("x", "y") if k not in names]
         if missing:
@@ -148,71 +171,13 @@ def npz(path: Path, size: tuple[int, int] | None) -> Samples:
         x = x[:, None]
     if x.ndim != 4:
         raise ConfigError([f"{path}: x must be N x H x W or N x C x H x W, got shape {x.shape}"])
-    nhwc = x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
-    y = _labels(path, y, classes)
-    _check_pixels(path, x)
+    nhwc = checks.layout(path, x.shape)
+    y = checks.labels(path, y, classes)
+    scale = checks.pixel_scale(path, x)
     named = classes is not None
     if classes is None:
         classes = [str(c) for c in range(int(y.max()) + 1)]
-    return Samples(ArrayStore(x, nhwc, size), y, classes, named)
-
-
-def _labels(path: Path, y: np.ndarray, classes: list[str] | None) -> np.ndarray:
-    """`y` as int64 class indices; ConfigError naming the file and what is wrong (with
-    counts): no samples, non-numeric, non-finite, fractional or negative labels, or labels
-    beyond the `classes` array."""
-    if len(y) == 0:
-        raise ConfigError([f"{path}: no samples (y is empty)"])
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
-            or y.dtype == np.bool_):
-        raise ConfigError([f"{path}: y has dtype {y.dtype}; labels must be integers 0..K-1"])
-    problems = []
-    if np.issubdtype(y.dtype, np.floating):
-        bad = ~np.isfinite(y)
-        if bad.any():
-            problems.append(f"{int(bad.sum())} non-finite label(s)")
-        fractional = np.isfinite(y) & (y != np.round(y))
-        if fractional.any():
-            problems.append(f"{int(fractional.sum())} fractional label(s), e.g. "
-                            f"{y[fractional][0]:g}")
-        if problems:
-            raise ConfigError([f"{path}: y has {'; '.join(problems)}; labels must be integers "
-                               "0..K-1"])
-    y = y.astype(np.int64)
-    if (y < 0).any():
-        raise ConfigError([f"{path}: y has {int((y < 0).sum())} negative label(s), e.g. "
-                           f"{int(y[y < 0][0])}; labels must be integers 0..K-1"])
-    if classes is not None and y.max() >= len(classes):
-        raise ConfigError([f"{path}: y has labels up to {int(y.max())} but `classes` names "
-                           f"{len(classes)}"])
-    return y
-
-
-def _check_pixels(path: Path, x: np.ndarray, chunk: int = 4096) -> None:
-    """ConfigError naming the file when `x` is not numeric, or a float array holds non-finite
-    values or values outside [0, 1] (counted chunk by chunk: a memory-mapped array is never
-    read whole)."""
-    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer)
-                                   or np.issubdtype(x.dtype, np.floating)):
-        raise ConfigError([f"{path}: x has dtype {x.dtype}; images must be uint8 (0-255) or "
-                           "float in [0, 1]"])
-    if not np.issubdtype(x.dtype, np.floating):
-        return
-    bad = samples = 0
-    low, high = np.inf, -np.inf
-    for i in range(0, len(x), chunk):
-        block = np.asarray(x[i:i + chunk])
-        finite = np.isfinite(block)
-        bad += int((~finite).sum())
-        samples += int((~finite).reshape(len(block), -1).any(1).sum())
-        if finite.any():
-            low, high = min(low, float(block[finite].min())), max(high, float(block[finite].max()))
-    if bad:
-        raise ConfigError([f"{path}: x has {bad} non-finite value(s) (NaN or inf) in {samples} "
-                           f"of {len(x)} samples"])
-    if low < -1e-3 or high > 1 + 1e-3:
-        raise ConfigError([f"{path}: x is float with values in [{low:g}, {high:g}]; float "
-                           "images must be in [0, 1] (or store uint8 0-255)"])
+    return Samples(ArrayStore(x, nhwc, size, scale), y, classes, named)
 
 
 def _mapped(path: Path, member: str) -> np.ndarray | None:
@@ -242,26 +207,49 @@ def _mapped(path: Path, member: str) -> np.ndarray | None:
 def folder(path: Path, size: tuple[int, int], channels: int,
            allow_empty: bool = False) -> Samples:
     """An image folder: one subfolder per class (its name), images inside. A class folder
-    without images is an error unless `allow_empty` (a val / test split may lack a class)."""
+    without images is an error unless `allow_empty` (a val / test split may lack a class).
+    Every image is checked now (edgekd.data.checks.check_images), not when a stage reads it."""
     if not path.is_dir():
         raise ConfigError([f"{path}: image folder not found"])
-    # Hidden folders (.ipynb_checkpoints, .git) are not classes.
-    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = listing(path)
+    classes = [name for name, _files in found]
     if len(classes) < 2:
         raise ConfigError([f"{path}: needs one subfolder per class (found {len(classes)})"])
+    for name in classes:  # class names go into the model, its reports and JSON
+        if checks.shown(name) != name:  # not UTF-8, or control characters
+            raise ConfigError([f"{checks.shown(path / name)}: a class folder whose name is "
+                               "not printable UTF-8 text; rename it"])
     _check_class_links(path, classes)
     files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(f for f in (path / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        files += found
-        labels += [label] * len(found)
+    for label, (_name, images) in enumerate(found):
+        files += images
+        labels += [label] * len(images)
     if not files:
         raise ConfigError([f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found"])
     empty = [name for label, name in enumerate(classes) if label not in set(labels)]
     if empty and not allow_empty:
         raise ConfigError([f"{path}: class folder(s) {', '.join(empty)} hold no images "
                            f"({', '.join(sorted(IMAGE_SUFFIXES))})"])
+    checks.check_images(files, path)
     return Samples(FileStore(files, size, channels), np.array(labels, dtype=np.int64), classes)
+
+
+def listing(path: Path) -> list[tuple[str, list[Path]]]:
+    """The class folders of the image folder `path` (sorted; symlinked ones followed, hidden
+    ones such as .git are not classes) and each one's files with an image suffix, whatever
+    they are (a dangling link or a FIFO too: the loader refuses them by name, the data key
+    hashes them)."""
+    try:
+        entries = [d for d in path.iterdir() if not d.name.startswith(".")]
+        for d in entries:  # a class folder on a disk not mounted would vanish silently
+            if d.is_symlink() and not d.exists():
+                checks.regular_file(d)
+        classes = sorted(d.name for d in entries if d.is_dir())
+        return [(name, sorted(f for f in (path / name).iterdir()
+                              if f.suffix.lower() in IMAGE_SUFFIXES)) for name in classes]
+    except OSError as exc:
+        raise ConfigError([f"{checks.shown(exc.filename or path)}: cannot list the folder "
+                           f"({exc.strerror or exc})"]) from None
 
 
 def _check_class_links(path: Path, classes: list[str]) -> None:
@@ -292,48 +280,76 @@ def _check_class_links(path: Path, classes: list[str]) -> None:
 def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:
     """A manifest: .csv with a header naming columns `path` and `label`, or .jsonl with one
     {"path": ..., "label": ...} object per line. Image paths are relative to the manifest's
-    folder; labels are class names (sorted numerically when all are integers)."""
+    folder and inside it; labels are class names (sorted numerically when all are integers).
+    Every listed image is checked now (edgekd.data.checks.check_images)."""
     if path.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ConfigError([f"{path}: a manifest must be .csv or .jsonl"])
     rows = manifest_rows(path)
     if not rows:
         raise ConfigError([f"{path}: the manifest lists no images"])
     names = sorted({label for _file, label in rows},
-                   key=lambda c: (0, int(c), "") if c.lstrip("-").isdigit() else (1, 0, c))
+                   key=lambda c: (0, int(c), "") if re.fullmatch(r"-?[0-9]+", c) else (1, 0, c))
     index = {name: i for i, name in enumerate(names)}
     files = [(path.parent / file) for file, _label in rows]
-    absent = [f for f in files if not f.is_file()]
+    absent = [f for f in files if not os.path.lexists(f)]
     if absent:
         raise ConfigError([f"{path}: {len(absent)} listed image(s) not found, e.g. {absent[0]}"])
+    checks.check_images(files, path)
     y = np.array([index[label] for _file, label in rows], dtype=np.int64)
     return Samples(FileStore(files, size, channels), y, names)
 
 
 def manifest_rows(path: Path) -> list[tuple[str, str]]:
-    """(image path as written, label) for every row of a .csv or .jsonl manifest."""
+    """(image path as written, label) for every row of a .csv or .jsonl manifest; ConfigError
+    naming the file (and line) for text that is not UTF-8, a malformed row or a cell holding
+    unprintable characters."""
+    checks.regular_file(path)
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")  # -sig: Excel's "CSV UTF-8"
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                           "save the manifest as UTF-8"]) from None
+    rows = _csv_rows(path, text) if path.suffix.lower() == ".csv" else _jsonl_rows(path, text)
+    for line, file, label in rows:
+        checks.printable(path, line, "path", file)
+        checks.printable(path, line, "label", label)
+    return [(file, label) for _line, file, label in rows]
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
+    """(line, path, label) for each row of a CSV manifest's `text`."""
+    reader, rows = csv.DictReader(io.StringIO(text, newline="")), []
+    try:
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ConfigError([f"{path}: the CSV header lacks column(s) "
+                               f"{', '.join(sorted(missing))} (has "
+                               f"{', '.join(reader.fieldnames or []) or 'none'})"])
+        for row in reader:
+            if not row["path"] or row["label"] in (None, ""):
+                raise ConfigError([f"{path}:{reader.line_num}: empty path or label"])
+            rows.append((reader.line_num, row["path"], str(row["label"]).strip()))
+    except csv.Error as exc:
+        raise ConfigError([f"{path}:{reader.line_num}: not valid CSV ({exc})"]) from None
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
+    """(line, path, label) for each line of a JSON-lines manifest's `text`."""
     rows = []
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8"
-        if path.suffix.lower() == ".csv":
-            reader = csv.DictReader(f)
-            missing = {"path", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise ConfigError([f"{path}: the CSV header lacks column(s) "
-                                   f"{', '.join(sorted(missing))} (has "
-                                   f"{', '.join(reader.fieldnames or []) or 'none'})"])
-            for line, row in enumerate(reader, 2):
-                if not row["path"] or row["label"] in (None, ""):
-                    raise ConfigError([f"{path}:{line}: empty path or label"])
-                rows.append((row["path"], str(row["label"]).strip()))
-        else:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                    rows.append((str(row["path"]), str(row["label"]).strip()))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ConfigError([f"{path}:{line}: expected an object with path and "
-                                       f"label ({type(exc).__name__}: {exc})"]) from None
+    for line, row_text in enumerate(text.split("\n"), 1):
+        if not row_text.strip():
+            continue
+        try:
+            row = json.loads(row_text)
+            rows.append((line, str(row["path"]), str(row["label"]).strip()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError([f"{path}:{line}: expected an object with path and label "
+                               f"({type(exc).__name__}: {exc})"]) from None
     return rows
 
 

@@ -14,14 +14,17 @@ from pathlib import Path
 import click
 
 from edgekd import exits
+from edgekd.files import kind_problem
 
 
-def _load(device: str, overrides: tuple[str, ...]):
+def _load(device: str, overrides: tuple[str, ...], runs: tuple[str, ...] = ()):
+    """The device profile with its --set overrides, able to run files of the suffixes in
+    `runs`; exit 2 with one line per problem otherwise."""
     from edgekd.devices.profiles import load_profile, parse_overrides
     from edgekd.schema import ConfigError
 
     try:
-        return load_profile(device, parse_overrides(overrides))
+        return load_profile(device, parse_overrides(overrides), runs=runs)
     except ConfigError as exc:
         for line in exc.lines:
             click.echo(line, err=True)
@@ -38,8 +41,8 @@ def _check_inputs(model: Path, data: Path | None) -> None:
 
     if model.suffix not in SUFFIXES:
         _usage(f"{model}: expected a {suffix_list()} file")
-    if not model.is_file():
-        _usage(f"{model}: no such file")
+    if kind_problem(model, "file"):
+        _usage(f"{model}: {kind_problem(model, 'file')}")
     problem = not_a_model(model)
     if problem:
         _usage(f"{model}: {problem}")
@@ -49,10 +52,15 @@ def _check_inputs(model: Path, data: Path | None) -> None:
         _usage(f"--data {data}: a folder; profile takes an .npz with x (N x C x H x W float32 "
                "pixels in [0, 1], as the model's input) and y (integer labels), such as the "
                "data/test-*.npz an edgekd run with a profile stage writes")
-    if not data.is_file():
-        _usage(f"--data {data}: no such file")
+    if kind_problem(data, "file"):
+        _usage(f"--data {data}: {kind_problem(data, 'file')}")
     import numpy as np
 
+    from edgekd.data.checks import model_input_problem
+
+    problem = model_input_problem(data)  # .npy, not .npz; x not float in [0, 1]
+    if problem:
+        _usage(f"--data {data}: {problem}")
     try:
         with np.load(data) as arrays:
             missing = [k for k in ("x", "y") if k not in arrays.files]
@@ -106,7 +114,7 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
                     json_path: Path | None, benchmark_binary: Path | None,
                     op_profile: Path | None, on_unreachable: str) -> None:
     """Profile a .tflite, .onnx or .pte MODEL on a device and print its metrics."""
-    device = _load(device_name, overrides)
+    device = _load(device_name, overrides, (model.suffix,))
     _check_inputs(model, data)
     if json_path is not None:  # said now, not after the measurement
         if json_path.is_dir():
@@ -116,8 +124,8 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
         if json_path.is_symlink() or (json_path.exists() and not json_path.is_file()):
             _usage(f"--json {json_path}: not a plain file (a link or a device); give a file "
                    f"name")
-    if benchmark_binary is not None and not benchmark_binary.is_file():
-        _usage(f"--benchmark-binary {benchmark_binary}: no such file")
+    if benchmark_binary is not None and kind_problem(benchmark_binary, "file"):
+        _usage(f"--benchmark-binary {benchmark_binary}: {kind_problem(benchmark_binary, 'file')}")
     from edgekd.devices.measure import DeviceError, profile
 
     try:

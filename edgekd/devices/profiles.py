@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edgekd.files import kind_problem
 from edgekd.schema import ConfigError, Strict, did_you_mean, parse, read_yaml
 
 
@@ -63,8 +64,9 @@ class DeviceProfile(Strict):
     trtexec: str = "trtexec"
     """trtexec on the device (JetPack puts it in /usr/src/tensorrt/bin)."""
     threads: int = Field(1, ge=1)
-    cpu_mask: str | None = Field(None, pattern=r"^(0x)?[0-9a-fA-F]+$")
-    """taskset mask (hex) to pin the run to cores, e.g. "f0" for big cores."""
+    cpu_mask: str | None = None
+    """taskset mask (hex, one bit per core) to pin the run to cores, e.g. "f0" for cores
+    4-7, the big cores of many phones."""
     arch: Literal["x86_64", "aarch64", "armv7l"] = "x86_64"
     ram_mb: int | None = Field(None, ge=1)
     peak_int8_gops: float | None = Field(None, gt=0)
@@ -105,6 +107,19 @@ class DeviceProfile(Strict):
                 raise ValueError(f"must not contain spaces or control characters: {value!r}")
         return value
 
+    @field_validator("cpu_mask")
+    @classmethod
+    def _mask(cls, value: str | None) -> str | None:
+        """A taskset mask that selects at least one core (taskset refuses 0 at run time)."""
+        if value is not None:
+            if not re.fullmatch(r"(0x)?[0-9a-fA-F]+", value):
+                raise ValueError(f"{value!r} is not a hex CPU mask (one bit per core, e.g. f0 "
+                                 "for cores 4-7 or 0x3 for cores 0-1)")
+            if int(value, 16) == 0:
+                raise ValueError(f"{value!r} selects no core; give a hex mask with a bit per "
+                                 "core, e.g. f0 for cores 4-7")
+        return value
+
     @field_validator("calibration_board")
     @classmethod
     def _published_board(cls, value: str | None) -> str | None:
@@ -126,6 +141,49 @@ class DeviceProfile(Strict):
             raise ValueError(f"must not contain control characters: {value!r}")
         return value
 
+    @field_validator("python")
+    @classmethod
+    def _interpreter(cls, value: str) -> str:
+        """`none`, or a name or path whose file name says Python (python3, /usr/bin/python3.11,
+        .../venv/bin/python, pypy3): anything else would be run as the device's Python.
+        (After _device_path, so an option-like value is refused as such.)"""
+        if value != "none" and not re.search(r"python|pypy", value.rsplit("/", 1)[-1], re.I):
+            raise ValueError(f"{value!r} does not look like a Python interpreter; give a name "
+                             "such as python3, a path such as /home/pi/venv/bin/python, or none "
+                             "for a device without Python (benchmark_model, trtexec, "
+                             "executor_runner)")
+        return value
+
+    @model_validator(mode="after")
+    def _mask_on_this_machine(self) -> DeviceProfile:
+        """The local transport is this machine: its mask must name a core edgekd may use."""
+        if self.transport == "local" and self.cpu_mask and hasattr(os, "sched_getaffinity"):
+            usable = sorted(os.sched_getaffinity(0))
+            if not int(self.cpu_mask, 16) & sum(1 << cpu for cpu in usable):
+                raise ValueError(f"cpu_mask: {self.cpu_mask!r} selects none of the cores this "
+                                 f"machine lets edgekd use ({', '.join(map(str, usable))})")
+        return self
+
+    def method_problem(self, suffix: str) -> tuple[str, str] | None:
+        """(field, what is wrong) when this device has no way to run `suffix` files (the
+        choice edgekd.devices.measure makes: a vendor tool for its own suffix, executor_runner
+        for .pte files without Python, else the Python runner), or None when it has one."""
+        from edgekd.export.formats import RUNTIMES
+
+        tool = TOOLS.get(self.runtime)
+        if suffix not in TOOLS.values() or tool == suffix or \
+                (suffix == ".pte" and self.python == "none"):
+            return None
+        if self.python == "none":
+            needed = next((name for name, s in TOOLS.items() if s == suffix), None)
+            return "python", (f"none (no Python on the device), so {suffix} files need "
+                              f"runtime: {needed} (the runtime is {self.runtime})")
+        runners = [n for r in RUNTIMES.values() if r.suffix == suffix for n in r.device_runtimes]
+        if tool is None and self.runtime != "auto" and self.runtime not in runners:
+            return "runtime", (f"{self.runtime} cannot run {suffix} files; give auto or one "
+                               f"of {', '.join(runners)}")
+        return None
+
     @model_validator(mode="after")
     def _address_for_transport(self) -> DeviceProfile:
         if self.transport == "ssh" and not self.host:
@@ -146,6 +204,11 @@ class DeviceProfile(Strict):
         return "local"
 
 
+TOOLS = {"benchmark_model": ".tflite", "trtexec": ".onnx", "executor_runner": ".pte"}
+"""The vendor tools `runtime:` may name, and the files each runs; other files go to the
+Python runner (runtime auto)."""
+
+
 def _not_an_option(value: str) -> None:
     if value.startswith("-"):
         raise ValueError(f"must not start with '-' (ssh, scp and adb would read it as an "
@@ -164,13 +227,17 @@ def profile_names() -> list[str]:
 
 
 def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
-    """The YAML file for a profile name or path; ConfigError with a suggestion if none."""
-    candidate = Path(name_or_path)
+    """The YAML file for a profile name or path; ConfigError with a suggestion if none. A
+    relative path is taken from `relative_to` (a pipeline's folder) when given, else from the
+    current directory; a name (no .yaml suffix) is a profile shipped with edgekd."""
+    candidate = Path(name_or_path).expanduser()
     if candidate.suffix in (".yaml", ".yml"):
-        for path in (candidate, (relative_to or Path.cwd()) / candidate):
-            if path.is_file():
-                return path
-        raise ConfigError([f"device profile file {name_or_path} not found"])
+        path = candidate if relative_to is None else relative_to / candidate
+        problem = kind_problem(path, "file")
+        if problem:
+            raise ConfigError([f"device profile file {name_or_path}: {problem}"
+                               + (f" ({path})" if path != candidate else "")])
+        return path
     path = devices_dir() / f"{name_or_path}.yaml"
     if path.is_file():
         return path
@@ -180,8 +247,9 @@ def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
 
 
 def load_profile(name_or_path: str, overrides: dict[str, str] | None = None,
-                 relative_to: Path | None = None) -> DeviceProfile:
-    """Load a device profile and apply `--set key=value` overrides (validated like the file)."""
+                 relative_to: Path | None = None, runs: tuple[str, ...] = ()) -> DeviceProfile:
+    """Load a device profile and apply `--set key=value` overrides (validated like the file);
+    with `runs` (suffixes), also check that the device has a way to run such files."""
     path = find_profile(name_or_path, relative_to)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
@@ -193,7 +261,11 @@ def load_profile(name_or_path: str, overrides: dict[str, str] | None = None,
             raise ConfigError([f"--set {key}: unknown device field{hint}"])
         raw[key] = None if value in ("", "null", "none") and key != "python" else value
     try:
-        return parse(DeviceProfile, raw, str(path))
+        device = parse(DeviceProfile, raw, str(path))
+        problems = [p for p in map(device.method_problem, dict.fromkeys(runs)) if p]
+        if problems:
+            raise ConfigError([f"{path}: {field}: {why}" for field, why in problems])
+        return device
     except ConfigError as exc:
         raise ConfigError([_blame_flag(line, path, overrides or {}) for line in exc.lines]
                           ) from None
@@ -217,13 +289,14 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def check_target(target: str, source: Path) -> Path:
+def check_target(target: str, source: Path, runs: tuple[str, ...] = ()) -> Path:
     """The profile file of a pipeline's `target:`, read and validated now (before any stage
-    trains); ConfigError naming the pipeline file and the field (`FILE: target: unknown device
-    ...`, `FILE: target: dev.yaml: host: ...`) when there is none or it is invalid."""
+    trains), able to run files of the suffixes in `runs`; ConfigError naming the pipeline file
+    and the field (`FILE: target: unknown device ...`, `FILE: target: dev.yaml: host: ...`)
+    when there is none or it is invalid."""
     try:
         path = find_profile(target, relative_to=source.parent)
-        load_profile(str(path))
+        load_profile(str(path), runs=runs)
         return path
     except ConfigError as exc:
         raise ConfigError([f"{source}: target: {line}" for line in exc.lines]) from None

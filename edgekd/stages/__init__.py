@@ -29,12 +29,23 @@ class StageSpec:
     key): e.g. the student spec, the target device."""
     parallel: bool = False
     """Trains data-parallel under `--nproc` (edgekd.parallel): the loop hands it to every rank."""
+    settles: tuple[str, ...] = ()
+    """Fields of its own block that only choose among what the stage made (distill's `ship`):
+    left out of its cache key and applied by its module's `settle(cfg, result, ctx)` to the
+    fresh or cached result, so that changing them retrains nothing."""
 
     def sizes(self, cfg, inputs: dict[str, StageResult], ctx) -> dict[str, float]:
         """What the stage knows before it trains (its module's `sizes`, if any): metrics the
         loop gates on before running it (edgekd.budgets.check_sizes)."""
         module = importlib.import_module(f"edgekd.stages.{self.kind}")
         return module.sizes(cfg, inputs, ctx) if hasattr(module, "sizes") else {}
+
+    def settle(self, cfg, result: StageResult, ctx) -> StageResult:
+        """The result later stages, the gate and the report see: its module's
+        `settle(cfg, result, ctx)`, or `result` itself when the stage settles nothing."""
+        if not self.settles:
+            return result
+        return importlib.import_module(f"edgekd.stages.{self.kind}").settle(cfg, result, ctx)
 
     def run(self, cfg, inputs: dict[str, StageResult], ctx) -> StageResult:
         """Import the stage's module and call its `run(cfg, inputs, ctx)`."""
@@ -45,7 +56,7 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     "teacher": StageSpec("teacher", reads=("precision", "compile"), parallel=True),
     "distill": StageSpec("distill", needs=("teacher",), reads=("student", "precision", "compile"),
-                         parallel=True),
+                         parallel=True, settles=("ship",)),
     "quantize": StageSpec("quantize", needs=("teacher", "distill"),
                           reads=("precision", "compile"), parallel=True),
     "export": StageSpec("export", needs=("distill", "quantize")),

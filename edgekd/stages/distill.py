@@ -9,12 +9,15 @@ this function; rank 0 alone writes (edgekd.parallel.on_leader).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from edgekd import parallel
 from edgekd.artifacts import Artifact, StageResult
 from edgekd.config import DistillStage, EnsembleTeacher, ModelConfig
 from edgekd.context import Context
+from edgekd.files import sha256_file, write_bytes
 from edgekd.kd.methods import (
     Teacher,
     Trained,
@@ -57,17 +60,78 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
     for name, item in trained.items():
         _record(name, item, ctx, teacher_test, result)
     result.metrics.update(_teacher_comparison(result.metrics, teacher, teacher_test, ctx))
-    if "baseline" in trained:
-        _ship(cfg, trained, ctx, result)
+    for name in [n for n in ("student", "baseline") if n in trained]:
+        result.metrics[f"{'kd' if name == 'student' else name}_val_accuracy"] = next(
+            h["val_accuracy"] for h in trained[name].history if h.get("kept"))
+    result.info["val_samples"] = len(splits.val.y)
     if len(teachers) > 1:
         ensemble = sum(t.weight * _probs(predict(t.model, splits.test,
                                                  device=ctx.compute().device))
                        for t in teachers)
         result.metrics["ensemble_accuracy"] = accuracy(ensemble, splits.y_test)
-    result.summary = {"student fp32 accuracy": result.metrics["accuracy"]}
-    if "baseline_accuracy" in result.metrics:
-        result.summary["hard-label baseline accuracy"] = result.metrics["baseline_accuracy"]
     return result
+
+
+def settle(cfg: DistillStage, result: StageResult, ctx: Context) -> StageResult:
+    """The distill result later stages, the gate and the report see: `result` (as `run` made
+    it, fresh or cached) with the student `cfg.ship` names as `student_fp32`.
+
+    `distill/student.pt` becomes a copy of the shipped student's file (`kd_student.pt` or
+    `baseline.pt`, both kept), and `accuracy`, `ece`, `teacher_agreement` and
+    `teacher_retention` become its figures. `best` ships the hard-label baseline only when it
+    beats the KD student on the validation split beyond noise (two standard errors of the
+    difference of two accuracies); within noise the KD student ships and the report says
+    so. A KD student worse than the baseline beyond noise is a warning, whatever `ship` says.
+    Not part of the stage's cache key: changing `ship` retrains nothing."""
+    m, shipped = dict(result.metrics), "kd"
+    warnings, info = list(result.warnings), dict(result.info)
+    info["shipped"] = "KD student (no hard-label baseline was trained)"
+    if "baseline_fp32" in result.artifacts:
+        kd, base = m["kd_val_accuracy"], m["baseline_val_accuracy"]
+        n = info["val_samples"]
+        noise = max(2 * np.sqrt((kd * (1 - kd) + base * (1 - base)) / n), 1 / n)
+        worse = base - kd > noise
+        shipped = cfg.ship if cfg.ship != "best" else ("baseline" if worse else "kd")
+        why = f"validation accuracy KD {kd:.4f}, baseline {base:.4f}, noise {noise:.4f}"
+        if worse:
+            warnings.append(
+                f"distill: the KD student is worse than the same student trained on hard "
+                f"labels ({kd:.3f} vs {base:.3f} on the validation split of {n}, beyond the "
+                f"noise of {noise:.3f}). Likely causes: a capacity gap too wide for the "
+                f"student, a temperature ({cfg.temperature:g}) or alpha ({cfg.alpha:g}) too "
+                f"high for it, or too few epochs ({cfg.epochs}). Try a larger student, a "
+                "teacher assistant (assistants:), a lower temperature or alpha, or more epochs"
+                + ("; shipping the hard-label student" if shipped == "baseline"
+                   else "; shipping the KD student anyway") + f" (ship: {cfg.ship})")
+        elif cfg.ship == "best" and base > kd:
+            why += "; the baseline's lead is within noise, so the KD student ships"
+        info["shipped"] = f"{_SHIPPED[shipped]} (ship: {cfg.ship}; {why})"
+    source = result.artifacts["kd_student_fp32" if shipped == "kd" else "baseline_fp32"]
+    path = ctx.stage_dir("distill") / "student.pt"
+    if not (path.is_file() and sha256_file(path) == source.sha256):
+        write_bytes(path, source.path.read_bytes())
+    prefix = "" if shipped == "kd" else "baseline_"
+    for key in ("accuracy", "ece", "teacher_agreement"):
+        m[key] = m[f"{'kd_' if shipped == 'kd' else prefix}{key}"]
+    m["teacher_retention"] = m["accuracy"] / m["teacher_accuracy"] if m["teacher_accuracy"] \
+        else 0.0
+    summary = {f"KD student fp32 accuracy{' (shipped)' * (shipped == 'kd')}": m["kd_accuracy"]}
+    if "baseline_accuracy" in m:
+        summary[f"hard-label baseline accuracy{' (shipped)' * (shipped == 'baseline')}"] = \
+            m["baseline_accuracy"]
+    info["shipped_student"] = shipped
+    artifacts = {**result.artifacts, "student_fp32": dataclasses.replace(
+        source, name="student_fp32", path=path)}
+    return dataclasses.replace(result, artifacts=artifacts, metrics=m, warnings=warnings,
+                               info=info, summary=summary)
+
+
+_SHIPPED = {"kd": "KD student", "baseline": "hard-label baseline"}
+
+
+def _file(name: str) -> str:
+    """The file (and artifact) name of a trained model: the KD student is `kd_student`."""
+    return "kd_student" if name == "student" else name
 
 
 def sizes(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> dict[str, float]:
@@ -154,56 +218,20 @@ def _save(model, ctx: Context, name: str, result: StageResult) -> None:
 
 def _record(name: str, item: Trained, ctx: Context, teacher_test, result: StageResult) -> None:
     splits = ctx.splits()
-    _save(item.model, ctx, name, result)
+    _save(item.model, ctx, _file(name), result)
     if item.history:
         result.history[name] = item.history
     logits = predict(item.model, splits.test, device=ctx.compute().device)
-    prefix = "" if name == "student" else f"{name}_"
+    prefix = "kd_" if name == "student" else f"{name}_"
     result.metrics[f"{prefix}accuracy"] = accuracy(logits, splits.y_test)
     result.metrics[f"{prefix}ece"] = expected_calibration_error(logits, splits.y_test)
     result.metrics[f"{prefix}teacher_agreement"] = top1_agreement(logits, teacher_test)
-    if name != "baseline":
-        result.metrics[f"{prefix}params"] = count_params(item.model)
     if name == "student":
         result.info["student"] = describe(item.model)
-        result.metrics["student_params"] = result.metrics.pop("params")
+        result.metrics["student_params"] = count_params(item.model)
         result.metrics["student_macs"] = count_macs(item.model, splits.input_shape)
-
-
-def _kept_val_accuracy(history: list[dict]) -> float:
-    return next(h["val_accuracy"] for h in history if h.get("kept"))
-
-
-def _ship(cfg: DistillStage, trained: dict, ctx: Context, result: StageResult) -> None:
-    """Hand later stages the student `cfg.ship` names (best: the better on the validation
-    split), and warn when KD made the student worse than hard labels beyond noise (two
-    standard errors of the difference of two accuracies on the validation split)."""
-    kd = _kept_val_accuracy(trained["student"].history)
-    base = _kept_val_accuracy(trained["baseline"].history)
-    n = len(ctx.splits().val.y)
-    noise = max(2 * np.sqrt((kd * (1 - kd) + base * (1 - base)) / n), 1 / n)
-    result.metrics.update(kd_val_accuracy=kd, baseline_val_accuracy=base)
-    choice = cfg.ship if cfg.ship != "best" else ("baseline" if base > kd else "kd")
-    if base - kd > noise:
-        result.warnings.append(
-            f"distill: the KD student is worse than the same student trained on hard labels "
-            f"({kd:.3f} vs {base:.3f} on the validation split of {n}, beyond the noise of "
-            f"{noise:.3f}). Likely causes: a capacity gap too wide for the student, a "
-            f"temperature ({cfg.temperature:g}) or alpha ({cfg.alpha:g}) too high for it, or "
-            f"too few epochs ({cfg.epochs}). Try a larger student, a teacher assistant "
-            "(assistants:), a lower temperature or alpha, or more epochs"
-            + (f"; shipping the hard-label student (ship: {cfg.ship})" if choice == "baseline"
-               else f"; shipping the KD student anyway (ship: {cfg.ship})"))
-    result.info["shipped"] = {"kd": "KD student", "baseline": "hard-label baseline"}[choice] \
-        + f" (ship: {cfg.ship}; validation accuracy KD {kd:.4f}, baseline {base:.4f})"
-    if choice == "baseline":
-        m = result.metrics
-        result.artifacts["kd_student_fp32"] = result.artifacts["student_fp32"]
-        result.artifacts["student_fp32"] = result.artifacts["baseline_fp32"]
-        for key in ("accuracy", "ece", "teacher_agreement"):
-            m[f"kd_{key}"], m[key] = m[key], m[f"baseline_{key}"]
-        m["teacher_retention"] = m["accuracy"] / m["teacher_accuracy"] \
-            if m["teacher_accuracy"] else 0.0
+    elif name != "baseline":
+        result.metrics[f"{prefix}params"] = count_params(item.model)
 
 
 def _probs(logits: np.ndarray) -> np.ndarray:
@@ -219,14 +247,13 @@ def _teacher_comparison(metrics: dict, teacher, teacher_test, ctx: Context) -> d
         "teacher_ece": expected_calibration_error(teacher_test, labels),
         "teacher_params": count_params(teacher),
         "teacher_macs": count_macs(teacher, ctx.splits().input_shape),
-        "teacher_retention": metrics["accuracy"] / teacher_acc if teacher_acc else 0.0,
     }
     out["param_ratio"] = out["teacher_params"] / metrics["student_params"]
     if "baseline_accuracy" in metrics:
         # Every model the method trained, against the same hard-label baseline.
         base = metrics["baseline_accuracy"]
-        out["kd_gain"] = metrics["accuracy"] - base
-        for key in [k for k in metrics if k.endswith("_accuracy") and k != "baseline_accuracy"
-                    and not k.startswith("teacher")]:
+        out["kd_gain"] = metrics["kd_accuracy"] - base
+        for key in [k for k in metrics if k.endswith("_accuracy") and not k.startswith(
+                ("teacher", "baseline", "kd_"))]:
             out[key.removesuffix("_accuracy") + "_kd_gain"] = metrics[key] - base
     return out

@@ -38,7 +38,7 @@ def run(module, dirs, *extra: str) -> dict:
     module.main(["--tiny", "--datasets", "digits", "--work", str(work), "--results",
                  str(results), *extra])
     doc = json.loads((results / f"{module.__name__.split('.')[-1]}.json").read_text())
-    assert doc["setting"] == "tiny"
+    assert doc["setting"] == "quick"
     assert doc["environment"]["cpu"] and doc["environment"]["packages"]["torch"]
     assert doc["tables"] and all(t["markdown"].startswith("| ") for t in doc["tables"])
     return doc
@@ -156,3 +156,11 @@ def test_mnist_skipped_with_a_message_when_absent(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(common, "MNIST_DIR", tmp_path / "absent")
     assert common.available(["digits", "mnist"], tmp_path, tiny=True).keys() == {"digits"}
     assert "skipping MNIST" in capsys.readouterr().out
+
+
+def test_the_full_setting_stops_at_once_without_mnist(tmp_path, monkeypatch, capsys):
+    """A fresh clone away from shared/ ran the hour of benchmarks without the KD task and
+    exited 0; the full setting now stops before anything runs, naming EDGEKD_MNIST."""
+    monkeypatch.setattr(run_all, "MNIST_DIR", tmp_path / "absent")
+    assert run_all.main(["--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")]) == 2
+    assert "EDGEKD_MNIST" in capsys.readouterr().err and not (tmp_path / "r").exists()

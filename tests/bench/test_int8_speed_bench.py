@@ -38,7 +38,7 @@ def positive(value) -> bool:
 
 def test_every_figure_present(quick):
     doc, _ = quick
-    assert doc["setting"] == "tiny"
+    assert doc["setting"] == "quick"
     res = doc["results"]
     assert set(res["models"]) == set(int8_speed.QUICK)
     for key in ("fp32_threads_1", "int8_threads_1", "fp32_threads_2", "int8_threads_2"):
@@ -73,7 +73,7 @@ def test_rerun_reuses_converted_files(quick):
     first, second = quick
     assert not any(r["reused_files"] for r in first["results"]["models"].values())
     assert all(r["reused_files"] for r in second["results"]["models"].values())
-    assert second["setting"] == "tiny"
+    assert second["setting"] == "quick"
 
 
 def test_section_goals_why_render(quick):

@@ -29,7 +29,7 @@ def fraction(stat: dict) -> bool:
 
 
 def test_setting_and_environment(doc):
-    assert doc["benchmark"] == "kd_methods" and doc["setting"] == "tiny"
+    assert doc["benchmark"] == "kd_methods" and doc["setting"] == "quick"
     assert doc["datasets"] == ["digits"]  # --tiny leaves MNIST out even when it is present
     assert doc["environment"]["cpu"] and doc["environment"]["packages"]["torch"]
     assert doc["environment"]["torch_threads"] == 1

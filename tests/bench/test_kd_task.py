@@ -58,7 +58,7 @@ def test_composites_are_balanced_rgb_two_digit_numbers():
 
 
 def test_setting_and_environment(doc):
-    assert doc["benchmark"] == "kd_task" and doc["setting"] == "tiny"
+    assert doc["benchmark"] == "kd_task" and doc["setting"] == "quick"
     assert doc["environment"]["cpu"] and doc["environment"]["torch_threads"] == 1
     assert len(doc["tables"]) == 1 and doc["tables"][0]["markdown"].startswith("| method |")
     res = doc["results"]

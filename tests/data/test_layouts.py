@@ -337,12 +337,19 @@ def opened(monkeypatch):
     return seen
 
 
-def test_file_store_decodes_only_the_rows_asked_for(tmp_path, opened):
+def test_file_store_decodes_only_the_rows_asked_for(tmp_path, opened, monkeypatch):
+    from PIL import ImageFile
+
+    decoded, real_load = [], ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load",
+                        lambda img: decoded.append(img) or real_load(img))
     write_images(tmp_path / "all", {"dark": 10, "bright": 10})
     cfg = DataConfig(source="folder", path=tmp_path / "all", image_size=(8, 8), channels=1,
                      stats_samples=5)
     splits = load(cfg, seed=0)
-    assert opened == []  # loading lists files, it decodes none
+    # loading checks every file's header and structure once, and decodes none
+    assert sorted(opened) == sorted(splits.train.store.files) and decoded == []
+    opened.clear()
     part = splits.train
     part.read(np.array([3, 1]))
     assert opened == [part.store.files[part.rows[3]], part.store.files[part.rows[1]]]

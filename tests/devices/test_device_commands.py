@@ -38,7 +38,7 @@ def test_profile_prints_a_table_and_writes_json(models, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["missing.onnx", "--device", "local"], "missing.onnx: no such file"),
+    (["missing.onnx", "--device", "local"], "missing.onnx: not found"),
     (["{onnx}", "--device", "lcoal"], "did you mean local?"),
     (["{onnx}", "--device", "local", "--set", "threads"], "--set threads: expected key=value"),
     (["{onnx}", "--device", "local", "--set", "thread=2"], "did you mean threads?"),

@@ -120,3 +120,51 @@ def test_option_like_set_values_name_the_flag_exit_2(tmp_path, field, value):
 def test_spaces_in_device_paths_are_fine():
     device = load_profile("rpi4", {"work_dir": "/tmp/my runs", "python": "/opt/my env/python3"})
     assert (device.work_dir, device.python) == ("/tmp/my runs", "/opt/my env/python3")
+
+
+@pytest.mark.parametrize("fields, suffix, wrong", [
+    ({"python": "none", "runtime": "benchmark_model"}, ".tflite", None),
+    ({"python": "none", "runtime": "benchmark_model"}, ".pte", None),  # executor_runner
+    ({"python": "none", "runtime": "benchmark_model"}, ".onnx", "python"),
+    ({"python": "none"}, ".tflite", "python"),
+    ({"runtime": "trtexec"}, ".tflite", None),  # the Python runner, runtime auto
+    ({"runtime": "tensorflow"}, ".tflite", None),
+    ({"runtime": "tensorflow"}, ".onnx", "runtime"),
+    ({"runtime": "onnxruntime"}, ".pte", "runtime"),
+    ({}, ".onnx", None),
+])
+def test_a_device_that_cannot_run_a_file_says_which_field(fields, suffix, wrong):
+    """The same choice edgekd.devices.measure makes, made before anything is pushed."""
+    problem = DeviceProfile(name="d", **fields).method_problem(suffix)
+    assert (problem[0] if problem else None) == wrong
+
+
+@pytest.mark.parametrize("value, ok", [("python3", True), ("/usr/bin/python3.11", True),
+                                       ("/home/pi/venv/bin/python", True), ("pypy3", True),
+                                       ("none", True), ("bash", False), ("/bin/rm", False)])
+def test_python_is_an_interpreter_or_none(value, ok):
+    if ok:
+        assert DeviceProfile(name="d", python=value).python == value
+    else:
+        with pytest.raises(ValueError, match="does not look like a Python interpreter"):
+            DeviceProfile(name="d", python=value)
+
+
+@pytest.mark.parametrize("mask", ["0", "0x0", "00", "f0g", "-1"])
+def test_a_cpu_mask_selects_a_core(mask):
+    with pytest.raises(ValueError, match="cpu_mask"):
+        DeviceProfile(name="d", transport="ssh", host="pi", cpu_mask=mask)
+
+
+def test_a_target_file_is_taken_from_the_pipelines_folder(tmp_path, monkeypatch):
+    from edgekd.devices.profiles import find_profile
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "dev.yaml").write_text("transport: local\n")
+    monkeypatch.chdir(tmp_path)
+    assert find_profile("dev.yaml") == Path("dev.yaml")  # `--device dev.yaml`: here
+    with pytest.raises(ConfigError, match=r"dev.yaml: not found \(.*sub/dev.yaml\)"):
+        find_profile("dev.yaml", relative_to=tmp_path / "sub")
+    (tmp_path / "sub" / "dev.yaml").write_text("transport: local\n")
+    assert find_profile("dev.yaml", relative_to=tmp_path / "sub") == tmp_path / "sub" / "dev.yaml"
+    assert find_profile("local", relative_to=tmp_path / "sub") == devices_dir() / "local.yaml"

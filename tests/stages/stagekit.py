@@ -63,9 +63,11 @@ def make_context(folder: Path, text: str, splits) -> Context:
 
 
 def run_stage(kind: str, cfg, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
-    """One stage through the stage table, given only results of stages its entry needs."""
+    """One stage through the stage table, given only results of stages its entry needs, as
+    the loop hands it on (settled: edgekd.stages.StageSpec.settle)."""
     assert set(inputs) <= set(STAGES[kind].needs), (kind, sorted(inputs))
-    return STAGES[kind].run(cfg, inputs, ctx)
+    spec = STAGES[kind]
+    return spec.settle(cfg, spec.run(cfg, inputs, ctx), ctx)
 
 
 def json_round_trip(result: StageResult, path: Path) -> StageResult:

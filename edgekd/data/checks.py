@@ -1,0 +1,217 @@
+"""What a data location must hold, checked when it is loaded (before any stage runs), so that
+a bad dataset is one line naming the file and the field, row or sample, never a traceback, a
+hang or a silently wrong model.
+
+- files: each image a regular file (not a FIFO, a device or a dangling symlink) whose header
+  and structure read as an image (PIL `verify`: chunk checksums, no pixel decoding);
+- arrays: `x`'s layout (channels first or last, 1-4 channels), dtype and value range, which
+  fix how pixels become model inputs in [0, 1]; `y` as class indices;
+- manifests: printable cells, paths inside the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.schema import ConfigError
+
+CHANNELS = (1, 2, 3, 4)
+"""Channel counts an array's layout is told by: grey, grey + alpha, RGB, RGBA."""
+
+
+def shown(path: Path | str) -> str:
+    """`path` as printable text: bytes of a name that are not UTF-8, and control characters,
+    as \\xNN escapes."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def file_problem(file: Path) -> str | None:
+    """Why `file` cannot be read as a data file (following symlinks), in words; None if it is
+    a regular file. Never opens it: opening a FIFO waits for a writer, forever."""
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        if file.is_symlink():
+            return f"a symlink to {shown(os.readlink(file))}, which does not exist"
+        return "not found"
+    except OSError as exc:  # a symlink loop, a name too long, no permission on its folder
+        return f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, a device or a socket); give the file itself"
+    return None
+
+
+def regular_file(file: Path) -> None:
+    """ConfigError naming `file` unless it is a regular file (see `file_problem`)."""
+    problem = file_problem(file)
+    if problem:
+        raise ConfigError([f"{shown(file)}: {problem}"])
+
+
+def image_problem(file: Path) -> str | None:
+    """Why `file` is not a readable image, from its header and structure (PIL open + verify,
+    which checks PNG chunk checksums but decodes no pixels); None if it reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    problem = file_problem(file)
+    if problem:
+        return problem
+    try:
+        with Image.open(file) as img:
+            img.verify()
+    except Image.DecompressionBombError as exc:
+        return f"refused, too many pixels for an image ({exc}); resize it before training"
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
+        return f"cannot read as an image ({exc})"
+    return None
+
+
+def check_images(files: list[Path], where: Path) -> None:
+    """ConfigError naming the first of `files` (from the dataset at `where`) that is not a
+    readable image, and how many others are not. Reads headers only: about 0.1 ms a small
+    PNG."""
+    bad = [(file, problem) for file in files if (problem := image_problem(file))]
+    if bad:
+        (file, problem), more = bad[0], len(bad) - 1
+        others = f" ({more} other file(s) of {shown(where)} too)" if more else ""
+        raise ConfigError([f"{shown(file)}: {problem}{others}"])
+
+
+def printable(path: Path, line: int, field: str, value: str) -> None:
+    """ConfigError naming the manifest row when a cell holds a NUL byte, a control character
+    (an escape sequence would act on the terminal that prints the class name) or other
+    unprintable text."""
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ConfigError([f"{path}:{line}: the {field} {ascii(value)} holds the unprintable "
+                           f"character {ascii(bad)}; {field}s must be plain text"])
+
+
+def layout(path: Path, shape: tuple[int, ...]) -> bool:
+    """True when `x` of `shape` (4 dimensions) is N x H x W x C, False for N x C x H x W:
+    channels are the dimension of size 1-4 (channels first when both are). ConfigError with
+    the shape when neither is."""
+    if shape[1] in CHANNELS:
+        return False
+    if shape[3] in CHANNELS:
+        return True
+    raise ConfigError([f"{path}: x has shape {shape}: no dimension of 1-4 channels; x must be "
+                       "N x H x W, N x C x H x W or N x H x W x C with C = 1 (grey), 2 (grey + "
+                       "alpha), 3 (RGB) or 4 (RGBA)"])
+
+
+def pixel_scale(path: Path, x: np.ndarray) -> float:
+    """What `x`'s values are divided by to become inputs in [0, 1]: uint8 255, uint16 65535,
+    other integer types 255 (8-bit values in a wider type), float 1. ConfigError naming the
+    file when `x` is not numeric, holds NaN or inf, or lies outside its type's range: float
+    beyond [0, 1] (0-255 floats are refused, not guessed), integers beyond 0-255 in a type
+    other than uint8 / uint16, or uint16 that never exceeds 255 (8-bit values: 1/65535 would
+    make every image black)."""
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer)
+                                   or np.issubdtype(x.dtype, np.floating)):
+        raise ConfigError([f"{path}: x has dtype {x.dtype}; images must be uint8 (0-255), "
+                           "uint16 (0-65535) or float in [0, 1]"])
+    if x.dtype == np.uint8:
+        return 255.0
+    low, high = _value_range(path, x)
+    if np.issubdtype(x.dtype, np.floating):
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise ConfigError([f"{path}: x is float with values in [{low:g}, {high:g}]; float "
+                               "images must be in [0, 1] (or store uint8 0-255)"])
+        return 1.0
+    if x.dtype == np.uint16:
+        if high <= 255:
+            raise ConfigError([f"{path}: x is uint16 but no value exceeds 255: 8-bit pixels "
+                               "in a 16-bit type (uint16 is scaled by 1/65535, which would "
+                               "make them black); store them as uint8"])
+        return 65535.0
+    if low < 0 or high > 255:
+        raise ConfigError([f"{path}: x is {x.dtype} with values in [{low:g}, {high:g}]; "
+                           "integer images must be 0-255 (uint8, or any integer type), or "
+                           "uint16 over 0-65535; else store float in [0, 1]"])
+    return 255.0
+
+
+def _value_range(path: Path, x: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
+    """The least and greatest finite values of `x`, read chunk by chunk (a memory-mapped
+    array is never read whole); ConfigError counting NaN / inf values and samples."""
+    bad = samples = 0
+    low, high = np.inf, -np.inf
+    for i in range(0, len(x), chunk):
+        block = np.asarray(x[i:i + chunk])
+        finite = np.isfinite(block)
+        bad += int((~finite).sum())
+        samples += int((~finite).reshape(len(block), -1).any(1).sum())
+        if finite.any():
+            low, high = min(low, float(block[finite].min())), max(high, float(block[finite].max()))
+    if bad:
+        raise ConfigError([f"{path}: x has {bad} non-finite value(s) (NaN or inf) in {samples} "
+                           f"of {len(x)} samples"])
+    return low, high
+
+
+def labels(path: Path, y: np.ndarray, classes: list[str] | None) -> np.ndarray:
+    """`y` as int64 class indices; ConfigError naming the file and what is wrong (with
+    counts): no samples, non-numeric, non-finite, fractional or negative labels, or labels
+    beyond the `classes` array."""
+    if len(y) == 0:
+        raise ConfigError([f"{path}: no samples (y is empty)"])
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+            or y.dtype == np.bool_):
+        raise ConfigError([f"{path}: y has dtype {y.dtype}; labels must be integers 0..K-1"])
+    problems = []
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y)
+        if bad.any():
+            problems.append(f"{int(bad.sum())} non-finite label(s)")
+        fractional = np.isfinite(y) & (y != np.round(y))
+        if fractional.any():
+            problems.append(f"{int(fractional.sum())} fractional label(s), e.g. "
+                            f"{y[fractional][0]:g}")
+        if problems:
+            raise ConfigError([f"{path}: y has {'; '.join(problems)}; labels must be integers "
+                               "0..K-1"])
+    y = y.astype(np.int64)
+    if (y < 0).any():
+        raise ConfigError([f"{path}: y has {int((y < 0).sum())} negative label(s), e.g. "
+                           f"{int(y[y < 0][0])}; labels must be integers 0..K-1"])
+    if classes is not None and y.max() >= len(classes):
+        raise ConfigError([f"{path}: y has labels up to {int(y.max())} but `classes` names "
+                           f"{len(classes)}"])
+    return y
+
+
+def model_input_problem(path: Path) -> str | None:
+    """What keeps the .npz at `path` from being fed to a model as it is (`edgekd profile
+    --data`: x goes to the runtime unconverted): not an .npz archive, or an `x` that is not
+    float in [0, 1]; None if it can be (missing arrays and labels are checked elsewhere)."""
+    problem = file_problem(path)
+    if problem:
+        return problem
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if head == b"\x93NUMPY":
+            return ("a .npy file (one array), not an .npz archive of x and y; save both with "
+                    "np.savez(path, x=..., y=...)")
+        with np.load(path, allow_pickle=False) as arrays:
+            x = arrays["x"] if "x" in arrays.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        return f"not an .npz file ({exc})"
+    if x is None:
+        return None
+    if not np.issubdtype(x.dtype, np.floating):
+        return (f"x is {x.dtype}; the model takes float32 pixels in [0, 1] as they are (the "
+                "runtime does not scale): divide by the type's range (255 for uint8), or use "
+                "the data/test-*.npz an edgekd run writes")
+    try:
+        pixel_scale(path, x)
+    except ConfigError as exc:
+        return exc.lines[0].removeprefix(f"{path}: ")
+    return None
