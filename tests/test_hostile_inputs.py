@@ -418,6 +418,12 @@ def checkpoint_truncated(tmp):
     return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: cut.pt}")
 
 
+def checkpoint_is_a_folder(tmp):
+    """A checkpoint path naming a folder was "not found" (it is there, as a folder)."""
+    (tmp / "weights").mkdir()
+    return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: weights}")
+
+
 # ---- tracebacks ------------------------------------------------------------------------------
 
 def report_empty(tmp):
@@ -669,6 +675,8 @@ CASES = [
     Case("checkpoint-runs-code", checkpoint_runs_code, 2, ("evil.pt", "trust_checkpoint")),
     Case("checkpoint-random-bytes", checkpoint_random_bytes, 2, ("junk.pt",)),
     Case("checkpoint-truncated", checkpoint_truncated, 2, ("cut.pt",)),
+    Case("checkpoint-is-a-folder", checkpoint_is_a_folder, 2,
+         ("weights", "is a folder, expected a file")),
     # tracebacks: files edgekd wrote itself, damaged afterwards
     Case("report-empty", report_empty, 2, ("run/report.json",)),
     Case("report-binary", report_binary, 2, ("run/report.json",)),

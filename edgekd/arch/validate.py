@@ -19,6 +19,7 @@ from pathlib import Path
 from edgekd.arch import sysroot
 from edgekd.arch.compare import agreement, verdict
 from edgekd.export.formats import SUFFIXES, suffix_list
+from edgekd.files import kind_problem
 
 RUNNER = Path(__file__).resolve().parents[1] / "devices" / "runner.py"
 NOT_EMULATED = {
@@ -99,8 +100,8 @@ def _check_request(model: Path, arch: str, data: Path | None, cpu: str,
     if model.suffix not in SUFFIXES:
         emulated = tuple(s for s in SUFFIXES if s not in NOT_EMULATED)
         raise UsageError(f"{model}: expected a {suffix_list(emulated)} model")
-    if data is not None and not data.is_file():
-        raise UsageError(f"--data {data}: no such file")
+    if data is not None and (problem := kind_problem(data, "file")):
+        raise UsageError(f"--data {data}: {problem}")
     if data is not None:
         import numpy as np
 

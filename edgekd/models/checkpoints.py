@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgekd.files import kind_problem
+
 FILE_VERSION = 2
 
 
@@ -39,8 +41,8 @@ def read_state(path: Path, field: str, trust: bool = False) -> tuple[dict, dict 
     "model", "model_state_dict"), with DDP's `module.` prefix or edgekd's `net.` one, an edgekd
     model file, or with `trust` a whole pickled model (its weights are used). Raises ModelError
     naming `field` and the file, also for weights that hold NaN or inf."""
-    if not path.is_file():
-        raise ModelError(f"{field}: file {path} not found")
+    if problem := kind_problem(path, "file"):
+        raise ModelError(f"{field}: file {path} {problem}")
     state, saved = _read_state(path, field, trust)
     check_finite(state, path, field)
     return state, saved
@@ -163,8 +165,8 @@ def load_whole(path: Path) -> nn.Module:
     """A model saved whole: `torch.save(model)` (unpickled: the spec trusted it) or a
     `torch.export` program (`.pt2`, as its module: frozen, for inference). Raises ModelError
     naming `checkpoint`, also for weights that hold NaN or inf."""
-    if not path.is_file():
-        raise ModelError(f"checkpoint: file {path} not found")
+    if problem := kind_problem(path, "file"):
+        raise ModelError(f"checkpoint: file {path} {problem}")
     if path.suffix == ".pt2":
         try:
             blob = torch.export.load(path).module()

@@ -34,6 +34,7 @@ from typing import Literal
 from torch import nn
 
 from edgekd.config.models import ModelConfig, split_arch
+from edgekd.files import kind_problem
 from edgekd.models import checkpoints
 from edgekd.models.builders import Classifier, cnn
 from edgekd.models.checkpoints import HeadMismatch, ModelError
@@ -318,8 +319,8 @@ def load_function(module: str, base: Path) -> Callable:
     target, _, name = module.rpartition(":")
     if target.endswith(".py"):
         path = _resolve(Path(target), base)
-        if not path.is_file():
-            raise ModelError(f"module: file {path} not found")
+        if problem := kind_problem(path, "file"):
+            raise ModelError(f"module: file {path} {problem}")
         key = f"edgekd_user_{abs(hash(str(path)))}"
         if key not in sys.modules:
             loader = importlib.util.spec_from_file_location(key, path)

@@ -25,7 +25,7 @@ def test_help_names_the_options():
     (["{model}", "--arch", "arm46"], "unknown architecture; did you mean arm64?"),
     (["{model}", "--cpu", "cortex-72"], "did you mean cortex-a72"),
     (["{txt}"], "expected a .tflite or .onnx model"),
-    (["{model}", "--data", "nope.npz"], "--data nope.npz: no such file"),
+    (["{model}", "--data", "nope.npz"], "--data nope.npz: not found"),
     (["{model}", "--data", "{txt}"], "cannot read as .npz"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, message):
