@@ -282,25 +282,42 @@ def macs_by_class(model, shape) -> dict[str, int]:
 
 def cache_key(name: str, case: Case) -> str:
     """What a case's files depend on: the case, the build code here, the edgekd sources it
-    calls (quantizer, QAT conversion, QDQ rewrite, .pte writer), the converters' versions."""
+    calls (quantizer, QAT conversion, QDQ rewrite, .pte writer), the converters' versions.
+    Code counts by what it does (its syntax tree without docstrings; comments and layout
+    aside): editing a docstring or a comment does not cost the hour the conversions take."""
     from importlib import metadata
 
     import edgekd
 
     parts = [name, repr(case)]
-    parts += [inspect.getsource(f) for f in (build, quantize, export_onnx, export_tflite,
-                                             export_onnx_int8, build_artifacts, floor_files,
-                                             compare)]
+    parts += [code(inspect.getsource(f)) for f in (build, quantize, export_onnx, export_tflite,
+                                                   export_onnx_int8, build_artifacts,
+                                                   floor_files, compare)]
     package = Path(edgekd.__file__).parent
     for source in ("quant/quantizer.py", "quant/qat.py", "quant/onnx_qdq.py",
                    "export/executorch.py"):
-        parts.append((package / source).read_text())
+        parts.append(code((package / source).read_text()))
     for dist in ("torch", "torchao", "litert-torch", "executorch", "onnx", "onnxscript"):
         try:
             parts.append(f"{dist}=={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             parts.append(f"{dist} absent")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def code(source: str) -> str:
+    """Python `source` as its syntax tree (ast.dump: no comments, no line numbers) with every
+    module, class and function docstring removed."""
+    import ast
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(source))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+                body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def cached(work: Path, key: str, make) -> dict:

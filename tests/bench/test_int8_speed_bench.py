@@ -120,3 +120,14 @@ def test_a_failed_build_step_is_recorded():
 
     assert not int8_speed._attempt(failed, "int8-after.tflite", broken)
     assert failed["int8-after.tflite"].startswith("ValueError: no kernel for aten.silu")
+
+
+def test_the_cache_key_counts_code_not_docstrings_or_comments():
+    """Editing a docstring of edgekd/quant/*.py cost the hour of conversions again."""
+    from bench.int8_speed import code
+
+    base = 'def f(x):\n    """Doc."""\n    return x + 1  # one\n'
+    assert code(base) == code('def f(x):\n    """Other words."""\n\n    return x + 1\n')
+    assert code(base) == code("def f(x):\n    return x + 1  # another comment\n")
+    assert code(base) != code('def f(x):\n    """Doc."""\n    return x + 2\n')
+    assert code('def g():\n    """Only a docstring."""\n') == code("def g():\n    pass\n")
