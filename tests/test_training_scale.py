@@ -112,10 +112,12 @@ def test_training_reads_one_batch_at_a_time(folder, tmp_path, monkeypatch):
         (self.name, len(positions))) or real_read(self, positions))
     fit(fresh(), hard_labels, splits, Hyperparameters(2, 0.05, 8), 0, tmp_path / "a.ckpt", "t")
     train = [n for name, n in reads if name == "train"]
-    # two epochs (the BatchNorm recalibration reads through the evaluation loader); validation
-    # twice, and once after the recalibration
-    assert max(train) <= 8 and sum(train) == 2 * len(splits.train), train
-    assert [n for name, n in reads if name == "val"] == [len(splits.val)] * 3
+    steps = [n for n in train if n <= 8]  # two epochs, a training batch at a time
+    assert sum(steps) == 2 * len(splits.train), train
+    # before each validation, a BatchNorm re-estimation pass in validation's batches (<= 512)
+    assert [n for n in train if n > 8] == [len(splits.train)] * 2, train
+    # each epoch validated twice: with training's statistics and with re-estimated ones
+    assert [n for name, n in reads if name == "val"] == [len(splits.val)] * 4
 
 
 # --- early stopping ---------------------------------------------------------------------------
@@ -188,8 +190,9 @@ def test_unreadable_image_is_one_config_line_with_any_worker_count(folder, tmp_p
     root = tmp_path / "data"
     shutil.copytree(folder, root)
     bad = root / "train" / "0" / "broken.png"
-    bad.write_text("not an image")
-    splits = folder_splits(root, workers=workers)
+    shutil.copy(next((root / "train" / "0").glob("*.png")), bad)
+    splits = folder_splits(root, workers=workers)  # every image is checked here, at load
+    bad.write_text("not an image")  # damaged between loading and training
     with pytest.raises(ConfigError) as info:
         fit(fresh(), hard_labels, splits, Hyperparameters(1, 0.05, 8), 0,
             tmp_path / "a.ckpt", "t")

@@ -88,7 +88,8 @@ def test_two_processes_write_once_and_match_one_process(splits, teacher, tmp_pat
     assert counts["report.json"] == 1
     assert counts["stage.json"] == 2  # teacher and distill, once each
     assert counts[".student.tmp.ckpt"] == 4  # 4 epoch checkpoints
-    assert counts[".student.tmp.pt"] == 1  # then the model
+    assert counts[".kd_student.tmp.pt"] == 1  # then the model
+    assert counts["student.pt"] == 1  # and its copy as the shipped student (ship:)
     assert not any(name.startswith(".baseline") for name in counts)
     assert counts == Counter(line.split()[1] for line in single)  # as one process writes
     assert not list((tmp_path / "runs/two").rglob("*.tmp*"))
