@@ -108,6 +108,37 @@ def parse_args(doc: str, argv: list[str] | None = None,
     return args
 
 
+def map_seeds(fn, seeds, jobs: int) -> list:
+    """`fn(seed)` for each seed, in seed order, in `jobs` forked processes at once (this
+    process when 1). For benchmarks whose seeds are independent and train on one torch thread
+    each: a 2-core machine then runs two seeds side by side. `fn` may close over anything
+    (the children are forked: nothing is pickled but the seed and the result). Fork after
+    CUDA is initialised breaks CUDA: callers on a GPU pass jobs=1."""
+    seeds = list(seeds)
+    if jobs <= 1 or len(seeds) <= 1:
+        return [fn(seed) for seed in seeds]
+    import multiprocessing
+
+    global _SEED_JOB
+    _SEED_JOB = fn
+    with multiprocessing.get_context("fork").Pool(min(jobs, len(seeds))) as pool:
+        return pool.map(_seed_job, seeds, chunksize=1)
+
+
+_SEED_JOB = None
+
+
+def _seed_job(seed):
+    return _SEED_JOB(seed)
+
+
+def jobs_option(default: int = 2) -> tuple[str, dict]:
+    """The `--jobs` option of benchmarks that run their seeds side by side (map_seeds)."""
+    return ("--jobs", {"type": int, "default": min(default, os.cpu_count() or 1),
+                       "help": f"seeds trained at once, one process each [{default}, at most "
+                               "the CPU count]"})
+
+
 def available(datasets: list[str], work: Path, tiny: bool) -> dict[str, dict]:
     """The pipeline `data:` block of each dataset that is present; MNIST is skipped with a
     message when ../shared/data/mnist-t10k is absent (the product never needs it)."""

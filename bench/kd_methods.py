@@ -42,7 +42,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Report, available, environment, mean_std, parse_args, pm
+from bench.common import (
+    Report,
+    available,
+    environment,
+    jobs_option,
+    map_seeds,
+    mean_std,
+    parse_args,
+    pm,
+)
 from edgekd.config import DataConfig, DistillStage, ModelConfig, Split
 
 TEACHER = ModelConfig(arch="cnn", width=32, depth=3)
@@ -212,17 +221,20 @@ def summarize(per_seed: list[dict], make) -> dict:
     return out
 
 
-def run_dataset(dataset: str, data: dict, setting: Setting, work: Path) -> dict:
+def run_dataset(dataset: str, data: dict, setting: Setting, work: Path, jobs: int = 1) -> dict:
+    """Every method over `setting.seeds`, `jobs` seeds at once (bench.common.map_seeds)."""
     from edgekd.models import count_macs, count_params
 
     splits = load_splits(dataset, data)
     make = maker(splits)
-    per_seed = []
-    for seed in setting.seeds:
+
+    def one_seed(seed: int) -> dict:
         # A fresh folder per seed: train_students resumes from checkpoints it finds, which
         # would turn a rerun's wall times into nothing.
         with tempfile.TemporaryDirectory(prefix="kd-methods-", dir=work) as tmp:
-            per_seed.append(run_seed(make, splits, setting, seed, Path(tmp)))
+            return run_seed(make, splits, setting, seed, Path(tmp))
+
+    per_seed = map_seeds(one_seed, setting.seeds, jobs)
     models = {"teacher": TEACHER, "second_teacher": SECOND_TEACHER, "assistant": ASSISTANT,
               "student": STUDENT}
     return {
@@ -263,7 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "help": "the JSON file [RESULTS/kd_methods.json]"}),
         ("--threads", {"type": int, "default": 1,
                        "help": "torch threads [1: on a shared 2-core machine one thread is "
-                               "both faster and steadier for models this small]"})])
+                               "both faster and steadier for models this small]"}),
+        jobs_option()])
     import torch
 
     torch.set_num_threads(args.threads)
@@ -278,7 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     for dataset, data in available(args.datasets, args.work, args.tiny).items():
         print(f"{dataset}: {len(setting.seeds)} seed(s), {setting.epochs} epochs", flush=True)
-        results[dataset] = run_dataset(dataset, data, setting, work)
+        results[dataset] = run_dataset(dataset, data, setting, work, args.jobs)
+    report.doc["jobs"] = args.jobs
     report.doc["results"] = results
     for dataset, res in results.items():
         m = res["models"]

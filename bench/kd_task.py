@@ -55,7 +55,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import MNIST_DIR, ROOT, Report, _idx, environment, mean_std, pm, table
+from bench.common import (
+    MNIST_DIR,
+    ROOT,
+    Report,
+    _idx,
+    environment,
+    jobs_option,
+    map_seeds,
+    mean_std,
+    pm,
+    table,
+)
 
 SIZE = 32
 """Composite side in pixels."""
@@ -348,11 +359,12 @@ def run_peer(python: Path, splits, teacher_path: Path, seed: int, setting: Setti
 
     work.mkdir(parents=True, exist_ok=True)
     data = work / "data.npz"
-    if not data.is_file():
-        train, val = splits.train, splits.val
-        np.savez(data, x_train=train.store.x[train.rows], y_train=train.y,
+    if not data.is_file():  # seeds side by side may both write it: each renames a whole one
+        train, val, tmp = splits.train, splits.val, work / f".data.{os.getpid()}.npz"
+        np.savez(tmp, x_train=train.store.x[train.rows], y_train=train.y,
                  x_val=val.store.x[val.rows], y_val=val.y,
                  x_test=splits.test.store.x[splits.test.rows])
+        tmp.replace(data)
     student = work / f"student-s{seed}.pt"
     torch.save(make(STUDENT, splits.meta(), seed), student)
     job = {"data": str(data), "teacher": str(teacher_path), "student": str(student),
@@ -483,9 +495,10 @@ def summarize(per_seed: list[dict]) -> dict:
 
 
 def run(setting: Setting, work: Path, peer: Path | None, peer_note: str,
-        partial: Path | None = None) -> dict:
-    """Data, teachers, every method over the seeds, the attention sweep, the int8 student.
-    After each seed, the figures so far go to `partial` (JSON) when given."""
+        partial: Path | None = None, jobs: int = 1) -> dict:
+    """Data, teachers, every method over the seeds (`jobs` seeds at once on the CPU:
+    bench.common.map_seeds), the attention sweep, the int8 student. The per-seed figures
+    also go to `partial` (JSON) when given."""
     import torch
 
     from edgekd.kd.train import predict
@@ -504,17 +517,18 @@ def run(setting: Setting, work: Path, peer: Path | None, peer_note: str,
     teacher_logits = {"test": predict(teachers[0], splits.x_test),
                       "train": predict(teachers[0], splits.train)}
     table_of = methods(ATTENTION_WEIGHT)
-    per_seed, first = [], {}
-    for seed in setting.seeds:
+    def one_seed(seed: int) -> tuple[dict, dict]:
         # A fresh folder per seed: train_students resumes from checkpoints it finds.
         with tempfile.TemporaryDirectory(prefix=f"s{seed}-", dir=work) as tmp:
-            figs, students = run_seed(splits, teachers, teacher_logits, table_of, setting,
-                                      seed, Path(tmp), peer)
-        per_seed.append(figs)
-        first = first or students
-        if partial is not None:
-            partial.write_text(json.dumps({"setting": asdict(setting), "per_seed": per_seed},
-                                          indent=1, default=_jsonable))
+            return run_seed(splits, teachers, teacher_logits, table_of, setting, seed,
+                            Path(tmp), peer)
+
+    # Seeds side by side (one torch thread each) on the CPU; a GPU is not forked.
+    done = map_seeds(one_seed, setting.seeds, jobs if _compute().device.type == "cpu" else 1)
+    per_seed, first = [figs for figs, _ in done], done[0][1]
+    if partial is not None:
+        partial.write_text(json.dumps({"setting": asdict(setting), "per_seed": per_seed},
+                                      indent=1, default=_jsonable))
     sweep = attention_sweep(splits, teachers, setting, work)
     summary = summarize(per_seed)
     # The int8 student comes from the method best on the validation split (not the test split).
@@ -784,6 +798,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "help": "the longer schedule (LONG), for a GPU machine"}),
         ("--device", {"default": "cpu", "help": "where edgekd and the peer train [cpu]"}),
         ("--threads", {"type": int, "default": 1, "help": "torch threads [1]"}),
+        jobs_option(),
         ("--peer-python", {"type": Path, "default": None,
                            "help": "an interpreter that imports torchdistill (instead of "
                                    "bench/.torchdistill-venv)"})])
@@ -813,7 +828,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="run-", dir=work) as tmp:
         partial = (args.out or args.results / "kd_task.json").with_suffix(".partial.json")
         partial.parent.mkdir(parents=True, exist_ok=True)
-        res = run(setting, Path(tmp), peer, how, partial)
+        res = run(setting, Path(tmp), peer, how, partial, args.jobs)
+    report.doc["jobs"] = args.jobs
     report.doc["results"] = res
     report.add_table(_title(res), *method_rows(res))
     doc = _write(report, args)

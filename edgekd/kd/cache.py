@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,10 @@ def _write_tables(model: nn.Module, views: list[View], train: Part, folder: Path
     folder.mkdir(parents=True, exist_ok=True)
     # np.lib.format.open_memmap fills the tables in place, so each is renamed by hand once
     # complete (the same temp-then-rename as edgekd.files.atomic_path).
-    tmp = {v.name: folder / f".{_file_name(v)}.tmp" for v in views}
+    # Unique per process and call: two runs sharing the cache (or a benchmark's seeds side by
+    # side) may fill the same table at once; each renames a complete one.
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = {v.name: folder / f".{_file_name(v)}.{tag}.tmp" for v in views}
     tables = {v.name: np.lib.format.open_memmap(tmp[v.name], mode="w+", dtype=np.float32,
                                                 shape=(len(train), *shapes[v.name]))
               for v in views}

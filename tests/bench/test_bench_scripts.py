@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -164,3 +165,19 @@ def test_the_full_setting_stops_at_once_without_mnist(tmp_path, monkeypatch, cap
     monkeypatch.setattr(run_all, "MNIST_DIR", tmp_path / "absent")
     assert run_all.main(["--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")]) == 2
     assert "EDGEKD_MNIST" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_seeds_side_by_side_give_what_one_process_gives():
+    """map_seeds forks `jobs` processes; the function may close over anything (not pickled)."""
+    import numpy as np
+
+    table = np.arange(10.0)
+
+    def one(seed):
+        return {"seed": seed, "value": float(table[seed] * 2), "pid": os.getpid()}
+
+    side = common.map_seeds(one, [0, 1, 2], jobs=2)
+    alone = common.map_seeds(one, [0, 1, 2], jobs=1)
+    assert [(r["seed"], r["value"]) for r in side] == [(r["seed"], r["value"]) for r in alone]
+    assert {r["pid"] for r in alone} == {os.getpid()} and os.getpid() not in {
+        r["pid"] for r in side}
