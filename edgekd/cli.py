@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from edgekd import __version__, exits
-from edgekd.export.formats import FORMAT_NAMES
 from edgekd.schema import ConfigError
 from edgekd.stages import STAGES
 
@@ -85,10 +84,9 @@ def _own_run_dir(source: Path, out: Path | None) -> Path | None:
 def cli(verbose: bool) -> None:
     """Distil a teacher into a small student, quantize it to int8, export it to ONNX,
     TFLite and ExecuTorch, and profile it on edge devices, gated on budgets."""
-    if verbose:
-        import os
+    from edgekd.console import hush_libraries
 
-        os.environ["EDGEKD_VERBOSE"] = "1"  # read where output is silenced (console.quiet)
+    hush_libraries(verbose)  # before any library is imported: some read the environment once
 
 
 @cli.command()
@@ -230,8 +228,13 @@ def report_command(run_dir: Path) -> None:
     if not source.is_file():
         click.echo(f"{source}: no report.json in this run directory", err=True)
         sys.exit(exits.USAGE)
+    from edgekd.files import REPORT_MAX_BYTES
+    from edgekd.schema import read_limited
+
     try:
-        doc = json.loads(source.read_bytes())
+        doc = json.loads(read_limited(source, REPORT_MAX_BYTES, "report.json"))
+    except ConfigError as exc:
+        _fail_config(exc)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         click.echo(f"{source}: not a report.json: {exc}", err=True)
         sys.exit(exits.USAGE)
@@ -264,129 +267,13 @@ REPORT_KEYS = ["pipeline", "verdict", "target", "started", "duration_s", "checks
 """The fields report.html is rendered from."""
 
 
-def _formats_option(_ctx, _param, value: str | None) -> list[str]:
-    from edgekd.export.formats import missing_runtime
-    from edgekd.schema import did_you_mean
-
-    if value is None:  # every format whose runtime is installed (.pte needs an extra)
-        return [name for name in FORMAT_NAMES if missing_runtime(name) is None]
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    for name in names:
-        if name not in FORMAT_NAMES:
-            raise click.BadParameter(f"unknown format {name!r}{did_you_mean(name, FORMAT_NAMES)}"
-                                     f"; give {', '.join(FORMAT_NAMES)}")
-        if missing_runtime(name):
-            raise click.BadParameter(missing_runtime(name))
-    return names
-
-
-def _shape_option(_ctx, _param, value: str) -> tuple[int, int, int]:
-    parts = value.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{value!r}: give CxHxW, e.g. 3x64x64")
-    return tuple(int(p) for p in parts)
-
-
-def _kwargs_option(_ctx, _param, values: tuple[str, ...]) -> dict:
-    import yaml
-
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise click.BadParameter(f"{item!r}: give key=value, e.g. width=32")
-        out[key] = yaml.safe_load(raw) if raw else ""
-    return out
-
-
-def _model_fields(spec: str, kwargs: dict, weights: Path | None) -> dict:
-    """SPEC as ModelConfig fields: `file.py:function` and `package.module:function` are a
-    module, anything else (cnn, resnet18, timm:name, hf:dir) an arch."""
-    from edgekd.config.models import SOURCES
-
-    module = ".py:" in spec or (":" in spec and spec.partition(":")[0] not in SOURCES)
-    fields: dict = {"module": spec} if module else {"arch": spec}
-    if kwargs:
-        fields["kwargs"] = kwargs
-    if weights is not None:
-        fields["weights"] = str(weights)
-    return fields
-
-
-@cli.command("check-model")
-@click.argument("spec")
-@click.option("--formats", default=None, show_default="every format whose runtime is installed",
-              callback=_formats_option, help="Comma-separated export formats to convert to.")
-@click.option("--quantize", type=click.Choice(["qat", "ptq", "none"]), default="qat",
-              show_default=True, help="The pipeline's quantize method (none: no int8).")
-@click.option("--input-shape", default="3x64x64", show_default=True, callback=_shape_option,
-              help="One input as CxHxW.")
-@click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True)
-@click.option("--kwarg", "kwargs", multiple=True, callback=_kwargs_option,
-              help="key=value for a module function (YAML value); repeatable.")
-@click.option("--weights", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A state_dict to load (exportability does not depend on it).")
-@click.option("--opset", type=click.IntRange(min=13), default=18, show_default=True)
-def check_model(spec: str, formats: list[str], quantize: str, input_shape: tuple[int, int, int],
-                classes: int, kwargs: dict, weights: Path | None, opset: int) -> None:
-    """Check that a student survives torch.export, int8 quantization and conversion to each
-    format, on its untrained weights, as the distill stage does before training.
-
-    SPEC is an arch (cnn, resnet18, timm:resnet10t, hf:DIR) or a module function
-    (my_models.py:build_student, package.module:function). Exit 2 names the format and the op
-    or module that failed (EDGEKD_VERBOSE=1 also prints the converter's whole error)."""
-    import os
-
-    from edgekd.export.check import NotExportable, check
-    from edgekd.export.formats import FORMATS
-
-    method = None if quantize == "none" else quantize
-    int8 = [f for f in formats if FORMATS[f].precision == "int8"]
-    if int8 and method is None:
-        click.echo(f"check-model: --formats {int8[0]} needs --quantize qat or ptq", err=True)
-        sys.exit(exits.USAGE)
-    model = _build_for_check(spec, kwargs, weights, input_shape, classes)
-    try:
-        result = check(model, input_shape, formats, method, opset,
-                       log=lambda step, s: click.echo(f"  {step:<18} {s:6.1f} s  OK"))
-    except NotExportable as exc:
-        if os.environ.get("EDGEKD_VERBOSE"):
-            click.echo(exc.detail, err=True)
-        click.echo(str(exc), err=True)
-        sys.exit(exits.USAGE)
-    click.echo(f"ok: {spec} exports to {', '.join(formats) or 'torch.export'} "
-               f"({result['seconds']:.1f} s)")
-
-
-def _build_for_check(spec: str, kwargs: dict, weights: Path | None,
-                     input_shape: tuple[int, int, int], classes: int):
-    """The model SPEC names, for random data of `input_shape` (mean 0.5, std 0.25); exit 2
-    with one line when the spec is wrong."""
-    import torch
-
-    from edgekd.config.models import ModelConfig
-    from edgekd.models import ModelError, build
-    from edgekd.schema import parse
-
-    channels = input_shape[0]
-    meta = {"num_classes": classes, "in_channels": channels, "input_shape": list(input_shape),
-            "mean": [0.5] * channels, "std": [0.25] * channels}
-    torch.manual_seed(0)
-    try:
-        return build(parse(ModelConfig, _model_fields(spec, kwargs, weights), "check-model"),
-                     meta, Path.cwd())
-    except ConfigError as exc:
-        _fail_config(exc)
-    except ModelError as exc:
-        click.echo(f"check-model: {exc}", err=True)
-        sys.exit(exits.USAGE)
-
-
 def _add_commands() -> None:
     """Commands that live with their concern; importing them loads nothing heavy."""
     from edgekd.arch.commands import validate_arch_command
     from edgekd.devices.commands import devices_group, profile_command
+    from edgekd.export.commands import check_model_command
 
+    cli.add_command(check_model_command, "check-model")
     cli.add_command(profile_command, "profile")
     cli.add_command(devices_group, "devices")
     cli.add_command(validate_arch_command, "validate-arch")

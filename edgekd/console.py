@@ -68,6 +68,38 @@ def _duration(seconds: float) -> str:
 
 
 
+LIBRARY_WARNINGS = (
+    # JAX (imported by the TFLite converter) at every DataLoader worker's fork; the workers
+    # only read images and never use JAX
+    (RuntimeWarning, r"os\.fork\(\) was called"),
+)
+"""Third-party Python warnings that tell a user of edgekd nothing: (category, message)."""
+LIBRARY_LOGGERS = ("torch.utils._pytree",)
+"""Third-party loggers whose warnings are start-up chatter (torchao registering its enums)."""
+
+
+def hush_libraries(verbose: bool = False) -> None:
+    """Keep what libraries print when they start (JAX's fork warning, torch's pytree notice,
+    TensorFlow's oneDNN and absl preamble) off the terminal; `verbose` (--verbose,
+    EDGEKD_VERBOSE=1) keeps all of it. Call before those libraries are imported: TensorFlow
+    reads its environment once. edgekd's own warnings are untouched.
+
+    TF_ENABLE_ONEDNN_OPTS=0 is set either way (a user's own setting wins), so --verbose
+    changes what is shown, never the arithmetic: TensorFlow's kernels run only inside the
+    TFLite converter here, and its notice that oneDNN may round differently is printed
+    whenever the variable is unset."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if verbose:
+        os.environ["EDGEKD_VERBOSE"] = "1"  # also read where output is silenced (quiet)
+    if os.environ.get("EDGEKD_VERBOSE"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING
+    for category, message in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 @contextlib.contextmanager
 def quiet():
     """The converters print pages of progress, some of it from C++ straight to the file

@@ -58,17 +58,26 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def check_writable(folder: Path) -> None:
-    """Create `folder` if missing and write and remove a probe file in it.
+def check_writable(folder: Path, what: str = "the run directory (--out)") -> None:
+    """Create `folder` if missing and write and remove a probe file in it (never through a
+    link). Raises ConfigError (exit 2) naming the folder and what is wrong (cannot be
+    created, not writable: a read-only or pseudo file system such as /proc, no permission, a
+    file in the way, a full disk) before anything has been done there."""
+    import errno
 
-    Raises OSError (read-only file system, permission denied, a file in the way, a full disk)
-    before anything has been done there."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / f".write-test.{os.getpid()}"
+    from edgekd.schema import ConfigError
+
     try:
-        probe.write_bytes(b"edgekd")
-    finally:
-        probe.unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except OSError as exc:
+        # /proc and /sys answer "No such file or directory" to a new name in a folder that is
+        # there: say what it means
+        why = "not writable (this file system takes no new files)" if exc.errno == errno.ENOENT \
+            and folder.is_dir() else exc.strerror or str(exc)
+        raise ConfigError([f"{folder}: cannot write {what}: {why}"]) from None
+    probe.unlink(missing_ok=True)
 
 
 def kind_problem(path: Path, want: str) -> str | None:
@@ -88,21 +97,46 @@ RUN_MARKERS = (".lock", "*/stage.json")
 stage writes (edgekd.pipeline)."""
 
 
-def refuse_foreign_folder(folder: Path, writes: tuple[str, ...]) -> None:
+def refuse_foreign_folder(folder: Path, writes: tuple[str, ...], name: str | None = None
+                          ) -> None:
     """Raise ConfigError (exit 2) when `folder`, given as a run directory, is not an edgekd
     run directory (none of RUN_MARKERS) yet holds an entry named like one a run writes
     (`writes`: report.json, stage folders ...): somebody else's folder, whose files the run
-    would overwrite. A new or empty folder, one holding only other files (the pipeline file
-    beside its run), or an edgekd run directory (reused: resume) passes."""
-    if not folder.is_dir() or any(next(folder.glob(p), None) for p in RUN_MARKERS):
-        return
-    clashes = sorted(name for name in writes if (folder / name).exists())
-    if clashes:
-        from edgekd.schema import ConfigError
+    would overwrite. Also when it is the run directory of another pipeline than `name` (its
+    report.json names another): that run's report would be replaced. A new or empty folder,
+    one holding only other files (the pipeline file beside its run), or an edgekd run
+    directory of the same pipeline (reused: resume) passes."""
+    from edgekd.schema import ConfigError
 
+    if not folder.is_dir():
+        return
+    if any(next(folder.glob(p), None) for p in RUN_MARKERS):
+        other = _report_pipeline(folder / "report.json")
+        if name is not None and other is not None and other != name:
+            raise ConfigError([f"{folder}: the run directory (--out) holds a run of pipeline "
+                               f"{other!r}, not {name!r}: its report would be replaced; give "
+                               "another --out"])
+        return
+    clashes = sorted(entry for entry in writes if (folder / entry).exists())
+    if clashes:
         raise ConfigError([f"{folder}: the run directory (--out) is not an edgekd run directory "
                            f"(no .lock, no <stage>/stage.json) but holds {', '.join(clashes)}, "
                            "which a run would overwrite: give a new or empty folder"])
+
+
+def _report_pipeline(path: Path) -> str | None:
+    """The pipeline name a run's report.json records; None when it has none (or no report)."""
+    try:
+        doc = json.loads(path.read_bytes()) if path.is_file() and not path.is_symlink() \
+            and path.stat().st_size <= REPORT_MAX_BYTES else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    name = doc.get("pipeline") if isinstance(doc, dict) else None
+    return name if isinstance(name, str) else None
+
+
+REPORT_MAX_BYTES = 64 << 20
+"""The largest report.json edgekd reads (its own are a few hundred kB at most)."""
 
 
 FULL_DISK_BYTES = 1 << 20
@@ -141,22 +175,35 @@ class Busy(Exception):
 def exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock (flock) on `path` for the block, recording this
     process's id in it; the kernel drops the lock when the process dies, so a killed run
-    never leaves a stale lock. Raises Busy at once when another process holds it."""
+    never leaves a stale lock. Raises Busy at once when another process holds it, and
+    ConfigError when `path` is a symbolic link or not a regular file: the lock is written in
+    place, so a link would have the process id written wherever it points."""
+    import stat
+
+    from edgekd.schema import ConfigError
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise ConfigError([f"{path}: the run lock is a symbolic link (to {os.readlink(path)})"
+                               "; edgekd does not write through it: remove the link"]) from None
+        raise ConfigError([f"{path}: cannot open the run lock: {exc.strerror}"]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError([f"{path}: the run lock is not a regular file: remove it"])
+    with os.fdopen(fd, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
+            text = handle.read(32).strip()
             raise Busy(path, int(text) if text.isdigit() else None) from None
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
         yield
-    finally:
-        handle.close()
 
 
 def _umask() -> int:

@@ -20,9 +20,16 @@ from edgekd import budgets, exits, files, parallel
 from edgekd.artifacts import StageResult, cache_key
 from edgekd.config import Pipeline
 from edgekd.context import Context
-from edgekd.files import Busy, check_writable, exclusive, full_disk, sha256_file, write_json
+from edgekd.files import Busy, check_writable, exclusive, full_disk, write_json
+from edgekd.inputs import content_hash, model_files
 from edgekd.schema import ConfigError
 from edgekd.stages import STAGES
+
+
+class Refused(ConfigError):
+    """A stage refused its config before touching its folder (edgekd.stages.StageSpec.check):
+    the run stops as for an invalid pipeline file, exit 2 with nothing written; the stages
+    finished before it keep their results."""
 
 
 @dataclass
@@ -126,37 +133,10 @@ def _keys(pipeline: Pipeline, source: Path, dkey: str) -> dict[str, str]:
         # The content of every model file the stage reads (weights, checkpoints, a module's
         # .py, a Hugging Face directory), not just its name: a retrained checkpoint or an
         # edited module must invalidate the cache.
-        inputs += [_file_hash(Path(p), source) for p in _model_files(config)]
+        inputs += [content_hash(Path(p), source) for p in model_files(config)]
         keys[kind] = cache_key(kind, config, inputs)
         chain.append(keys[kind])
     return keys
-
-
-def _model_files(config) -> list[str]:
-    """Every file or folder a model spec anywhere in a config dump reads: `checkpoint:`,
-    `weights:`, the file of `module: file.py:function`, the folder of `arch: hf:<dir>`."""
-    if isinstance(config, dict):
-        found = [config[k] for k in ("checkpoint", "weights") if config.get(k)]
-        module, arch = config.get("module"), config.get("arch")
-        if isinstance(module, str) and module.rpartition(":")[0].endswith(".py"):
-            found.append(module.rpartition(":")[0])
-        if isinstance(arch, str) and arch.startswith("hf:"):
-            found.append(arch.removeprefix("hf:"))
-        return found + [p for v in config.values() if isinstance(v, dict | list)
-                        for p in _model_files(v)]
-    if isinstance(config, list):
-        return [p for item in config for p in _model_files(item)]
-    return []
-
-
-def _file_hash(path: Path, source: Path) -> str:
-    """The content hash of a file, or of every file in a folder (by relative name)."""
-    full = path.expanduser()
-    full = full if full.is_absolute() else source.parent / full
-    if full.is_dir():
-        return ";".join(f"{f.relative_to(full)}={sha256_file(f)}"
-                        for f in sorted(full.rglob("*")) if f.is_file())
-    return sha256_file(full) if full.is_file() else f"missing:{full}"
 
 
 def _with_inputs(key: str, inputs: dict[str, StageResult]) -> str:
@@ -196,7 +176,7 @@ def _claim(stage_dir: Path, key: str, fresh: bool) -> None:
     if fresh or not same:
         for ckpt in stage_dir.glob("*.ckpt"):
             ckpt.unlink()
-    marker.write_text(key)
+    files.write_text(marker, key)  # atomic: never through a link planted there
 
 
 def execute(source: Path, out: Path | None = None, force: str | None = None,
@@ -214,12 +194,8 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
                            f"{', '.join(kinds)}"])
     _apart_from_inputs(run.run_dir, pipeline, source)
     files.refuse_foreign_folder(run.run_dir, ("report.json", "report.html", "error.log",
-                                              *STAGES))  # a run directory is reused (resume)
-    try:
-        check_writable(run.run_dir)
-    except OSError as exc:
-        raise ConfigError([f"{run.run_dir}: cannot write the run directory (--out): "
-                           f"{exc.strerror or exc}"]) from None
+                                              *STAGES), pipeline.name)  # ours: resume
+    check_writable(run.run_dir)  # ConfigError naming what is wrong (/proc, read-only, ...)
     try:
         with exclusive(run.run_dir / ".lock"):
             return _execute(run, pipeline, source, force, log)
@@ -238,7 +214,7 @@ def _apart_from_inputs(run_dir: Path, pipeline: Pipeline, source: Path) -> None:
     inputs = [(f"data.{name}", base / Path(value).expanduser())
               for name, value in zip(("path", "train", "val", "test"), data, strict=True)
               if value]
-    inputs += [(str(p), base / Path(p).expanduser()) for p in _model_files(
+    inputs += [(str(p), base / Path(p).expanduser()) for p in model_files(
         {"teacher": pipeline.teacher.model_dump(mode="json"),
          "student": pipeline.student.model_dump(mode="json"),
          "stages": [s.model_dump(mode="json") for s in pipeline.stages]})]
@@ -269,6 +245,8 @@ def _execute(run: Run, pipeline: Pipeline, source: Path, force: str | None, log)
         run.records.append(record)
         try:
             going = _run_stage(run, ctx, record, cfg, results, index >= forced_from, log)
+        except Refused:
+            raise
         except Exception as exc:  # recorded in the report; the CLI decides how loud to be
             _fail(run, record, exc)
             going = False
@@ -311,6 +289,10 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
             if run.gate:  # before any epoch: nothing trained, nothing cached
                 record.checks = early
                 return _gate_failed(run, record, kind, "before training")
+        try:  # what the stage can refuse before it touches its folder
+            spec.check(cfg, inputs, ctx)
+        except ConfigError as exc:
+            raise Refused(exc.lines) from None
         _claim(run.run_dir / kind, record.key, fresh=forced)
         log(f"[{kind}] running")
         if spec.parallel:

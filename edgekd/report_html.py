@@ -84,6 +84,7 @@ def _model_rows(doc: dict, name: str | None) -> list[tuple[str, str]]:
         ("teacher", distill.get("teacher_accuracy", _metrics(doc, "teacher").get("accuracy"))),
         ({"kd": "KD student fp32 (shipped)", "baseline": "hard-label student fp32 (shipped)"}
          .get(info.get("shipped_student"), "student fp32"), distill.get("accuracy")),
+        ("hard-label baseline", distill.get("baseline_accuracy")),
         ("int8 (PyTorch)", _metrics(doc, "quantize").get("accuracy")),
         (f"{name} on {doc['target']}", profile.get(f"{name}.accuracy")),
         (f"{name} (host runtime)", None if f"{name}.accuracy" in profile
@@ -92,9 +93,10 @@ def _model_rows(doc: dict, name: str | None) -> list[tuple[str, str]]:
         rows.append(("accuracy (test split)",
                      ", ".join(f"{label} {value:.4f}" for label, value in accuracy)))
     if "teacher_params" in distill and "student_params" in distill:
+        ratio = distill["teacher_params"] / max(distill["student_params"], 1)
         rows.append(("parameters", f"teacher {_scaled(distill['teacher_params'])}, student "
-                     f"{_scaled(distill['student_params'])} "
-                     f"({distill.get('param_ratio', 0):.1f}x fewer)"))
+                     f"{_scaled(distill['student_params'])} " + (f"({ratio:.1f}x fewer)"
+                     if ratio >= 1.05 else "(not fewer than the teacher's)")))
     sizes = {a["name"]: a["bytes"] for a in doc.get("artifacts", []) if "bytes" in a}
     if name in sizes:
         fp32 = name.replace("_int8_", "_fp32_")
@@ -132,8 +134,9 @@ def _headline_table(doc: dict) -> str:
 
 
 def _warnings(doc: dict) -> str:
-    items = "".join(f"<li>WARNING {html.escape(stage['kind'])}: {html.escape(w)}</li>"
-                    for stage in doc["stages"] for w in stage.get("warnings", []))
+    said = [w if w.startswith(f"{s['kind']}:") else f"{s['kind']}: {w}"  # stage named once
+            for s in doc["stages"] for w in s.get("warnings", [])]
+    items = "".join(f"<li>WARNING {html.escape(w)}</li>" for w in said)
     return f"<h2>Warnings</h2><ul class='warnings'>{items}</ul>" if items \
         else "<p>No warnings.</p>"
 
@@ -141,8 +144,7 @@ def _warnings(doc: dict) -> str:
 def _data(doc: dict) -> str:
     """Where the data came from, its classes and split sizes, and what the test split is."""
     data = doc.get("data") or {}
-    info = next((s["info"] for s in doc["stages"] if (s.get("info") or {}).get("test_split")),
-                {})
+    info = next((s["info"] for s in doc["stages"] if (s.get("info") or {}).get("test_split")), {})
     facts = []
     if data.get("source"):
         given = [f"{k} {data[k]}" for k in ("path", "train", "val", "test") if data.get(k)]
@@ -314,8 +316,7 @@ def _plot_accuracy(doc: dict, ax) -> bool:
             f"{stage} {name.rpartition('.')[2]}")
     for (floor, passed), names in sorted(floors.items()):
         shown = sorted(set(names))
-        label = ", ".join(n + (f" x{names.count(n)}" if names.count(n) > 1 else "")
-                          for n in shown)
+        label = ", ".join(n + (f" x{names.count(n)}" if names.count(n) > 1 else "") for n in shown)
         ax.axvline(floor, color="#888" if passed else "#d00", linestyle="--" if passed else "-",
                    label=f"{'' if passed else 'FAILED '}{floor:.3g}: {label}")
     low = min([*values.values(), *(f for f, _ in floors)])

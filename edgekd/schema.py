@@ -14,13 +14,14 @@ Nothing here imports torch, so `edgekd validate` stays instant.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 class ConfigError(Exception):
@@ -40,9 +41,44 @@ class ConfigError(Exception):
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, numbers are finite (`.inf` and
-    `.nan` are refused), parsed values are frozen."""
+    `.nan` are refused), `true` / `false` are no numbers, parsed values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, raw: Any) -> Any:
+        """YAML's true and false are ints to Python (and pydantic), so `epochs: true` would
+        train one epoch: a boolean is refused wherever a number is expected, also as an item
+        of a list (`image_size: [true, 8]`); fields that take yes / no still do."""
+        for key, value in raw.items() if isinstance(raw, dict) else ():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            items = value if isinstance(value, list | tuple) else [value]
+            if field and any(isinstance(v, bool) for v in items) and _numeric(field.annotation):
+                raise ValueError(f"{key}: expected a number, not {str(value).lower()}")
+        return raw
+
+
+def _numeric(annotation: Any) -> bool:
+    """True when `annotation` takes numbers and no booleans (int, float, Literal[1, 3], and
+    those in lists, tuples, unions and Annotated)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if node is bool:
+            found.add("bool")
+        elif node in (int, float):
+            found.add("number")
+        elif get_origin(node) is Literal:
+            found.update("bool" if isinstance(a, bool) else "number"
+                         for a in get_args(node) if isinstance(a, int | float))
+        elif node is Any:
+            found.add("bool")
+        for arg in get_args(node) if get_origin(node) is not Literal else ():
+            walk(arg)
+
+    walk(annotation)
+    return "number" in found and "bool" not in found
 
 
 def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
@@ -76,33 +112,80 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+YAML_MAX_BYTES = 1 << 20
+"""The largest pipeline or device YAML edgekd reads (a real one is a few kB)."""
+
+
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file safely (no tags that run code, no key given twice).
 
-    Raises ConfigError with one line naming the file (missing, a folder, unreadable, not UTF-8)
-    or the file and line (syntax error, duplicate key, nesting too deep).
+    Raises ConfigError with one line naming the file (missing, a folder, not a regular file,
+    over YAML_MAX_BYTES, unreadable, not UTF-8) or the file and line (syntax error, duplicate
+    key, nesting too deep).
     """
+    data = read_limited(Path(path), YAML_MAX_BYTES, "YAML file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{path}: is a folder, not a YAML file"]) from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no tags that run code
     except RecursionError:
         raise ConfigError([f"{path}: YAML nested too deeply to read"]) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError([_yaml_error(path, text, exc)]) from None
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a file the user named, `what` it is in words ("YAML file"); ConfigError
+    with one line naming it when it is missing, a folder, not a regular file (a FIFO or a
+    device such as /dev/zero, which would never end) or larger than `limit` bytes."""
+    import stat
+
+    try:  # O_NONBLOCK: opening a FIFO waits for a writer otherwise
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a folder, not a {what}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ConfigError([f"{path}: is a folder, not a {what}" if stat.S_ISDIR(mode) else
+                           f"{path}: is not a regular file (a FIFO, a device or a socket), "
+                           f"not a {what}"])
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    if len(data) > limit:
+        raise ConfigError([f"{path}: larger than a {what} can be (over {_size(limit)}): is it "
+                           "the right file?"])
+    return data
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n / 1024:g} KiB"
+
+
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """`path: line N: problem` on one line, for any error PyYAML raises."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark else None
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"character #x{exc.character:04x} is not allowed in YAML" \
+            if isinstance(exc.character, int) else exc.reason
+    else:
         problem = getattr(exc, "problem", None) or str(exc)
-        if isinstance(exc, DuplicateKey):
-            raise ConfigError([f"{path}:{where}: {problem}"]) from None
-        raise ConfigError([f"{path}:{where}: YAML syntax error: {problem}"]) from None
+    where = f"{path}: line {line}" if line else str(path)
+    problem = " ".join(str(problem).split())
+    if isinstance(exc, DuplicateKey):
+        return f"{where}: {problem}"
+    return f"{where}: YAML syntax error: {problem}"
 
 
 def parse(model: type[BaseModel], raw: Any, source: str) -> Any:

@@ -160,7 +160,8 @@ def test_verbose_lets_the_converters_speak(monkeypatch, capfd):
 
     from edgekd.console import quiet
 
-    monkeypatch.delenv("EDGEKD_VERBOSE", raising=False)
+    # set (empty), not deleted: monkeypatch records it, so teardown removes what --verbose sets
+    monkeypatch.setenv("EDGEKD_VERBOSE", "")
     with quiet():
         os.write(2, b"converter chatter\n")
     assert "converter chatter" not in capfd.readouterr().err

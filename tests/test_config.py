@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -194,6 +195,10 @@ def _hostile(tmp_path: Path, kind: str) -> Path:
         path.write_text("[" * 100_000)
     elif kind == "folder":
         path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # read whole, it would wait for a writer forever
+    elif kind == "large":
+        path.write_text("# comment\n" * 110_000)
     else:
         path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     return path
@@ -202,7 +207,11 @@ def _hostile(tmp_path: Path, kind: str) -> Path:
 @pytest.mark.parametrize("command", ["validate", "run"])
 @pytest.mark.parametrize("kind, message", [("nested", "YAML nested too deeply to read"),
                                            ("folder", "is a folder, not a YAML file"),
-                                           ("latin1", "not UTF-8 text (byte 9)")])
+                                           ("latin1", "not UTF-8 text (byte 9)"),
+                                           ("fifo", "is not a regular file (a FIFO, a device "
+                                                    "or a socket), not a YAML file"),
+                                           ("large", "larger than a YAML file can be (over 1 "
+                                                     "MiB): is it the right file?")])
 def test_unreadable_pipeline_is_one_line_exit_2(tmp_path, command, kind, message):
     from click.testing import CliRunner
 
@@ -214,3 +223,56 @@ def test_unreadable_pipeline_is_one_line_exit_2(tmp_path, command, kind, message
     assert result.exit_code == 2, result.output
     assert result.output.splitlines() == [f"{path}: {message}"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["name: t\x00\n", "name: [t\n", "a: b: c\n"])
+def test_a_yaml_syntax_error_is_one_line_with_one_colon(tmp_path, text):
+    (line,) = errors(write(tmp_path, text))
+    assert line.startswith(f"{tmp_path / 'p.yaml'}: line ") and "::" not in line
+    assert "\n" not in line and "YAML syntax error" in line
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("train: {epochs: 1}", "train: {epochs: true}", "teacher.train.epochs"),
+    ("    epochs: 1\n", "    epochs: false\n", "stages[0].epochs"),
+    ("    epochs: 1\n", "    epochs: 1\n    batch_size: true\n", "stages[0].batch_size"),
+    ("    epochs: 1\n", "    epochs: 1\n    temperature: true\n", "stages[0].temperature"),
+    ("name: t\n", "name: t\nseed: true\n", "seed"),
+    ("name: t\n", "name: t\ndata: {image_size: [true, 8]}\n", "data.image_size"),
+    ("name: t\n", "name: t\ndata: {stats_samples: true}\n", "data.stats_samples"),
+    ("width: 4,", "width: true,", "student.width"),
+], ids=["train-epochs", "distill-epochs", "batch", "float", "seed", "image-size-item",
+        "samples", "width"])
+def test_booleans_are_no_numbers(tmp_path, old, new, field):
+    path = write(tmp_path, MINIMAL.replace(old, new))
+    (line,) = errors(path)
+    assert line.startswith(f"{path}: {field}: expected a number, not "), line
+
+
+def test_yes_no_fields_still_take_booleans(tmp_path):
+    text = MINIMAL.replace("name: t\n", "name: t\ncompile: true\n") \
+        .replace("    epochs: 1\n", "    epochs: 1\n    baseline: false\n")
+    pipeline = load_pipeline(write(tmp_path, text))
+    assert pipeline.compile is True and pipeline.stages[0].baseline is False
+
+
+@pytest.mark.parametrize("old, new, field, limit", [
+    ("name: t\n", "name: t\ndata: {image_size: [100000, 8]}\n", "data.image_size[0]", "4096"),
+    ("    epochs: 1\n", "    epochs: 100000000000000000000000000000\n", "stages[0].epochs",
+     "100000"),
+    ("train: {epochs: 1}", "train: {epochs: 100001}", "teacher.train.epochs", "100000"),
+    ("    epochs: 1\n", "    epochs: 1\n    batch_size: 10000000\n", "stages[0].batch_size",
+     "65536"),
+    ("width: 4,", "width: 4, input: {size: [8, 5000]},", "student.input.size[1]", "4096"),
+], ids=["image-size", "epochs-1e29", "teacher-epochs", "batch", "input-size"])
+def test_numbers_no_machine_takes_are_refused(tmp_path, old, new, field, limit):
+    path = write(tmp_path, MINIMAL.replace(old, new))
+    (line,) = errors(path)
+    assert line.startswith(f"{path}: {field}: ") and limit in line, line
+
+
+def test_a_name_longer_than_a_file_name_is_refused(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("name: t", "name: " + "n" * 256))
+    assert errors(path) == [f"{path}: name: too long (256 bytes): it names the run directory "
+                            "runs/<name>, and a file name is at most 255 bytes"]
+    assert load_pipeline(write(tmp_path, MINIMAL.replace("name: t", "name: " + "n" * 255)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,63 @@ def test_a_path_of_the_wrong_kind_says_so():
     assert kind_problem(here.parent, "file") == "is a folder, expected a file"
     assert kind_problem(here, "folder") == "is a file, expected a folder"
     assert kind_problem(here.parent / "absent", "file") == "not found"
+
+
+def test_the_run_lock_is_never_written_through_a_link(tmp_path):
+    from edgekd.files import exclusive
+    from edgekd.schema import ConfigError
+
+    victim = tmp_path / "victim"
+    victim.write_text("the user's own\n")
+    (tmp_path / ".lock").symlink_to(victim)
+    with pytest.raises(ConfigError, match=r"\.lock: the run lock is a symbolic link"):
+        with exclusive(tmp_path / ".lock"):
+            pass
+    assert victim.read_text() == "the user's own\n"
+    (tmp_path / ".lock").unlink()
+    os.mkfifo(tmp_path / ".lock")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        with exclusive(tmp_path / ".lock"):
+            pass
+    (tmp_path / ".lock").unlink()
+    with exclusive(tmp_path / ".lock"):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+
+
+def test_a_users_file_is_read_only_when_regular_and_small(tmp_path):
+    from edgekd.schema import ConfigError, read_limited
+
+    (tmp_path / "ok.json").write_bytes(b"{}")
+    assert read_limited(tmp_path / "ok.json", 2, "report.json") == b"{}"
+    with pytest.raises(ConfigError, match=r"ok.json: larger than a report.json can be"):
+        read_limited(tmp_path / "ok.json", 1, "report.json")
+    with pytest.raises(ConfigError, match=r"^/dev/zero: is not a regular file"):
+        read_limited(Path("/dev/zero"), 1 << 20, "YAML file")
+    (tmp_path / "link.json").symlink_to("/dev/zero")  # through a link too
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        read_limited(tmp_path / "link.json", 1 << 20, "report.json")
+
+
+def test_the_run_directory_of_another_pipeline_is_refused(tmp_path):
+    from edgekd.files import refuse_foreign_folder
+    from edgekd.schema import ConfigError
+
+    (tmp_path / ".lock").write_text("")
+    (tmp_path / "report.json").write_text('{"pipeline": "mobile"}')
+    refuse_foreign_folder(tmp_path, ("report.json",), "mobile")  # the same pipeline: resume
+    with pytest.raises(ConfigError, match="holds a run of pipeline 'mobile', not 'rpi'"):
+        refuse_foreign_folder(tmp_path, ("report.json",), "rpi")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_a_folder_that_takes_no_files_says_so(tmp_path):
+    from edgekd.files import check_writable
+    from edgekd.schema import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        check_writable(Path("/proc"))
+    assert info.value.lines == ["/proc: cannot write the run directory (--out): not writable "
+                                "(this file system takes no new files)"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"file/run: cannot write the run directory"):
+        check_writable(tmp_path / "file" / "run")

@@ -5,7 +5,8 @@ returns the `edgekd` command line (run as a real subprocess, `python -m edgekd .
 harness test below holds every row to the same promise:
 
 - the documented exit code (2: the user's input; 1: internal error, with error.log);
-- exactly one line of output (blank lines aside, and the "details: <log>" line of an exit 1),
+- exactly one line of output (blank lines aside, the "details: <log>" line of an exit 1, and
+  the progress lines of stages that finished before the refused one),
   naming the file, and the field or figure when there is one (`names`);
 - no traceback;
 - nothing lost: every file that existed before (the case's own inputs, and a finished run
@@ -24,6 +25,7 @@ unexpected pass is red too, until `known` and `bug` are removed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -286,6 +288,67 @@ def profile_data_uint8(tmp):
     return argv
 
 
+def npz_label_10_to_the_12(tmp):
+    x, _y = _digits(40)
+    return _npz_pipeline(tmp, x, np.array([0, 10**12] * 20))  # a 10^12-name list: OOM-killed
+
+
+def npz_duplicate_class_names(tmp):
+    x, y = _digits(classes=2)
+    return _npz_pipeline(tmp, x, y, classes=np.array(["a", "a"]))
+
+
+def npz_label_beyond_one_class(tmp):
+    x, y = _digits(classes=2)
+    return _npz_pipeline(tmp, x, y, classes=np.array(["a"]))
+
+
+def npz_is_proc_environ(tmp):
+    return _pipeline(tmp, data="{source: npz, path: /proc/self/environ}")  # np.load: "pickle"
+
+
+def folder_classes_nfc_nfd(tmp):
+    _images(tmp / "imgs", classes=("c\u00e1t", "ca\u0301t"))  # the same name to a reader
+    return _folder_pipeline(tmp)
+
+
+def folder_float_image_beyond_255(tmp):
+    from PIL import Image
+
+    _images(tmp / "imgs")
+    Image.fromarray(np.full((8, 8), 4095.0, np.float32)).save(tmp / "imgs" / "a" / "f.tif")
+    return _folder_pipeline(tmp)
+
+
+def manifest_same_image_twice(tmp):
+    return _manifest(tmp, "m.csv", _rows() + ["./imgs/a/2.png,a"])  # in train and test: leak
+
+
+def manifest_same_image_two_labels(tmp):
+    return _manifest(tmp, "m.csv", _rows() + ["imgs/a/2.png,b"])
+
+
+def manifest_csv_extra_fields(tmp):
+    rows = _rows()
+    rows[3] = "imgs/a/3.png,a,b"  # an unquoted comma: which is the label?
+    return _manifest(tmp, "m.csv", rows)
+
+
+def manifest_jsonl_label_list(tmp):
+    rows = [f'{{"path": "imgs/{c}/{i}.png", "label": "{c}"}}' for c in "ab" for i in range(6)]
+    rows[2] = '{"path": "imgs/a/2.png", "label": [2]}'  # str() made a class "[2]"
+    return _manifest(tmp, "m.jsonl", rows)
+
+
+def manifest_row_is_a_folder(tmp):
+    return _manifest(tmp, "m.csv", _rows() + ["imgs/a,a"])
+
+
+def profile_data_is_onnx(tmp):
+    argv = _profile_data(tmp, np.arange(12) % 4)
+    return [*argv[:-1], "model.onnx"]  # np.load: "This file contains pickled (object) data"
+
+
 # ---- config ----------------------------------------------------------------------------------
 
 def duplicate_keys(tmp):
@@ -416,6 +479,14 @@ def checkpoint_truncated(tmp):
     whole = (tmp / "run" / "teacher" / "teacher.pt").read_bytes()
     (tmp / "cut.pt").write_bytes(whole[:len(whole) // 2])
     return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: cut.pt}")
+
+
+def layer_path_typo_over_a_finished_run(tmp):
+    """A hint layer path the student lacks, rerun over a finished run (teacher cached): the
+    one line came after distill had deleted its epoch checkpoints and the report was
+    replaced by a failed one. The stage's checks now come before it touches anything."""
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: 1, hints: [{student: net.9, "
+                                 "teacher: net.0}]}")
 
 
 def checkpoint_is_a_folder(tmp):
@@ -586,6 +657,67 @@ def report_edited(tmp):
     return ["report", "run"]
 
 
+# ---- files that never end, links where edgekd writes, runs of other pipelines, bounds -------
+
+def validate_dev_zero(tmp):
+    return ["validate", "/dev/zero"]  # read whole, it filled 23 GB before the OOM killer
+
+
+def pipeline_over_a_megabyte(tmp):
+    argv = _pipeline(tmp)
+    with open(tmp / "p.yaml", "a") as f:
+        f.write(("# " + "x" * 98 + "\n") * 11_000)
+    return argv
+
+
+def yaml_binary(tmp):
+    (tmp / "p.yaml").write_bytes(b"name: p\x00\x01\n")  # was "p.yaml:: ..." on two lines
+    return ["validate", "p.yaml"]
+
+
+def lock_is_a_link(tmp):
+    (tmp / "victim").write_text("the user's own\n")
+    (tmp / "run" / ".lock").unlink(missing_ok=True)
+    (tmp / "run" / ".lock").symlink_to(tmp / "victim")  # the pid was written into victim
+    return _pipeline(tmp)
+
+
+def out_is_another_pipelines_run(tmp):
+    return _pipeline(tmp, name="q")  # run/ is a finished run of pipeline p
+
+
+def out_is_proc(tmp):
+    return [*_pipeline(tmp)[:2], "--out", "/proc"]
+
+
+def image_size_huge(tmp):
+    return _pipeline(tmp, data="{source: digits, image_size: [100000, 8]}")  # 1 problem
+
+
+def name_100k(tmp):
+    return _pipeline(tmp, out=False, name="n" * 100_000)
+
+
+def epochs_huge(tmp):
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: " + "1" + "0" * 29 + "}")
+
+
+def epochs_true(tmp):
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: true}")
+
+
+def check_model_huge_input(tmp):
+    return ["check-model", "cnn", "--formats", "onnx_fp32", "--input-shape", "3x100000x100000"]
+
+
+def check_model_pickle(tmp):
+    import torch
+
+    torch.save({"state_dict": _Pwn()}, tmp / "evil.pt")
+    return ["check-model", "cnn", "--formats", "onnx_fp32", "--quantize", "none",
+            "--input-shape", "1x8x8", "--weights", "evil.pt"]
+
+
 PROMISES = ("exit code", "no traceback", "one line", "names", "nothing lost", "no code ran")
 """What every case checks; a Case's `known` lists those a bug not yet fixed breaks today."""
 
@@ -646,6 +778,24 @@ CASES = [
     Case("npz-channels-last-5", npz_channels_last_5, 2, ("d.npz", "(60, 8, 8, 5)")),
     Case("npz-int64-beyond-255", npz_int64_beyond_255, 2, ("d.npz", "int64", "0-255")),
     Case("npz-uint16-8bit", npz_uint16_8bit, 2, ("d.npz", "uint16", "255")),
+    Case("npz-label-10-to-the-12", npz_label_10_to_the_12, 2, ("d.npz", "up to 1000000000000")),
+    Case("npz-duplicate-class-names", npz_duplicate_class_names, 2, ("d.npz", "a appears twice")),
+    Case("npz-label-beyond-one-class", npz_label_beyond_one_class, 2,
+         ("d.npz", "names 1 class")),
+    Case("npz-is-proc-environ", npz_is_proc_environ, 2,
+         ("/proc/self/environ", "not an .npz archive")),
+    Case("folder-classes-nfc-nfd", folder_classes_nfc_nfd, 2, ("imgs", "two Unicode forms")),
+    Case("folder-float-image-beyond-255", folder_float_image_beyond_255, 2,
+         ("imgs/a/f.tif", "[4095, 4095]")),
+    Case("manifest-same-image-twice", manifest_same_image_twice, 2, ("m.csv:14", "lines 4 and 14")),
+    Case("manifest-same-image-two-labels", manifest_same_image_two_labels, 2,
+         ("m.csv:14", "two labels")),
+    Case("manifest-csv-extra-fields", manifest_csv_extra_fields, 2, ("m.csv:5", "3 fields")),
+    Case("manifest-jsonl-label-list", manifest_jsonl_label_list, 2, ("m.jsonl:3", "label [2]")),
+    Case("manifest-row-is-a-folder", manifest_row_is_a_folder, 2,
+         ("imgs/a", "is a folder, expected an image file")),
+    Case("profile-data-is-onnx", profile_data_is_onnx, 2,
+         ("--data model.onnx", "not an .npz archive")),
     # config: the pipeline and everything it references, read before anything runs
     Case("yaml-duplicate-key", duplicate_keys, 2, ("p.yaml", "line 8", "stages")),
     Case("lr-inf", infinite_lr, 2, ("p.yaml", "teacher.train.lr")),
@@ -654,7 +804,7 @@ CASES = [
     Case("pipeline-is-a-folder", pipeline_is_a_folder, 2, ("p.yaml", "folder")),
     Case("pipeline-not-utf8", pipeline_not_utf8, 2, ("p.yaml", "UTF-8")),
     Case("yaml-100k-nested", deep_nesting, 2, ("p.yaml", "nested")),
-    Case("name-300-chars", long_name, 2, ("runs/" + "n" * 300, "too long")),
+    Case("name-300-chars", long_name, 2, ("p.yaml", "name", "too long", "255 bytes")),
     Case("out-is-a-file", out_is_a_file, 2, ("taken", "--out")),
     Case("out-holds-the-checkpoint", out_holds_the_checkpoint, 2,
          ("--out", "teacher/teacher.pt", "overwrite")),
@@ -675,6 +825,8 @@ CASES = [
     Case("checkpoint-runs-code", checkpoint_runs_code, 2, ("evil.pt", "trust_checkpoint")),
     Case("checkpoint-random-bytes", checkpoint_random_bytes, 2, ("junk.pt",)),
     Case("checkpoint-truncated", checkpoint_truncated, 2, ("cut.pt",)),
+    Case("layer-path-typo-over-a-finished-run", layer_path_typo_over_a_finished_run, 2,
+         ("p.yaml", "stages[0].hints[0].student", "net.9")),
     Case("checkpoint-is-a-folder", checkpoint_is_a_folder, 2,
          ("weights", "is a folder, expected a file")),
     # tracebacks: files edgekd wrote itself, damaged afterwards
@@ -724,6 +876,21 @@ CASES = [
          ("test.npz", "(5,) but x has 12 samples")),
     Case("profile-data-npy", profile_data_npy, 2, ("test.npz", ".npy")),
     Case("profile-data-uint8", profile_data_uint8, 2, ("test.npz", "uint8")),
+    # files that never end or are too large to be what they say; links where edgekd writes
+    Case("validate-dev-zero", validate_dev_zero, 2, ("/dev/zero", "not a regular file")),
+    Case("pipeline-over-1-mib", pipeline_over_a_megabyte, 2, ("p.yaml", "1 MiB")),
+    Case("yaml-binary", yaml_binary, 2, ("p.yaml: line 1: YAML syntax error", "#x0000")),
+    Case("lock-is-a-link", lock_is_a_link, 2, ("run/.lock", "symbolic link")),
+    Case("out-is-another-pipelines-run", out_is_another_pipelines_run, 2,
+         ("run", "'p'", "'q'")),
+    Case("out-is-proc", out_is_proc, 2, ("/proc", "not writable")),
+    # numbers that pass a type check but no machine
+    Case("image-size-100000", image_size_huge, 2, ("p.yaml", "data.image_size", "4096")),
+    Case("name-100k-chars", name_100k, 2, ("p.yaml", "name", "too long")),
+    Case("epochs-1e29", epochs_huge, 2, ("p.yaml", "stages[0].epochs", "100000")),
+    Case("epochs-true", epochs_true, 2, ("p.yaml", "stages[0].epochs", "not true")),
+    Case("check-model-huge-input", check_model_huge_input, 2, ("--input-shape", "4096")),
+    Case("check-model-pickle", check_model_pickle, 2, ("evil.pt", "--trust-checkpoint")),
 ]
 
 
@@ -745,6 +912,11 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+PROGRESS = re.compile(r"\[(teacher|distill|quantize|export|profile)\] (cached|done) in |    ")
+"""The loop's lines for stages that finished before the refused one (and their indented
+checks and warnings): progress, not a second message about the input."""
+
+
 def _files(root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and not p.is_symlink() and p.name != ".lock"}
@@ -758,7 +930,8 @@ def test_hostile_input(case: Case, tmp_path: Path, finished_run: Path):
     done = _run(argv, tmp_path)
     output = done.stdout + done.stderr
     lines = [line for line in output.splitlines() if line.strip()
-             and not (case.exit == 1 and line.startswith("details: "))]
+             and not (case.exit == 1 and line.startswith("details: "))
+             and not PROGRESS.match(line)]
     after = _files(tmp_path)
     lost = [str(p.relative_to(tmp_path)) for p, data in before.items() if after.get(p) != data]
     broken = {

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from edgekd.schema import Strict
 
 AUGMENT_PRESETS = ("none", "light", "standard")
+MAX_IMAGE_SIDE = 4096
+"""The largest image height or width edgekd takes (`image_size`, a model's `input.size`,
+`check-model --input-shape`): a 4096 x 4096 RGB batch of 64 is already 12 GiB of float32."""
+Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
+"""One image height or width in pixels."""
 
 
 def check_mean_std(mean: list[float] | None, std: list[float] | None) -> None:
@@ -76,9 +81,10 @@ class DataConfig(Strict):
     test: Path | None = None
     """The test split (with `train`); default: `split.test` of train held out. Every accuracy
     in the report is measured on the test split."""
-    image_size: tuple[PositiveInt, PositiveInt] | None = None
-    """(height, width) every image is resized to (bilinear): folder and manifest data need it;
-    .npz data and the built-in 8x8 digits are resized when it is given."""
+    image_size: tuple[Side, Side] | None = None
+    """(height, width) every image is resized to (bilinear), each 1 to MAX_IMAGE_SIDE (4096):
+    folder and manifest data need it; .npz data and the built-in 8x8 digits are resized when
+    it is given."""
     channels: Literal[1, 3] | None = None
     """Colour channels of image files (1 grey, 3 RGB); default 3; folder and manifest only."""
     split: Split = Split()
@@ -90,7 +96,7 @@ class DataConfig(Strict):
     `stats_samples` training images."""
     std: list[float] | None = None
     """Per-channel standard deviation, with `mean`."""
-    stats_samples: int = Field(2048, ge=1)
+    stats_samples: int = Field(2048, ge=1, le=1_000_000)
     """Training images read to measure mean and std (never a full pass over large data)."""
     num_workers: int | Literal["auto"] = "auto"
     """DataLoader worker processes. auto: 0 for data held in memory without augmentation (an

@@ -12,7 +12,13 @@ from pydantic import Field, model_validator
 
 from edgekd.budgets import DistillBudget
 from edgekd.config.data import Augment
-from edgekd.config.models import ModelConfig, OptimizerConfig, TeacherConfig
+from edgekd.config.models import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    ModelConfig,
+    OptimizerConfig,
+    TeacherConfig,
+)
 from edgekd.schema import Strict
 
 
@@ -115,14 +121,14 @@ class DistillStage(Strict):
     kind: Literal["distill"]
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
     lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
     weight_decay: float = Field(5e-4, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig()
-    val_every: int = Field(1, ge=1)
+    val_every: int = Field(1, ge=1, le=MAX_EPOCHS)
     """Validate every this many epochs (and after the last); the best validated epoch is kept."""
-    patience: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     """Early stopping: stop after this many validations without a better accuracy."""
     augment: Augment | None = None
     """This stage's augmentation (default: data.augment); the baseline gets the same."""

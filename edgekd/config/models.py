@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgekd.config.data import Augment, check_mean_std
+from edgekd.config.data import Augment, Side, check_mean_std
 from edgekd.schema import Strict, did_you_mean
 
 # Where a model comes from: `arch: <source>:<name>` (cnn takes no name). `module:` is the fifth
@@ -25,6 +25,11 @@ with the prefix, any torchvision classification model is accepted."""
 ARCHS = CNN_ARCHS + TORCHVISION_ARCHS
 SPEC_FORMS = ("cnn", "torchvision:<name>", "timm:<name>", "hf:<directory>",
               "module: file.py:function")
+MAX_EPOCHS = 100_000
+"""The most epochs a training takes (and the bound of epoch counts such as patience): beyond
+it the ETA is years and the number is a slip."""
+MAX_BATCH_SIZE = 65_536
+"""The largest batch_size a training takes."""
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -50,9 +55,9 @@ class OptimizerConfig(Strict):
     schedule: Literal["onecycle", "cosine", "step"] = "onecycle"
     """onecycle; cosine (decay to 0 after `warmup_epochs`); step (x `gamma` every
     `step_epochs` after `warmup_epochs`)."""
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     """Linear warm-up from 0 to `lr` (cosine and step; one-cycle has its own)."""
-    step_epochs: int = Field(10, ge=1)
+    step_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     """step only: epochs between decays."""
     gamma: float = Field(0.1, gt=0, le=1)
     """step only: the factor of each decay."""
@@ -76,15 +81,15 @@ class OptimizerConfig(Strict):
 class TrainConfig(Strict):
     """Plain supervised training (used for a teacher the pipeline trains itself)."""
 
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
     lr: float = Field(0.01, gt=0)
     """Peak learning rate."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
     weight_decay: float = Field(5e-4, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig()
-    val_every: int = Field(1, ge=1)
+    val_every: int = Field(1, ge=1, le=MAX_EPOCHS)
     """Validate every this many epochs (and after the last); the best validated epoch is kept."""
-    patience: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     """Early stopping: stop after this many validations without a better accuracy."""
     augment: Augment | None = None
     """This training's augmentation (default: data.augment)."""
@@ -107,7 +112,7 @@ class InputSpec(Strict):
     """Per-channel standard deviation, with `mean`."""
     range: tuple[float, float] = (0.0, 1.0)
     """Pixel values the network was trained on before mean/std: [0, 1] or [0, 255]."""
-    size: tuple[int, int] | None = None
+    size: tuple[Side, Side] | None = None
     """(height, width) the network takes; other inputs are resized to it (bilinear) inside
     the model. Default: the data's size."""
     channels: Literal[1, 3] | None = None
@@ -153,7 +158,7 @@ class ModelConfig(Strict):
     receives `kwargs` (and `num_classes` when it takes that argument)."""
     kwargs: dict[str, Any] = {}
     """Keyword arguments for the `module:` function."""
-    width: int | None = Field(None, ge=1)
+    width: int | None = Field(None, ge=1, le=4096)
     """Channels of the first CNN block; each later block doubles it (cnn only)."""
     depth: int | None = Field(None, ge=1, le=6)
     """Number of conv blocks (cnn only)."""

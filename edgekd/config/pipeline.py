@@ -22,6 +22,8 @@ Stage = Annotated[
 ]
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$"
 """What `device:` and `--device` take."""
+NAME_MAX_BYTES = 255
+"""The longest file name (in bytes, UTF-8) ext4, XFS, APFS and NTFS take."""
 STAGE_KINDS = ("distill", "quantize", "export", "profile")
 """The stage kinds a pipeline's `stages:` list takes, in the order they must run."""
 
@@ -30,6 +32,7 @@ class Pipeline(Strict):
     """One pipeline file: data, teacher, student, target device and stages in order."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Names the run directory (runs/<name>), so at most NAME_MAX_BYTES."""
     seed: int = Field(0, ge=0, le=2**32 - 1)
     """Seeds the splits, the initial weights and the training order (numpy and torch take
     0 .. 2**32 - 1)."""
@@ -91,6 +94,15 @@ class Pipeline(Strict):
                         f"{', '.join(f.artifact for f in gated) or 'no artifacts'} is one, so "
                         "it would check nothing")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _fits_a_file_name(cls, name: str) -> str:
+        size = len(name.encode())
+        if size > NAME_MAX_BYTES:
+            raise ValueError(f"too long ({size} bytes): it names the run directory runs/<name>, "
+                             f"and a file name is at most {NAME_MAX_BYTES} bytes")
+        return name
 
     @field_validator("device")
     @classmethod

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekd.budgets import ExportBudget, ProfileBudget, QuantizeBudget
 from edgekd.config.data import Augment
-from edgekd.config.models import OptimizerConfig
+from edgekd.config.models import MAX_BATCH_SIZE, MAX_EPOCHS, OptimizerConfig
 from edgekd.export.formats import FORMAT_NAMES, missing_runtime
 from edgekd.schema import Strict
 
@@ -22,11 +22,11 @@ class Calibration(Strict):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(99.999, gt=50, le=100)
     """percentile: the |activation| percentile taken as the range."""
-    num_bins: int = Field(2048, ge=16)
+    num_bins: int = Field(2048, ge=16, le=1 << 20)
     """entropy / percentile: histogram bins collected per tensor."""
-    num_quantized_bins: int = Field(128, ge=2)
+    num_quantized_bins: int = Field(128, ge=2, le=1 << 20)
     """entropy: bins of the quantized distribution the KL search compares against."""
-    samples: int = Field(512, ge=1)
+    samples: int = Field(512, ge=1, le=1_000_000)
     """Training samples used for calibration."""
 
 
@@ -42,11 +42,11 @@ class QuantizeStage(Strict):
     method: Literal["qat", "ptq"] = "qat"
     calibration: Calibration = Calibration()
     """ptq only."""
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS)
     """qat only: fine-tuning epochs."""
     lr: float = Field(1e-3, gt=0)
     """qat only: peak learning rate (AdamW, one-cycle)."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
     """qat only."""
     temperature: float = Field(4.0, gt=0)
     """qat only: softmax temperature of the teacher's soft targets."""
@@ -54,9 +54,9 @@ class QuantizeStage(Strict):
     """qat only: weight of the teacher's soft targets during fine-tuning (0 turns KD off)."""
     optimizer: OptimizerConfig = OptimizerConfig()
     """qat only."""
-    val_every: int = Field(1, ge=1)
+    val_every: int = Field(1, ge=1, le=MAX_EPOCHS)
     """qat only: validate every this many epochs (and after the last); the best is kept."""
-    patience: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     """qat only: early stopping after this many validations without a better accuracy."""
     augment: Augment | None = None
     """qat only: the fine-tuning's augmentation (default: data.augment). With augmentation
@@ -80,7 +80,7 @@ class ExportStage(Strict):
 
     kind: Literal["export"]
     formats: list[ExportFormat] = ["onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8"]
-    opset: int = Field(18, ge=13)
+    opset: int = Field(18, ge=13, le=100)
     """ONNX opset of the .onnx files."""
     validate_arch: Literal["arm64"] | None = None
     """Also run every file with the arm64 builds of its runtime under user-mode emulation
@@ -110,11 +110,11 @@ class ProfileStage(Strict):
     """Measure every exported artifact on the pipeline's target device."""
 
     kind: Literal["profile"]
-    runs: int = Field(200, ge=1)
+    runs: int = Field(200, ge=1, le=1_000_000)
     """Timed inferences per artifact."""
-    warmup: int = Field(20, ge=0)
+    warmup: int = Field(20, ge=0, le=1_000_000)
     """Untimed inferences before timing."""
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=1024)
     """Threads for the runtime; default the device profile's."""
     accuracy: bool = True
     """Also measure accuracy on the test split on the device."""

@@ -31,9 +31,10 @@ def shown(path: Path | str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-def file_problem(file: Path) -> str | None:
-    """Why `file` cannot be read as a data file (following symlinks), in words; None if it is
-    a regular file. Never opens it: opening a FIFO waits for a writer, forever."""
+def file_problem(file: Path, what: str = "a file") -> str | None:
+    """Why `file` cannot be read as a data file (`what`, said when it is a folder) following
+    symlinks, in words; None if it is a regular file. Never opens it: opening a FIFO waits
+    for a writer, forever."""
     try:
         mode = file.stat().st_mode
     except FileNotFoundError:
@@ -42,6 +43,8 @@ def file_problem(file: Path) -> str | None:
         return "not found"
     except OSError as exc:  # a symlink loop, a name too long, no permission on its folder
         return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return f"is a folder, expected {what}"
     if not stat.S_ISREG(mode):
         return "not a regular file (a FIFO, a device or a socket); give the file itself"
     return None
@@ -59,17 +62,39 @@ def image_problem(file: Path) -> str | None:
     which checks PNG chunk checksums but decodes no pixels); None if it reads."""
     from PIL import Image, UnidentifiedImageError
 
-    problem = file_problem(file)
+    problem = file_problem(file, "an image file")
     if problem:
         return problem
     try:
         with Image.open(file) as img:
+            floats = img.mode == "F"
             img.verify()
+        if floats:  # rare (float TIFFs): their values decide how they become pixels
+            with Image.open(file) as img:
+                float_pixel_scale(np.asarray(img))
     except Image.DecompressionBombError as exc:
         return f"refused, too many pixels for an image ({exc}); resize it before training"
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
         return f"cannot read as an image ({exc})"
+    except ConfigError as exc:
+        return exc.lines[0]
     return None
+
+
+def float_pixel_scale(values: np.ndarray) -> float:
+    """What a 32-bit float image's `values` are multiplied by to become 0-255 pixels: 255 for
+    values in [0, 1], 1 for values in [0, 255]; ConfigError (a line without the file, which
+    the caller names) for non-finite values or values beyond both."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ConfigError([f"{int((~finite).sum())} non-finite pixel value(s) (NaN or inf)"])
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low >= -1e-3 and high <= 1 + 1e-3:
+        return 255.0
+    if low >= -1e-3 and high <= 255 + 1e-3:
+        return 1.0
+    raise ConfigError([f"a 32-bit float image with values in [{low:g}, {high:g}]; float "
+                       "images must be in [0, 1] or [0, 255]"])
 
 
 def check_images(files: list[Path], where: Path) -> None:
@@ -183,23 +208,72 @@ def labels(path: Path, y: np.ndarray, classes: list[str] | None) -> np.ndarray:
                            f"{int(y[y < 0][0])}; labels must be integers 0..K-1"])
     if classes is not None and y.max() >= len(classes):
         raise ConfigError([f"{path}: y has labels up to {int(y.max())} but `classes` names "
-                           f"{len(classes)}"])
+                           f"{len(classes)} class{'es' if len(classes) != 1 else ''}"])
+    if classes is None and y.max() >= len(y):  # before a list of y.max() + 1 names is made
+        absent = int(y.max()) + 1 - len(np.unique(y))
+        raise ConfigError([f"{path}: labels run up to {int(y.max())} but {absent} number(s) "
+                           f"in between have no sample (y has {len(y)} samples); number the "
+                           "classes 0..K-1 or give a `classes` array"])
     return y
+
+
+def distinct_classes(where: Path, names: list[str]) -> None:
+    """ConfigError naming the class names that are the same, or the same text in another
+    Unicode form (NFC "c\xe1t" and NFD "ca\u0301t" look alike: two classes, one name)."""
+    import unicodedata
+
+    seen: dict[str, str] = {}
+    for name in names:
+        key = unicodedata.normalize("NFC", name)
+        if key in seen:
+            how = "twice" if seen[key] == name else f"twice, as {ascii(seen[key])} and " \
+                f"{ascii(name)} (one text in two Unicode forms)"
+            raise ConfigError([f"{shown(where)}: the class name {shown(name)} appears {how}; "
+                               "class names must be distinct"])
+        seen[key] = name
+
+
+def manifest_duplicates(path: Path, rows: list[tuple[int, str, str]]) -> None:
+    """ConfigError naming the lines of the manifest `path` that list one image twice (by
+    its real path): in both train and test it would leak, and under two labels it is
+    contradictory."""
+    first: dict[str, tuple[int, str]] = {}
+    for line, file, label in rows:
+        real = os.path.realpath(path.parent / file)
+        seen_line, seen_label = first.setdefault(real, (line, label))
+        if seen_line != line:
+            how = f"with two labels ({seen_label} on line {seen_line}, {label} on line {line})" \
+                if seen_label != label else f"(lines {seen_line} and {line}): it could land " \
+                "in both the train and the test split"
+            raise ConfigError([f"{path}:{line}: the image {shown(file)} is listed twice {how}; "
+                               "list each image once"])
+
+
+def archive_problem(path: Path) -> str | None:
+    """What `path` (a regular file) is when it is not an .npz archive: a .npy, or anything
+    else (np.load would read it as a pickle, and say so); None for a zip archive."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    if head == b"\x93NUMPY":
+        return ("a .npy file (one array), not an .npz archive of x and y; save both with "
+                "np.savez(path, x=..., y=...)")
+    if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        return ("not an .npz archive of arrays x and y (not a zip file); save one with "
+                "np.savez(path, x=..., y=...)")
+    return None
 
 
 def model_input_problem(path: Path) -> str | None:
     """What keeps the .npz at `path` from being fed to a model as it is (`edgekd profile
     --data`: x goes to the runtime unconverted): not an .npz archive, or an `x` that is not
     float in [0, 1]; None if it can be (missing arrays and labels are checked elsewhere)."""
-    problem = file_problem(path)
+    problem = file_problem(path) or archive_problem(path)
     if problem:
         return problem
     try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-        if head == b"\x93NUMPY":
-            return ("a .npy file (one array), not an .npz archive of x and y; save both with "
-                    "np.savez(path, x=..., y=...)")
         with np.load(path, allow_pickle=False) as arrays:
             x = arrays["x"] if "x" in arrays.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

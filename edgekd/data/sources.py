@@ -95,6 +95,8 @@ class FileStore:
                                    f"resize it before training"]) from None
             except (OSError, UnidentifiedImageError, ValueError) as exc:
                 raise ConfigError([f"{file}: cannot read as an image ({exc})"]) from None
+            except ConfigError as exc:  # float pixels beyond [0, 255] (_eight_bit)
+                raise ConfigError([f"{file}: {exc.lines[0]}"]) from None
             out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return out
 
@@ -111,13 +113,18 @@ def _upright(img):
 
 def _eight_bit(img):
     """A 16-bit (or 32-bit integer) greyscale PIL image as 8-bit "L", scaled by its bit depth
-    (65535 -> 255). PIL's own convert("L") clips such values at 255: an all-white image."""
+    (65535 -> 255); a 32-bit float one ("F") by its range (checks.float_pixel_scale). PIL's
+    own convert("L") clips wide values at 255 (all white) and floats in [0, 1] to 0 (black)."""
     from PIL import Image
 
-    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+    if img.mode == "F":
+        wide = np.asarray(img).astype(np.float64)
+        wide *= checks.float_pixel_scale(wide)
+    elif img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        wide = np.asarray(img).astype(np.float64) / 257.0
+    else:
         return img
-    wide = np.asarray(img).astype(np.float64)
-    return Image.fromarray(np.clip(wide / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(np.clip(wide + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 @dataclass
@@ -149,11 +156,11 @@ def npz(path: Path, size: tuple[int, int] | None) -> Samples:
     whole otherwise (np.savez_compressed). Its layout, dtype and values are checked
     (edgekd.data.checks.layout and pixel_scale)."""
     checks.regular_file(path)
+    problem = checks.archive_problem(path)  # else np.load reads it as a pickle, and says so
+    if problem:
+        raise ConfigError([f"{path}: {problem}"])
     try:
         blob = np.load(path, allow_pickle=False)
-        if isinstance(blob, np.ndarray):
-            raise ConfigError([f"{path}: a .npy file (one array), not an .npz archive with "
-                               "arrays x and y; save both with np.savez(path, x=..., y=...)"])
         names = blob.files
         missing = [k for k in ("x", "y") if k not in names]
         if missing:
@@ -173,6 +180,8 @@ def npz(path: Path, size: tuple[int, int] | None) -> Samples:
         raise ConfigError([f"{path}: x must be N x H x W or N x C x H x W, got shape {x.shape}"])
     nhwc = checks.layout(path, x.shape)
     y = checks.labels(path, y, classes)
+    if classes is not None:
+        checks.distinct_classes(path, classes)
     scale = checks.pixel_scale(path, x)
     named = classes is not None
     if classes is None:
@@ -219,6 +228,7 @@ def folder(path: Path, size: tuple[int, int], channels: int,
         if checks.shown(name) != name:  # not UTF-8, or control characters
             raise ConfigError([f"{checks.shown(path / name)}: a class folder whose name is "
                                "not printable UTF-8 text; rename it"])
+    checks.distinct_classes(path, classes)
     _check_class_links(path, classes)
     files, labels = [], []
     for label, (_name, images) in enumerate(found):
@@ -289,6 +299,7 @@ def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:
         raise ConfigError([f"{path}: the manifest lists no images"])
     names = sorted({label for _file, label in rows},
                    key=lambda c: (0, int(c), "") if re.fullmatch(r"-?[0-9]+", c) else (1, 0, c))
+    checks.distinct_classes(path, names)
     index = {name: i for i, name in enumerate(names)}
     files = [(path.parent / file) for file, _label in rows]
     absent = [f for f in files if not os.path.lexists(f)]
@@ -317,6 +328,7 @@ def manifest_rows(path: Path) -> list[tuple[str, str]]:
     for line, file, label in rows:
         checks.printable(path, line, "path", file)
         checks.printable(path, line, "label", label)
+    checks.manifest_duplicates(path, rows)
     return [(file, label) for _line, file, label in rows]
 
 
@@ -332,6 +344,10 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
         for row in reader:
             if not row["path"] or row["label"] in (None, ""):
                 raise ConfigError([f"{path}:{reader.line_num}: empty path or label"])
+            if None in row:  # DictReader files cells beyond the header under None
+                raise ConfigError([f"{path}:{reader.line_num}: a row of "
+                                   f"{len(row) - 1 + len(row[None])} fields under a header of "
+                                   f"{len(reader.fieldnames)}; quote a cell holding a comma"])
             rows.append((reader.line_num, row["path"], str(row["label"]).strip()))
     except csv.Error as exc:
         raise ConfigError([f"{path}:{reader.line_num}: not valid CSV ({exc})"]) from None
@@ -346,10 +362,17 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
             continue
         try:
             row = json.loads(row_text)
-            rows.append((line, str(row["path"]), str(row["label"]).strip()))
+            file, label = row["path"], row["label"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError([f"{path}:{line}: expected an object with path and label "
                                f"({type(exc).__name__}: {exc})"]) from None
+        # str() would make a label of [2], {}, true or 1.5, and a path of null
+        if not isinstance(file, str) or not file or isinstance(label, bool) \
+                or not isinstance(label, str | int) or str(label).strip() == "":
+            raise ConfigError([f"{path}:{line}: path must be a non-empty string and label a "
+                               f"string or an integer (got path {json.dumps(file)}, label "
+                               f"{json.dumps(label)})"])
+        rows.append((line, file, str(label).strip()))
     return rows
 
 

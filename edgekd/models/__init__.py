@@ -2,9 +2,9 @@
 adapter (builders), a user's model files (checkpoints), edgekd's own (saved)."""
 
 from edgekd.models.builders import Classifier, count_macs, count_params
-from edgekd.models.checkpoints import HeadMismatch, ModelError
+from edgekd.models.checkpoints import HeadMismatch, ModelError, Untrusted
 from edgekd.models.registry import build, describe
 from edgekd.models.saved import load_model, save_model
 
 __all__ = ["Classifier", "HeadMismatch", "ModelError", "build", "count_macs", "count_params",
-           "describe", "load_model", "save_model"]
+           "Untrusted", "describe", "load_model", "save_model"]

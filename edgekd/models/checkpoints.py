@@ -29,6 +29,15 @@ class ModelError(ValueError):
     spec's field: `weights: ...`, `checkpoint: ...`, `arch: ...`, `module: ...`."""
 
 
+class Untrusted(ModelError):
+    """Weights that only unpickling can read (which runs code from the file), not trusted.
+    `path` is the file; the message says how a pipeline trusts it (a command says its own)."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 class HeadMismatch(ModelError):
     """Weights whose classifier was trained for another number of classes (a teacher's)."""
 
@@ -73,6 +82,10 @@ def _read_state(path: Path, field: str, trust: bool) -> tuple[dict, dict | None]
     return _unwrap(blob, path, field), None
 
 
+UNPICKLING = ("is not a plain state_dict: loading it means unpickling, which runs code from "
+              "the file")
+
+
 def load(path: Path, field: str, trust: bool):
     """torch.load with weights_only=True; unpickling only with `trust`, else ModelError. A file
     torch.save did not write (neither its zip archive nor its legacy pickle), or one that
@@ -92,10 +105,10 @@ def load(path: Path, field: str, trust: bool):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         if not trust:
-            raise ModelError(
-                f"{field}: {path} is not a plain state_dict: loading it means unpickling, which "
-                "runs code from the file. Save model.state_dict() instead, or, if you trust "
-                "the file, set trust_checkpoint: true") from None
+            how = "set trust_checkpoint: true" if field == "checkpoint" else \
+                f"give it as checkpoint: (not {field}:) with trust_checkpoint: true"
+            raise Untrusted(f"{field}: {path} {UNPICKLING}. Save model.state_dict() instead, "
+                            f"or, if you trust the file, {how}", path) from None
     except MemoryError:
         raise
     except Exception as exc:  # weights_only runs no code from the file: it is damaged

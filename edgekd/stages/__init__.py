@@ -40,6 +40,14 @@ class StageSpec:
         module = importlib.import_module(f"edgekd.stages.{self.kind}")
         return module.sizes(cfg, inputs, ctx) if hasattr(module, "sizes") else {}
 
+    def check(self, cfg, inputs: dict[str, StageResult], ctx) -> None:
+        """What the stage can refuse before it runs (its module's `check(cfg, inputs, ctx)`,
+        if any): a ConfigError here stops the run before the stage's folder, its epoch
+        checkpoints or the run's report are touched."""
+        module = importlib.import_module(f"edgekd.stages.{self.kind}")
+        if hasattr(module, "check"):
+            module.check(cfg, inputs, ctx)
+
     def settle(self, cfg, result: StageResult, ctx) -> StageResult:
         """The result later stages, the gate and the report see: its module's
         `settle(cfg, result, ctx)`, or `result` itself when the stage settles nothing."""

@@ -37,11 +37,10 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
     `inputs["teacher"]`, and train the hard-label baseline; artifacts `<name>_fp32`,
     metrics per model against the teacher and the baseline (README, report.json).
 
-    Raises ConfigError naming the field for a layer path the models lack or a checkpoint that
-    cannot be loaded, before anything trains."""
+    Raises ConfigError naming the field for a checkpoint that cannot be loaded, before
+    anything trains (layer paths and exportability: `check`, which the loop calls first)."""
     teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
-    _check_layers(cfg, ctx, teacher)
-    checked = _check_exportable(ctx) if cfg.check_export else None
+    checked = _check_exportable(ctx) if cfg.check_export else None  # cached by then
     splits, out = ctx.splits(), ctx.stage_dir("distill")
     result = StageResult(info={"methods": enabled_methods(cfg), **ctx.training_info()})
     if checked is not None:
@@ -81,9 +80,10 @@ def settle(cfg: DistillStage, result: StageResult, ctx: Context) -> StageResult:
     `teacher_retention` become its figures. `best` ships the hard-label baseline only when it
     beats the KD student on the validation split beyond noise (two standard errors of the
     difference of two accuracies); within noise the KD student ships and the report says
-    so. A KD student worse than the baseline beyond noise is a warning, whatever `ship` says.
+    so (its summary line and `info["shipped"]`). A KD student worse than the baseline beyond
+    noise is a warning, whatever `ship` says.
     Not part of the stage's cache key: changing `ship` retrains nothing."""
-    m, shipped = dict(result.metrics), "kd"
+    m, shipped, close = dict(result.metrics), "kd", False
     warnings, info = list(result.warnings), dict(result.info)
     info["shipped"] = "KD student (no hard-label baseline was trained)"
     if "baseline_fp32" in result.artifacts:
@@ -105,6 +105,7 @@ def settle(cfg: DistillStage, result: StageResult, ctx: Context) -> StageResult:
                    else "; shipping the KD student anyway") + f" (ship: {cfg.ship})")
         elif cfg.ship == "best" and base > kd:
             why += "; the baseline's lead is within noise, so the KD student ships"
+            close = True
         info["shipped"] = f"{_SHIPPED[shipped]} (ship: {cfg.ship}; {why})"
     source = result.artifacts["kd_student_fp32" if shipped == "kd" else "baseline_fp32"]
     path = ctx.stage_dir("distill") / "student.pt"
@@ -115,7 +116,9 @@ def settle(cfg: DistillStage, result: StageResult, ctx: Context) -> StageResult:
         m[key] = m[f"{'kd_' if shipped == 'kd' else prefix}{key}"]
     m["teacher_retention"] = m["accuracy"] / m["teacher_accuracy"] if m["teacher_accuracy"] \
         else 0.0
-    summary = {f"KD student fp32 accuracy{' (shipped)' * (shipped == 'kd')}": m["kd_accuracy"]}
+    shipped_as = " (shipped; the baseline's validation lead is within noise)" if close \
+        else " (shipped)"
+    summary = {f"KD student fp32 accuracy{shipped_as * (shipped == 'kd')}": m["kd_accuracy"]}
     if "baseline_accuracy" in m:
         summary[f"hard-label baseline accuracy{' (shipped)' * (shipped == 'baseline')}"] = \
             m["baseline_accuracy"]
@@ -132,6 +135,15 @@ _SHIPPED = {"kd": "KD student", "baseline": "hard-label baseline"}
 def _file(name: str) -> str:
     """The file (and artifact) name of a trained model: the KD student is `kd_student`."""
     return "kd_student" if name == "student" else name
+
+
+def check(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> None:
+    """Before the stage touches its folder: every layer path the config names exists in the
+    built models, and (with `check_export`) the untrained student survives the later stages.
+    Raises ConfigError naming the field, the nearest real paths or the format and op."""
+    _check_layers(cfg, ctx, load_model(inputs["teacher"].artifacts["teacher"].path).eval())
+    if cfg.check_export:
+        _check_exportable(ctx)
 
 
 def sizes(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> dict[str, float]:

@@ -2,6 +2,7 @@
 user meant them. Refusals are cases of tests/test_hostile_inputs.py."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -105,11 +106,11 @@ def test_manifest_rows_may_lead_out_of_its_folder_or_be_absolute(tmp_path):
     """A manifest in lists/ naming ../imgs/... (the common layout) and absolute paths loads."""
     _folder(tmp_path / "imgs")
     (tmp_path / "lists").mkdir()
-    rows = [f"../imgs/{c}/{i}.png,{c}" for c in "ab" for i in range(4)]
+    rows = [f"../imgs/{c}/{i}.png,{c}" for c in "ab" for i in range(4) if (c, i) != ("a", 0)]
     path = tmp_path / "lists" / "m.csv"
     path.write_text("path,label\n" + "\n".join(rows + [f"{tmp_path}/imgs/a/0.png,a"]) + "\n")
     splits = load(DataConfig(source="manifest", path=path, image_size=(8, 8)), seed=0)
-    assert len(splits.train) + len(splits.val) + len(splits.test) == 9
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 8
 
 
 def test_manifest_listing_a_dangling_link_names_it(tmp_path):
@@ -158,3 +159,49 @@ def test_a_dangling_class_folder_link_is_refused_not_skipped(tmp_path):
     (tmp_path / "imgs" / "d").symlink_to(tmp_path / "unmounted" / "d")
     with pytest.raises(ConfigError, match=r"imgs/d: a symlink to .*unmounted/d, which does not"):
         load(DataConfig(source="folder", path=tmp_path / "imgs", image_size=(8, 8)), seed=0)
+
+
+@pytest.mark.parametrize("top", [1.0, 255.0])
+def test_float_tiffs_in_0_1_or_0_255_read_as_their_pixels(tmp_path, top):
+    """32-bit float images (PIL mode F): [0, 1] is scaled to 0-255, [0, 255] kept (PIL's own
+    convert("L") made [0, 1] all black)."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 8, 8)).astype(np.float32)
+    for c, images in zip("ab", pixels, strict=True):
+        (tmp_path / c).mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image * top / 255.0).save(tmp_path / c / f"{i}.tif")
+    splits = load(DataConfig(source="folder", path=tmp_path, image_size=(8, 8), channels=1),
+                  seed=0)
+    part = splits.train
+    want = pixels[part.y, [int(f.stem) for f in np.array(part.store.files)[part.rows]]]
+    assert np.abs(part.read(np.arange(len(part)))[:, 0].astype(int) - want).max() <= 1
+
+
+def test_jsonl_labels_may_be_strings_or_integers(tmp_path):
+    _folder(tmp_path / "imgs")
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(f'{{"path": "imgs/{c}/{i}.png", "label": {label}}}\n'
+                            for c, label in (("a", 7), ("b", '"b"')) for i in range(4)))
+    splits = load(DataConfig(source="manifest", path=path, image_size=(8, 8)), seed=0)
+    assert splits.classes == ["7", "b"]
+
+
+@pytest.mark.parametrize("label", ["{}", "true", "1.5", "null", '""'])
+def test_a_jsonl_label_that_is_not_a_string_or_integer_names_the_line(tmp_path, label):
+    _folder(tmp_path / "imgs")
+    path = tmp_path / "m.jsonl"
+    rows = [f'{{"path": "imgs/{c}/{i}.png", "label": "{c}"}}' for c in "ab" for i in range(4)]
+    rows[5] = f'{{"path": "imgs/b/1.png", "label": {label}}}'
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=rf"m\.jsonl:6: .* label {re.escape(label)}\)"):
+        load(DataConfig(source="manifest", path=path, image_size=(8, 8)), seed=0)
+
+
+def test_npz_labels_far_beyond_the_sample_count_are_refused_before_naming_classes(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((40, 1, 4, 4), np.float32), y=np.array([0, 10**12] * 20))
+    with pytest.raises(ConfigError, match=r"d\.npz: labels run up to 1000000000000 but "
+                                          r"999999999999 number\(s\) .* \(y has 40 samples\)"):
+        load(DataConfig(source="npz", path=path), seed=0)

@@ -74,6 +74,7 @@ def run_distill_on(tmp_path, splits, teacher, extra: str):
     teacher_path = tmp_path / "teacher.pt"
     save_model(teacher, splits.meta(), teacher_path)
     inputs = {"teacher": StageResult({"teacher": Artifact.of("teacher", teacher_path, "torch")})}
+    distill.check(pipeline.stages[0], inputs, ctx)  # as the loop does, before the stage runs
     return distill.run(pipeline.stages[0], inputs, ctx)
 
 

@@ -64,9 +64,10 @@ def make_context(folder: Path, text: str, splits) -> Context:
 
 def run_stage(kind: str, cfg, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
     """One stage through the stage table, given only results of stages its entry needs, as
-    the loop hands it on (settled: edgekd.stages.StageSpec.settle)."""
+    the loop runs it (checked first) and hands it on (settled: edgekd.stages.StageSpec)."""
     assert set(inputs) <= set(STAGES[kind].needs), (kind, sorted(inputs))
     spec = STAGES[kind]
+    spec.check(cfg, inputs, ctx)
     return spec.settle(cfg, spec.run(cfg, inputs, ctx), ctx)
 
 
