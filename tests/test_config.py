@@ -276,3 +276,17 @@ def test_a_name_longer_than_a_file_name_is_refused(tmp_path):
     assert errors(path) == [f"{path}: name: too long (256 bytes): it names the run directory "
                             "runs/<name>, and a file name is at most 255 bytes"]
     assert load_pipeline(write(tmp_path, MINIMAL.replace("name: t", "name: " + "n" * 255)))
+
+
+def test_qat_batch_size_is_bounded_by_the_captured_graphs_batch_range(tmp_path):
+    """A QAT batch above the capture's range failed in training (torch.export's guards);
+    the config refuses it, and its bound is the quant code's."""
+    from edgekd.config.stages import QAT_MAX_BATCH
+    from edgekd.quant.qat import MAX_BATCH
+
+    assert QAT_MAX_BATCH == MAX_BATCH
+    path = tmp_path / "p.yaml"
+    path.write_text("name: q\nteacher: {arch: cnn}\nstudent: {arch: cnn, width: 2}\nstages:\n"
+                    "  - {kind: distill}\n  - {kind: quantize, batch_size: 2048}\n")
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.batch_size"):
+        load_pipeline(path)

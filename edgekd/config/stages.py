@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekd.budgets import ExportBudget, ProfileBudget, QuantizeBudget
 from edgekd.config.data import Augment
-from edgekd.config.models import MAX_BATCH_SIZE, MAX_EPOCHS, OptimizerConfig
+from edgekd.config.models import MAX_EPOCHS, OptimizerConfig
 from edgekd.export.formats import FORMAT_NAMES, missing_runtime
 from edgekd.schema import Strict
 
@@ -30,6 +30,10 @@ class Calibration(Strict):
     """Training samples used for calibration."""
 
 
+QAT_MAX_BATCH = 1024
+"""The largest QAT batch: torch.export bakes the batch range a graph was captured with into its
+guards (edgekd.quant.qat.MAX_BATCH, kept equal by a test; the config stays torch-free)."""
+
 QAT_ONLY = ("epochs", "lr", "batch_size", "temperature", "alpha", "optimizer", "val_every",
             "patience", "augment")
 
@@ -46,8 +50,8 @@ class QuantizeStage(Strict):
     """qat only: fine-tuning epochs."""
     lr: float = Field(1e-3, gt=0)
     """qat only: peak learning rate (AdamW, one-cycle)."""
-    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
-    """qat only."""
+    batch_size: int = Field(64, ge=1, le=QAT_MAX_BATCH)
+    """qat only; at most QAT_MAX_BATCH (the captured graph's batch range)."""
     temperature: float = Field(4.0, gt=0)
     """qat only: softmax temperature of the teacher's soft targets."""
     alpha: float = Field(0.7, ge=0, le=1)
