@@ -34,9 +34,13 @@ class Edgekd:
 
     def __init__(self, *args: str, cwd: Path):
         env = {**os.environ, "EDGEKD_PROGRESS": "auto"}  # epoch lines on a non-terminal
+        # SIGINT back to its default first: a test run started in the background by a
+        # non-interactive shell (nohup ... &) has it ignored, and a child inherits that.
         self.proc = subprocess.Popen([sys.executable, "-m", "edgekd", *args], cwd=cwd, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                      signal.SIG_DFL))
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
