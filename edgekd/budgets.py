@@ -47,15 +47,24 @@ def _limit(value: Any) -> float:
     return value
 
 
+MAX_SIZE = 10**15
+"""The largest size limit read (1000 TB): beyond any model or memory, and far below a figure
+such as 1e308 GB, which is no finite number of bytes."""
+
+
 def parse_size(value: str | int | float) -> int:
-    """Bytes from "2 MB", "1.5GiB", "<1 GB" or a plain number of bytes."""
+    """Bytes from "2 MB", "1.5GiB", "<1 GB" or a plain number of bytes, at most MAX_SIZE."""
     if isinstance(value, int | float):
-        return int(_limit(value))
-    number, unit = _split(value, "2 MB")
-    if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit {unit!r} in {value!r} "
-                         "(use B, KB, MB, GB, KiB, MiB, GiB)")
-    return int(number * _SIZE_UNITS[unit])
+        size = _limit(value)
+    else:
+        number, unit = _split(value, "2 MB")
+        if unit not in _SIZE_UNITS:
+            raise ValueError(f"unknown size unit {unit!r} in {value!r} "
+                             "(use B, KB, MB, GB, KiB, MiB, GiB)")
+        size = number * _SIZE_UNITS[unit]
+    if not size <= MAX_SIZE:  # also inf, from a product too large for a float
+        raise ValueError(f"{value!r} is larger than any size limit can be (at most 1000 TB)")
+    return int(size)
 
 
 def parse_duration_ms(value: str | int | float) -> float:

@@ -103,15 +103,22 @@ def refuse_foreign_folder(folder: Path, writes: tuple[str, ...], name: str | Non
     run directory (none of RUN_MARKERS) yet holds an entry named like one a run writes
     (`writes`: report.json, stage folders ...): somebody else's folder, whose files the run
     would overwrite. Also when it is the run directory of another pipeline than `name` (its
-    report.json names another): that run's report would be replaced. A new or empty folder,
+    PIPELINE_MARKER or report.json names another): that run's files would be replaced, and
+    when it lies inside a run directory. A new or empty folder,
     one holding only other files (the pipeline file beside its run), or an edgekd run
     directory of the same pipeline (reused: resume) passes."""
     from edgekd.schema import ConfigError
 
+    inside = next((p for p in folder.parents if (p / ".lock").is_file()
+                   and (p / PIPELINE_MARKER).is_file()), None)
+    if inside is not None:
+        raise ConfigError([f"{folder}: the run directory (--out) lies inside the run directory "
+                           f"{inside}; give a folder outside it"])
     if not folder.is_dir():
         return
     if any(next(folder.glob(p), None) for p in RUN_MARKERS):
-        other = _report_pipeline(folder / "report.json")
+        other = _marked_pipeline(folder / PIPELINE_MARKER) or \
+            _report_pipeline(folder / "report.json")
         if name is not None and other is not None and other != name:
             raise ConfigError([f"{folder}: the run directory (--out) holds a run of pipeline "
                                f"{other!r}, not {name!r}: its report would be replaced; give "
@@ -122,6 +129,26 @@ def refuse_foreign_folder(folder: Path, writes: tuple[str, ...], name: str | Non
         raise ConfigError([f"{folder}: the run directory (--out) is not an edgekd run directory "
                            f"(no .lock, no <stage>/stage.json) but holds {', '.join(clashes)}, "
                            "which a run would overwrite: give a new or empty folder"])
+
+
+PIPELINE_MARKER = ".pipeline"
+"""The file naming the pipeline a run directory belongs to, written when a run takes its lock
+(a run stopped before its report still names its pipeline)."""
+
+
+def mark_pipeline(folder: Path, name: str) -> None:
+    """Record in run directory `folder` the pipeline it belongs to (PIPELINE_MARKER); the file
+    is left as it is when it already says so."""
+    if _marked_pipeline(folder / PIPELINE_MARKER) != name:
+        write_text(folder / PIPELINE_MARKER, name + "\n")
+
+
+def _marked_pipeline(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None \
+            if path.is_file() and not path.is_symlink() and path.stat().st_size <= 1024 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _report_pipeline(path: Path) -> str | None:

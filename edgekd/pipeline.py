@@ -187,7 +187,11 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
     Raises ConfigError when the file itself is invalid, or when another run holds the run
     directory's lock (nothing has run then)."""
     pipeline = load(source, device)
-    run = Run(pipeline, source, (out or Path("runs") / pipeline.name).resolve(), gate=gate)
+    try:
+        run_dir = (out or Path("runs") / pipeline.name).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise ConfigError([f"{out}: cannot be the run directory (--out): {exc}"]) from None
+    run = Run(pipeline, source, run_dir, gate=gate)
     kinds = [kind for kind, _ in stage_configs(pipeline)]
     if force is not None and force not in kinds:
         raise ConfigError([f"--force {force}: {source} has no {force} stage; its stages are "
@@ -198,6 +202,7 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
     check_writable(run.run_dir)  # ConfigError naming what is wrong (/proc, read-only, ...)
     try:
         with exclusive(run.run_dir / ".lock"):
+            files.mark_pipeline(run.run_dir, pipeline.name)
             return _execute(run, pipeline, source, force, log)
     except Busy as busy:
         raise ConfigError([f"{run.run_dir}: another edgekd run (process {busy.pid}) is using "

@@ -41,7 +41,8 @@ class ConfigError(Exception):
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, numbers are finite (`.inf` and
-    `.nan` are refused), `true` / `false` are no numbers, parsed values are frozen."""
+    `.nan` are refused), `true` / `false` and strings are no numbers, parsed values are
+    frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -49,19 +50,27 @@ class Strict(BaseModel):
     @classmethod
     def _no_boolean_numbers(cls, raw: Any) -> Any:
         """YAML's true and false are ints to Python (and pydantic), so `epochs: true` would
-        train one epoch: a boolean is refused wherever a number is expected, also as an item
-        of a list (`image_size: [true, 8]`); fields that take yes / no still do."""
+        train one epoch, and pydantic reads `epochs: "1"` as 1: a boolean or a string is
+        refused wherever a number is expected, also as an item of a list (`image_size: [true,
+        8]`); fields that take yes / no or text ("2 MB") still do."""
         for key, value in raw.items() if isinstance(raw, dict) else ():
             field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is None:
+                continue
             items = value if isinstance(value, list | tuple) else [value]
-            if field and any(isinstance(v, bool) for v in items) and _numeric(field.annotation):
+            kinds = takes(field.annotation)
+            if "number" not in kinds:
+                continue
+            if "bool" not in kinds and any(isinstance(v, bool) for v in items):
                 raise ValueError(f"{key}: expected a number, not {str(value).lower()}")
+            if "str" not in kinds and any(isinstance(v, str) for v in items):
+                raise ValueError(f"{key}: expected a number, not the string {value!r}")
         return raw
 
 
-def _numeric(annotation: Any) -> bool:
-    """True when `annotation` takes numbers and no booleans (int, float, Literal[1, 3], and
-    those in lists, tuples, unions and Annotated)."""
+def takes(annotation: Any) -> set[str]:
+    """The kinds of value `annotation` takes, of "number" (int, float, Literal[1, 3]),
+    "bool" and "str", through lists, tuples, unions and Annotated."""
     found: set[str] = set()
 
     def walk(node: Any) -> None:
@@ -70,15 +79,18 @@ def _numeric(annotation: Any) -> bool:
         elif node in (int, float):
             found.add("number")
         elif get_origin(node) is Literal:
-            found.update("bool" if isinstance(a, bool) else "number"
-                         for a in get_args(node) if isinstance(a, int | float))
+            for a in get_args(node):
+                found.add("bool" if isinstance(a, bool) else "number"
+                          if isinstance(a, int | float) else "str")
         elif node is Any:
-            found.add("bool")
+            found.update(("bool", "str"))
+        elif isinstance(node, type) and issubclass(node, str | os.PathLike):
+            found.add("str")
         for arg in get_args(node) if get_origin(node) is not Literal else ():
             walk(arg)
 
     walk(annotation)
-    return "number" in found and "bool" not in found
+    return found
 
 
 def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
@@ -110,6 +122,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
                                    f"{first[key] + 1})", key_node.start_mark)
             first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 (PyYAML) reads `lr: 1e-3` as the string "1e-3" (its floats need a dot), which
+# Strict refuses as a number given as a string: read such numbers as YAML 1.2 does, floats.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 YAML_MAX_BYTES = 1 << 20

@@ -150,3 +150,11 @@ def test_sizes_read_as_sizes():
     assert "a.max_size: 14.6 kB (limit <= 2 MB," in small.describe()
     [edge] = check(ExportBudget(max_size="10 KB"), {"a.bytes": 10000.4}, ["a"])
     assert not edge.passed and "10.0004 kB (limit <= 10 kB," in edge.describe()
+
+
+@pytest.mark.parametrize("bad", ["1e308 GB", 1e308, 10**16])
+def test_sizes_beyond_any_limit_are_refused_not_overflowed(bad):
+    with pytest.raises(ValueError, match="larger than any size limit"):
+        parse_size(bad)
+    with pytest.raises(ValueError, match="max_size"):
+        ExportBudget(max_size=bad)

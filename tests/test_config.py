@@ -290,3 +290,24 @@ def test_qat_batch_size_is_bounded_by_the_captured_graphs_batch_range(tmp_path):
                     "  - {kind: distill}\n  - {kind: quantize, batch_size: 2048}\n")
     with pytest.raises(ConfigError, match=r"stages\[1\]\.batch_size"):
         load_pipeline(path)
+
+
+def test_numbers_given_as_strings_are_refused_sizes_as_text_still_taken(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("epochs: 1\n", 'epochs: "1"\n')
+                 + "  - kind: export\n    formats: [onnx_fp32]\n    budget: {max_size: 2 MB}\n")
+    assert errors(path) == [f"{path}: stages[0].epochs: expected a number, not the string '1'"]
+    path = write(tmp_path, MINIMAL + "  - kind: export\n    formats: [onnx_fp32]\n"
+                 "    budget: {max_size: 2 MB}\n")
+    assert load_pipeline(path).stages[1].budget.max_size == "2 MB"
+
+
+def test_an_export_format_given_twice_is_named(tmp_path):
+    path = write(tmp_path, MINIMAL + "  - kind: export\n    formats: [onnx_fp32, onnx_fp32]\n")
+    assert errors(path) == [f"{path}: stages[1].formats: onnx_fp32 given twice; give each "
+                            "format once"]
+
+
+def test_exponents_without_a_dot_are_numbers_as_in_yaml_1_2(tmp_path):
+    """PyYAML reads `lr: 1e-3` as a string, which is refused as a number given as text."""
+    path = write(tmp_path, MINIMAL.replace("epochs: 1\n", "epochs: 1\n    lr: 1e-3\n"))
+    assert load_pipeline(path).stages[0].lr == 0.001

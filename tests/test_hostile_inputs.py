@@ -349,6 +349,63 @@ def profile_data_is_onnx(tmp):
     return [*argv[:-1], "model.onnx"]  # np.load: "This file contains pickled (object) data"
 
 
+def split_test_is_train_folder(tmp):
+    _images(tmp / "d" / "good")  # test accuracy would measure the training data
+    return _pipeline(tmp, data="{source: folder, train: d/good, test: d/good, "
+                               "image_size: [8, 8], channels: 1}")
+
+
+def split_test_is_train_manifest(tmp):
+    _manifest(tmp, "m.csv", _rows())
+    return _pipeline(tmp, data="{source: manifest, train: m.csv, test: ./m.csv, "
+                               "image_size: [8, 8], channels: 1}")
+
+
+def split_test_is_train_npz(tmp):
+    np.savez(tmp / "d.npz", x=_digits()[0], y=_digits()[1])
+    return _pipeline(tmp, data="{source: npz, train: d.npz, test: d.npz}")
+
+
+def split_test_shares_images(tmp):
+    _manifest(tmp, "m.csv", _rows())
+    (tmp / "t.csv").write_text("path,label\n" + "\n".join(_rows()[4:8]) + "\n")
+    return _pipeline(tmp, data="{source: manifest, train: m.csv, test: t.csv, "
+                               "image_size: [8, 8], channels: 1}")
+
+
+def npz_y_not_npy(tmp):
+    import zipfile
+
+    np.savez(tmp / "x.npz", x=_digits()[0])
+    with zipfile.ZipFile(tmp / "x.npz") as src, zipfile.ZipFile(tmp / "d.npz", "w") as dst:
+        dst.writestr("x.npy", src.read("x.npy"))
+        dst.writestr("y.npy", b"")  # np.load hands it over as bytes
+    return _pipeline(tmp, data="{source: npz, path: d.npz}")
+
+
+def npz_zero_sized_dimension(tmp):
+    return _npz_pipeline(tmp, np.zeros((20, 0, 8), np.uint8), np.arange(20) % 2)
+
+
+def manifest_csv_repeated_column(tmp):
+    argv = _manifest(tmp, "m.csv", [row + ",b" for row in _rows()])
+    text = (tmp / "m.csv").read_text()
+    (tmp / "m.csv").write_text(text.replace("path,label", "path,label,label", 1))
+    return argv
+
+
+def manifest_jsonl_duplicate_key(tmp):
+    rows = [f'{{"path": "imgs/{c}/{i}.png", "label": "{c}"}}' for c in "ab" for i in range(6)]
+    rows[2] = '{"path": "imgs/a/2.png", "label": "a", "label": "b"}'
+    return _manifest(tmp, "m.jsonl", rows)
+
+
+def folder_file_symlink_other_class(tmp):
+    _images(tmp / "imgs")
+    (tmp / "imgs" / "a" / "dup.png").symlink_to("../b/0.png")  # one image, two labels
+    return _folder_pipeline(tmp)
+
+
 # ---- config ----------------------------------------------------------------------------------
 
 def duplicate_keys(tmp):
@@ -555,6 +612,25 @@ def profile_fewer_labels_than_samples(tmp):
 
 # ---- run directory, target lookup, schema limits, device fields, stale reports -------------
 
+def out_is_another_pipelines_interrupted_run(tmp):
+    """A run stopped by Ctrl-C has no report.json yet: another pipeline's run into it
+    replaced its teacher and checkpoints. The run directory names its pipeline (.pipeline)."""
+    for name in ("report.json", "report.html"):
+        (tmp / "run" / name).unlink()
+    return _pipeline(tmp, name="other")
+
+
+def out_inside_a_run(tmp):
+    """--out run/teacher wrote a whole second run inside the first one's stage folder."""
+    return [*_pipeline(tmp)[:2], "--out", "run/teacher"]
+
+
+def out_is_a_link_loop(tmp):
+    (tmp / "lp1").symlink_to("lp2")
+    (tmp / "lp2").symlink_to("lp1")
+    return [*_pipeline(tmp)[:2], "--out", "lp1"]
+
+
 def out_is_a_users_folder(tmp):
     """--out . in a folder of the user's own files, one named like a file a run writes."""
     (tmp / "report.json").write_text('{"the user": "own"}\n')
@@ -718,6 +794,63 @@ def check_model_pickle(tmp):
             "--input-shape", "1x8x8", "--weights", "evil.pt"]
 
 
+# ---- profile flags and device fields: bounds, and files --json must not replace ------------
+
+def _profile(tmp, *flags: str) -> list[str]:
+    return ["profile", str(_tiny_onnx(tmp)), "--device", "local", "--runs", "2", "--warmup", "0",
+            *flags]
+
+
+def profile_json_over_the_pipeline(tmp):
+    _pipeline(tmp)
+    return _profile(tmp, "--json", "p.yaml")  # the pipeline was replaced by the result
+
+
+def profile_json_over_a_report(tmp):
+    return _profile(tmp, "--json", "run/report.json")
+
+
+def profile_json_in_proc(tmp):
+    return _profile(tmp, "--json", "/proc/x.json")  # FileNotFoundError after measuring
+
+
+def profile_threads_huge(tmp):
+    return _profile(tmp, "--threads", "9" * 20)  # pybind TypeError, exit 5
+
+
+def profile_threads_100000(tmp):
+    return _profile(tmp, "--threads", "100000")  # segfault in onnxruntime
+
+
+def set_threads_huge(tmp):
+    return _profile(tmp, "--set", "threads=" + "9" * 20)
+
+
+def validate_device_threads_huge(tmp):
+    (tmp / "dev.yaml").write_text("transport: local\nthreads: " + "9" * 20 + "\n")
+    return ["validate", "dev.yaml"]
+
+
+def profile_runs_huge(tmp):
+    return _profile(tmp, "--runs", "100000000000")  # measured for days
+
+
+def budget_size_1e308(tmp):
+    _pipeline(tmp, stages="\n  - {kind: distill, epochs: 1}\n  - {kind: export, formats: "
+              "[onnx_fp32], budget: {max_size: 1e308 GB}}")
+    return ["validate", "p.yaml"]  # OverflowError, exit 1
+
+
+def epochs_string(tmp):
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: \"1\"}")  # read as 1
+
+
+def export_formats_twice(tmp):
+    _pipeline(tmp, stages="\n  - {kind: distill, epochs: 1}"
+              "\n  - {kind: export, formats: [onnx_fp32, onnx_fp32]}")
+    return ["validate", "p.yaml"]
+
+
 PROMISES = ("exit code", "no traceback", "one line", "names", "nothing lost", "no code ran")
 """What every case checks; a Case's `known` lists those a bug not yet fixed breaks today."""
 
@@ -796,6 +929,22 @@ CASES = [
          ("imgs/a", "is a folder, expected an image file")),
     Case("profile-data-is-onnx", profile_data_is_onnx, 2,
          ("--data model.onnx", "not an .npz archive")),
+    Case("split-test-is-train-folder", split_test_is_train_folder, 2,
+         ("data.test", "d/good", "data.train")),
+    Case("split-test-is-train-manifest", split_test_is_train_manifest, 2,
+         ("data.test", "m.csv", "data.train")),
+    Case("split-test-is-train-npz", split_test_is_train_npz, 2,
+         ("data.test", "d.npz", "data.train")),
+    Case("split-test-shares-images", split_test_shares_images, 2,
+         ("data.test", "t.csv", "4 of its 4", "data.train", "imgs/a/4.png")),
+    Case("npz-y-not-npy", npz_y_not_npy, 2, ("d.npz", "member y")),
+    Case("npz-zero-sized-dimension", npz_zero_sized_dimension, 2, ("d.npz", "(20, 0, 8)")),
+    Case("manifest-csv-repeated-column", manifest_csv_repeated_column, 2,
+         ("m.csv", "column label twice")),
+    Case("manifest-jsonl-duplicate-key", manifest_jsonl_duplicate_key, 2,
+         ("m.jsonl:3", '"label" appears twice')),
+    Case("folder-file-symlink-other-class", folder_file_symlink_other_class, 2,
+         ("imgs/b/0.png", "imgs/a/dup.png")),
     # config: the pipeline and everything it references, read before anything runs
     Case("yaml-duplicate-key", duplicate_keys, 2, ("p.yaml", "line 8", "stages")),
     Case("lr-inf", infinite_lr, 2, ("p.yaml", "teacher.train.lr")),
@@ -836,6 +985,10 @@ CASES = [
     # the run directory: never somebody else's folder
     Case("out-is-a-users-folder", out_is_a_users_folder, 2,
          ("--out", "not an edgekd run directory")),
+    Case("out-is-another-pipelines-interrupted-run", out_is_another_pipelines_interrupted_run,
+         2, ("--out", "pipeline 'p'", "'other'")),
+    Case("out-inside-a-run", out_inside_a_run, 2, ("run/teacher", "inside the run directory")),
+    Case("out-is-a-link-loop", out_is_a_link_loop, 2, ("lp1", "--out")),
     # every relative path in a pipeline is taken from its folder, a target: file too
     Case("target-beside-the-pipeline", target_beside_the_pipeline, 2,
          ("sub/p.yaml", "dev.yaml", "not found")),
@@ -891,6 +1044,22 @@ CASES = [
     Case("epochs-true", epochs_true, 2, ("p.yaml", "stages[0].epochs", "not true")),
     Case("check-model-huge-input", check_model_huge_input, 2, ("--input-shape", "4096")),
     Case("check-model-pickle", check_model_pickle, 2, ("evil.pt", "--trust-checkpoint")),
+    # profile: --json replaces only its own results, in a folder it can write; bounded flags
+    Case("profile-json-over-the-pipeline", profile_json_over_the_pipeline, 2,
+         ("--json p.yaml", "not an earlier")),
+    Case("profile-json-over-a-report", profile_json_over_a_report, 2,
+         ("--json run/report.json", "not an earlier")),
+    Case("profile-json-in-proc", profile_json_in_proc, 2, ("--json /proc/x.json", "cannot write")),
+    Case("profile-threads-1e20", profile_threads_huge, 2, ("--threads", "1,024")),
+    Case("profile-threads-100000", profile_threads_100000, 2, ("--threads", "1,024")),
+    Case("set-threads-1e20", set_threads_huge, 2, ("--set threads", "1024")),
+    Case("validate-device-threads-1e20", validate_device_threads_huge, 2,
+         ("dev.yaml", "threads", "1024")),
+    Case("profile-runs-1e11", profile_runs_huge, 2, ("--runs", "1,000,000")),
+    Case("budget-size-1e308-gb", budget_size_1e308, 2, ("p.yaml", "budget.max_size")),
+    Case("epochs-string", epochs_string, 2, ("p.yaml", "stages[0].epochs", "string")),
+    Case("export-formats-twice", export_formats_twice, 2,
+         ("p.yaml", "stages[1].formats", "onnx_fp32 given twice")),
 ]
 
 

@@ -103,6 +103,15 @@ class ExportStage(Strict):
             raise ValueError(missing[0])
         return formats
 
+    @field_validator("formats")
+    @classmethod
+    def _each_once(cls, formats: list[str]) -> list[str]:
+        """A format given twice would be exported, measured and gated twice."""
+        twice = next((f for i, f in enumerate(formats) if f in formats[:i]), None)
+        if twice is not None:
+            raise ValueError(f"{twice} given twice; give each format once")
+        return formats
+
     @model_validator(mode="after")
     def _cpu_needs_arch(self) -> ExportStage:
         if "validate_cpu" in self.model_fields_set and self.validate_arch is None:

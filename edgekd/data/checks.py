@@ -6,7 +6,9 @@ hang or a silently wrong model.
   and structure read as an image (PIL `verify`: chunk checksums, no pixel decoding);
 - arrays: `x`'s layout (channels first or last, 1-4 channels), dtype and value range, which
   fix how pixels become model inputs in [0, 1]; `y` as class indices;
-- manifests: printable cells, paths inside the manifest's folder.
+- manifests: printable cells, each image listed once;
+- folders: class-folder links that loop or repeat, each image file once;
+- given splits: no two the same location or sharing an image file.
 """
 
 from __future__ import annotations
@@ -231,6 +233,78 @@ def distinct_classes(where: Path, names: list[str]) -> None:
             raise ConfigError([f"{shown(where)}: the class name {shown(name)} appears {how}; "
                                "class names must be distinct"])
         seen[key] = name
+
+
+def class_links(path: Path, classes: list[str]) -> None:
+    """ConfigError naming the class folder when a symlinked one points into the dataset (its
+    root: a loop; a folder inside: images read again, under another label), at a folder that
+    holds the dataset (a loop), or where another class folder points (the same images twice).
+    A symlink to a folder elsewhere, apart from the others, is a class like any other."""
+    root, seen = path.resolve(), {}
+    for name in classes:
+        folder = path / name
+        target = folder.resolve()
+        if folder.is_symlink():
+            if target == root or root in target.parents:
+                where = "the dataset folder itself (a loop)" if target == root else \
+                    f"{target.relative_to(root)}, inside the dataset (its images read twice)"
+                raise ConfigError([f"{folder}: class folder is a symlink to {where}; give "
+                                   "the class a folder of its own"])
+            if target in root.parents:
+                raise ConfigError([f"{folder}: class folder is a symlink to {target}, a "
+                                   "folder that holds the dataset (a loop)"])
+        if target in seen:
+            raise ConfigError([f"{folder}: class folder is a symlink to the same folder as "
+                               f"class {seen[target]} ({target}); its images would count "
+                               "twice, under two labels"])
+        seen[target] = name
+
+
+def repeated(names: list[str]) -> str | None:
+    """The first of `names` (CSV columns, JSON keys) that appears twice, else None."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def distinct_files(where: Path, files: list[Path]) -> None:
+    """ConfigError naming two of `files` (the images of the dataset at `where`) that are one
+    file (a symlink to another image of the dataset): one image would count twice, under two
+    labels when the two sit in different class folders."""
+    first: dict[str, Path] = {}
+    for file in files:
+        seen = first.setdefault(os.path.realpath(file), file)
+        if seen != file:
+            raise ConfigError([f"{shown(file)}: the same image file as {shown(seen)} (a "
+                               f"symlink); {shown(where)} must hold each image once"])
+
+
+def disjoint_splits(paths: dict[str, Path], files: dict[str, list[Path]]) -> None:
+    """ConfigError naming two given splits (`paths`: data.train / val / test as configured)
+    that are one file or folder, or (`files`: each split's image files) share images: a test
+    split that holds training data measures how well the model remembers, not how it does."""
+    names = list(paths)
+    for i, name in enumerate(names):
+        for other in names[:i]:
+            if paths[name].resolve() == paths[other].resolve():
+                what = "folder" if paths[name].is_dir() else "file"
+                raise ConfigError([f"data.{name}: {shown(paths[name])}: the same {what} as "
+                                   f"data.{other} ({shown(paths[other])}); give each split "
+                                   "data of its own"])
+    real = {name: {os.path.realpath(f): f for f in found} for name, found in files.items()}
+    for i, name in enumerate(names):
+        for other in names[:i]:
+            if name not in real or other not in real:
+                continue
+            shared = [f for key, f in real[name].items() if key in real[other]]
+            if shared:
+                raise ConfigError([f"data.{name}: {shown(paths[name])}: {len(shared)} of its "
+                                   f"{len(real[name])} image(s) are also in data.{other} "
+                                   f"({shown(paths[other])}), e.g. {shown(shared[0])}; a "
+                                   "sample must be in one split only"])
 
 
 def manifest_duplicates(path: Path, rows: list[tuple[int, str, str]]) -> None:

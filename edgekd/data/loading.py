@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.config import DataConfig
-from edgekd.data import sources
+from edgekd.data import checks, sources
 from edgekd.data.sources import ArrayStore, Samples
 from edgekd.files import atomic_path, sha256_file
 from edgekd.schema import ConfigError
@@ -196,7 +196,10 @@ def load(cfg: DataConfig, seed: int) -> Splits:
     def read(path: Path, evaluation: bool = False) -> Samples:
         return sources.read(cfg.source, path, cfg.image_size, cfg.channels, evaluation)
 
+    split_paths = {k: p for k, p in cfg.paths().items() if k != "path"}
+    checks.disjoint_splits(split_paths, {})  # one location given twice: refused before reading
     first = read(cfg.train if cfg.given_splits else cfg.path)
+    files = {"train": first.store.files} if isinstance(first.store, sources.FileStore) else {}
     whole = np.arange(len(first.y))
     # What is not given is held out of the first location, stratified (0 of a given split).
     train, val, test = _stratified_split(
@@ -212,6 +215,8 @@ def load(cfg: DataConfig, seed: int) -> Splits:
                 raise ConfigError([f"data.{name}: {given}: images are {samples.store.shape} "
                                    f"(C, H, W), the train split's {first.store.shape}"])
             y = _aligned(name, given, samples, first.classes)
+            if isinstance(samples.store, sources.FileStore):
+                files[name] = samples.store.files
             parts[name] = Part(name, samples.store, np.arange(len(y)), y, f"{key}-{name}")
         else:
             parts[name] = Part(name, first.store, rows, first.y[rows], f"{key}-{name}")
@@ -222,6 +227,7 @@ def load(cfg: DataConfig, seed: int) -> Splits:
     if stats is not None and len(stats[0]) != first.store.shape[0]:
         raise ConfigError([f"data.mean: {len(stats[0])} values for images with "
                            f"{first.store.shape[0]} channel(s)"])
+    checks.disjoint_splits(split_paths, files)
     _check_classes(cfg.train if cfg.given_splits else cfg.path, first, parts)
     for part in parts.values():
         part.num_workers = cfg.num_workers

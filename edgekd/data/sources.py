@@ -166,14 +166,17 @@ def npz(path: Path, size: tuple[int, int] | None) -> Samples:
         if missing:
             raise ConfigError([f"{path}: .npz is missing array(s) {', '.join(missing)} "
                                f"(has {', '.join(names) or 'none'})"])
-        y = blob["y"].reshape(-1)
-        classes = [str(c) for c in blob["classes"]] if "classes" in names else None
+        y = _member(path, blob, "y").reshape(-1)
+        classes = [str(c) for c in _member(path, blob, "classes")] if "classes" in names \
+            else None
         x = _mapped(path, "x.npy")
-        x = blob["x"] if x is None else x
+        x = _member(path, blob, "x") if x is None else x
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ConfigError([f"{path}: cannot read as .npz ({exc})"]) from None
     if len(x) != len(y):
         raise ConfigError([f"{path}: x has {len(x)} samples but y has {len(y)}"])
+    if x.ndim in (3, 4) and 0 in x.shape[1:]:
+        raise ConfigError([f"{path}: x has shape {x.shape}: an image dimension of size 0"])
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
@@ -189,9 +192,21 @@ def npz(path: Path, size: tuple[int, int] | None) -> Samples:
     return Samples(ArrayStore(x, nhwc, size, scale), y, classes, named)
 
 
+def _member(path: Path, blob, name: str) -> np.ndarray:
+    """The array `name` of the opened .npz `blob`; ConfigError naming the member when it is
+    not a .npy (np.load hands such a member over as raw bytes)."""
+    value = blob[name]
+    if not isinstance(value, np.ndarray):
+        raise ConfigError([f"{path}: member {name} is not a .npy array ({len(value)} bytes "
+                           f"without the .npy header); save it with np.savez"])
+    return value
+
+
 def _mapped(path: Path, member: str) -> np.ndarray | None:
     """A read-only memory map of an uncompressed .npy member of a zip archive, or None."""
     with zipfile.ZipFile(path) as archive:
+        if member not in archive.namelist():
+            return None
         info = archive.getinfo(member)
         if info.compress_type != zipfile.ZIP_STORED:
             return None
@@ -200,6 +215,9 @@ def _mapped(path: Path, member: str) -> np.ndarray | None:
             local = f.read(30)
             start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
                 + int.from_bytes(local[28:30], "little")
+            f.seek(start)
+            if f.read(6) != b"\x93NUMPY":  # not a .npy: _member names it
+                return None
             f.seek(start)
             version = np.lib.format.read_magic(f)
             readers = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -229,7 +247,7 @@ def folder(path: Path, size: tuple[int, int], channels: int,
             raise ConfigError([f"{checks.shown(path / name)}: a class folder whose name is "
                                "not printable UTF-8 text; rename it"])
     checks.distinct_classes(path, classes)
-    _check_class_links(path, classes)
+    checks.class_links(path, classes)
     files, labels = [], []
     for label, (_name, images) in enumerate(found):
         files += images
@@ -240,6 +258,7 @@ def folder(path: Path, size: tuple[int, int], channels: int,
     if empty and not allow_empty:
         raise ConfigError([f"{path}: class folder(s) {', '.join(empty)} hold no images "
                            f"({', '.join(sorted(IMAGE_SUFFIXES))})"])
+    checks.distinct_files(path, files)
     checks.check_images(files, path)
     return Samples(FileStore(files, size, channels), np.array(labels, dtype=np.int64), classes)
 
@@ -260,31 +279,6 @@ def listing(path: Path) -> list[tuple[str, list[Path]]]:
     except OSError as exc:
         raise ConfigError([f"{checks.shown(exc.filename or path)}: cannot list the folder "
                            f"({exc.strerror or exc})"]) from None
-
-
-def _check_class_links(path: Path, classes: list[str]) -> None:
-    """ConfigError naming the class folder when a symlinked one points into the dataset (its
-    root: a loop; a folder inside: images read again, under another label), at a folder that
-    holds the dataset (a loop), or where another class folder points (the same images twice).
-    A symlink to a folder elsewhere, apart from the others, is a class like any other."""
-    root, seen = path.resolve(), {}
-    for name in classes:
-        folder = path / name
-        target = folder.resolve()
-        if folder.is_symlink():
-            if target == root or root in target.parents:
-                where = "the dataset folder itself (a loop)" if target == root else \
-                    f"{target.relative_to(root)}, inside the dataset (its images read twice)"
-                raise ConfigError([f"{folder}: class folder is a symlink to {where}; give "
-                                   "the class a folder of its own"])
-            if target in root.parents:
-                raise ConfigError([f"{folder}: class folder is a symlink to {target}, a "
-                                   "folder that holds the dataset (a loop)"])
-        if target in seen:
-            raise ConfigError([f"{folder}: class folder is a symlink to the same folder as "
-                               f"class {seen[target]} ({target}); its images would count "
-                               "twice, under two labels"])
-        seen[target] = name
 
 
 def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:
@@ -336,6 +330,9 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
     """(line, path, label) for each row of a CSV manifest's `text`."""
     reader, rows = csv.DictReader(io.StringIO(text, newline="")), []
     try:
+        if (twice := checks.repeated(reader.fieldnames or [])) is not None:
+            raise ConfigError([f"{path}:1: the CSV header names column {twice} twice; name "
+                               "each column once"])
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
             raise ConfigError([f"{path}: the CSV header lacks column(s) "
@@ -361,8 +358,11 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
         if not row_text.strip():
             continue
         try:
-            row = json.loads(row_text)
+            row = json.loads(row_text, object_pairs_hook=_unique_keys)
             file, label = row["path"], row["label"]
+        except _DuplicateKey as exc:
+            raise ConfigError([f"{path}:{line}: the key {exc} appears twice in one object; "
+                               "give each key once"]) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError([f"{path}:{line}: expected an object with path and label "
                                f"({type(exc).__name__}: {exc})"]) from None
@@ -374,6 +374,16 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
                                f"{json.dumps(label)})"])
         rows.append((line, file, str(label).strip()))
     return rows
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object naming one key twice (json.loads keeps the last value silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    if (twice := checks.repeated([k for k, _v in pairs])) is not None:
+        raise _DuplicateKey(json.dumps(twice))
+    return dict(pairs)
 
 
 def read(source: str, path: Path | None, size: tuple[int, int] | None,

@@ -14,7 +14,12 @@ from pathlib import Path
 import click
 
 from edgekd import exits
+from edgekd.devices.profiles import MAX_THREADS
 from edgekd.files import kind_problem
+
+MAX_RUNS = 1_000_000
+"""The most timed (and warm-up) inferences --runs and --warmup take, as the pipeline's profile
+stage (edgekd/config/stages.py): more would run for days."""
 
 
 def _load(device: str, overrides: tuple[str, ...], runs: tuple[str, ...] = ()):
@@ -34,6 +39,29 @@ def _load(device: str, overrides: tuple[str, ...], runs: tuple[str, ...] = ()):
 def _usage(message: str) -> None:
     click.echo(message, err=True)
     sys.exit(exits.USAGE)
+
+
+class Count(click.ParamType):
+    """A whole number from `low` to `high`; anything else exits 2 with one line naming the
+    flag (click's own error is three lines, its usage first)."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int):
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not self.low <= number <= self.high:
+            _usage(f"{param.opts[0]} {value}: expected a whole number from {self.low} to "
+                   f"{self.high:_}".replace("_", ","))
+        return number
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"{self.low}..{self.high}"
 
 
 def _check_inputs(model: Path, data: Path | None) -> None:
@@ -89,15 +117,56 @@ def _label_problem(y) -> str | None:
     return None
 
 
+def _check_json_out(json_path: Path, model: Path, data: Path | None) -> None:
+    """Exit 2 unless `json_path` may take the result: a new file in a folder edgekd can write,
+    or an earlier `edgekd profile --json` result (never a pipeline, a report, an input)."""
+    if json_path.is_dir():
+        _usage(f"--json {json_path}: a folder; give a file name")
+    if json_path.resolve() in {model.resolve(), *([data.resolve()] if data else [])}:
+        _usage(f"--json {json_path}: that is an input of this command; give another file")
+    if json_path.is_symlink() or (json_path.exists() and not json_path.is_file()):
+        _usage(f"--json {json_path}: not a plain file (a link or a device); give a file name")
+    if json_path.exists() and not _profile_result(json_path):
+        _usage(f"--json {json_path}: exists and is not an earlier `edgekd profile --json` "
+               "result; give a new file name (edgekd overwrites only its own results)")
+    import tempfile
+
+    folder = json_path.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # missing folders are made
+        folder = folder.parent
+    try:  # a probe where the result (or its folder) will be made: what writing it needs
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgekd-probe-"):
+            pass
+    except OSError as exc:
+        _usage(f"--json {json_path}: cannot write in {folder}/ ({exc.strerror or exc}); give "
+               "a file in a folder you can write")
+
+
+def _profile_result(path: Path) -> bool:
+    """True when `path` holds what `edgekd profile --json` writes (recognised by its keys)."""
+    import dataclasses
+    import json
+
+    from edgekd.devices.result import ProfileResult
+    from edgekd.schema import ConfigError, read_limited
+
+    keys = {"model", "source", *(f.name for f in dataclasses.fields(ProfileResult))}
+    try:
+        doc = json.loads(read_limited(path, 1 << 20, "JSON file"))
+    except (ConfigError, ValueError):
+        return False
+    return isinstance(doc, dict) and set(doc) == keys
+
+
 @click.command("profile")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--device", "device_name", required=True,
               help="A shipped profile (`edgekd devices`) or a path to a profile YAML.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a profile field, e.g. --set host=mypi (repeatable).")
-@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Default: the profile's threads.")
+@click.option("--runs", type=Count(1, MAX_RUNS), default=100, show_default=True)
+@click.option("--warmup", type=Count(0, MAX_RUNS), default=10, show_default=True)
+@click.option("--threads", type=Count(1, MAX_THREADS), help="Default: the profile's threads.")
 @click.option("--data", type=click.Path(path_type=Path),
               help=".npz with x and y: also measure accuracy on the device.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
@@ -117,13 +186,7 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
     device = _load(device_name, overrides, (model.suffix,))
     _check_inputs(model, data)
     if json_path is not None:  # said now, not after the measurement
-        if json_path.is_dir():
-            _usage(f"--json {json_path}: a folder; give a file name")
-        if json_path.resolve() in {model.resolve(), *([data.resolve()] if data else [])}:
-            _usage(f"--json {json_path}: that is an input of this command; give another file")
-        if json_path.is_symlink() or (json_path.exists() and not json_path.is_file()):
-            _usage(f"--json {json_path}: not a plain file (a link or a device); give a file "
-                   f"name")
+        _check_json_out(json_path, model, data)
     if benchmark_binary is not None and kind_problem(benchmark_binary, "file"):
         _usage(f"--benchmark-binary {benchmark_binary}: {kind_problem(benchmark_binary, 'file')}")
     from edgekd.devices.measure import DeviceError, profile

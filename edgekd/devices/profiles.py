@@ -16,7 +16,11 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgekd.files import kind_problem
-from edgekd.schema import ConfigError, Strict, did_you_mean, parse, read_yaml
+from edgekd.schema import ConfigError, Strict, did_you_mean, parse, read_yaml, takes
+
+MAX_THREADS = 1024
+"""The most threads a profile or --threads may ask for: more than any device has cores, far
+fewer than would crash a runtime (a huge count overflows its C int; 100000 segfaults)."""
 
 
 class DeviceProfile(Strict):
@@ -63,7 +67,8 @@ class DeviceProfile(Strict):
     no Python."""
     trtexec: str = "trtexec"
     """trtexec on the device (JetPack puts it in /usr/src/tensorrt/bin)."""
-    threads: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, le=MAX_THREADS)
+    """Threads the runtime uses (1..MAX_THREADS); --threads overrides it."""
     cpu_mask: str | None = None
     """taskset mask (hex, one bit per core) to pin the run to cores, e.g. "f0" for cores
     4-7, the big cores of many phones."""
@@ -259,7 +264,9 @@ def load_profile(name_or_path: str, overrides: dict[str, str] | None = None,
         if key not in DeviceProfile.model_fields:
             hint = did_you_mean(key, DeviceProfile.model_fields)
             raise ConfigError([f"--set {key}: unknown device field{hint}"])
-        raw[key] = None if value in ("", "null", "none") and key != "python" else value
+        raw[key] = None if value in ("", "null", "none") and key != "python" else \
+            _number(value) if "number" in takes(DeviceProfile.model_fields[key].annotation) \
+            else value
     try:
         device = parse(DeviceProfile, raw, str(path))
         problems = [p for p in map(device.method_problem, dict.fromkeys(runs)) if p]
@@ -269,6 +276,17 @@ def load_profile(name_or_path: str, overrides: dict[str, str] | None = None,
     except ConfigError as exc:
         raise ConfigError([_blame_flag(line, path, overrides or {}) for line in exc.lines]
                           ) from None
+
+
+def _number(text: str) -> int | float | str:
+    """`--set threads=4` as the number 4 (the profile refuses numbers given as strings);
+    text that is no number stays text, for the field to refuse naming it."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _blame_flag(line: str, path: Path, overrides: dict[str, str]) -> str:

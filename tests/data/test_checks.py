@@ -205,3 +205,32 @@ def test_npz_labels_far_beyond_the_sample_count_are_refused_before_naming_classe
     with pytest.raises(ConfigError, match=r"d\.npz: labels run up to 1000000000000 but "
                                           r"999999999999 number\(s\) .* \(y has 40 samples\)"):
         load(DataConfig(source="npz", path=path), seed=0)
+
+
+def test_given_splits_apart_load_and_a_link_from_outside_is_not_a_duplicate(tmp_path):
+    """Disjoint train / test folders load; an image linked in from outside the dataset is one
+    image, not a repeat; the same image reached through a link from two splits is refused."""
+    _folder(tmp_path / "train")
+    _folder(tmp_path / "test")
+    _folder(tmp_path / "outside")
+    (tmp_path / "train" / "a" / "linked.png").symlink_to(tmp_path / "outside" / "a" / "0.png")
+    cfg = DataConfig(source="folder", train=tmp_path / "train", test=tmp_path / "test",
+                     image_size=(8, 8))
+    splits = load(cfg, seed=0)
+    assert len(splits.train) + len(splits.val) == 9 and len(splits.test) == 8
+    (tmp_path / "test" / "b" / "linked.png").symlink_to(tmp_path / "train" / "b" / "1.png")
+    with pytest.raises(ConfigError, match=r"data\.test: .*test: 1 of its \d+ image\(s\) are "
+                                          r"also in data\.train .*e\.g\. .*b/linked\.png"):
+        load(cfg, seed=0)
+
+
+def test_an_npz_x_member_that_is_not_npy_names_it(tmp_path):
+    import zipfile
+
+    np.savez(tmp_path / "y.npz", y=np.arange(20) % 2)
+    with zipfile.ZipFile(tmp_path / "y.npz") as src, \
+            zipfile.ZipFile(tmp_path / "d.npz", "w") as dst:
+        dst.writestr("x.npy", b"not an array")
+        dst.writestr("y.npy", src.read("y.npy"))
+    with pytest.raises(ConfigError, match=r"d\.npz: member x is not a \.npy array"):
+        load(DataConfig(source="npz", path=tmp_path / "d.npz"), seed=0)

@@ -42,7 +42,7 @@ def test_profile_prints_a_table_and_writes_json(models, tmp_path):
     (["{onnx}", "--device", "lcoal"], "did you mean local?"),
     (["{onnx}", "--device", "local", "--set", "threads"], "--set threads: expected key=value"),
     (["{onnx}", "--device", "local", "--set", "thread=2"], "did you mean threads?"),
-    (["{onnx}", "--device", "local", "--data", "{onnx}"], "not an .npz file"),
+    (["{onnx}", "--device", "local", "--data", "{onnx}"], "not an .npz archive of arrays x and y"),
     (["model.pt", "--device", "local"], "expected a .tflite, .onnx or .pte file"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(models, args, message):
@@ -158,3 +158,35 @@ def test_commands_import_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).parents[2])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--threads", "99999999999999999999", "--threads 99999999999999999999: expected a whole "
+                                          "number from 1 to 1,024"),
+    ("--threads", "100000", "1 to 1,024"),
+    ("--runs", "100000000000", "--runs 100000000000: expected a whole number from 1 to "
+                               "1,000,000"),
+    ("--warmup", "-1", "0 to 1,000,000"),
+])
+def test_counts_are_bounded_in_one_line(models, flag, value, message):
+    result = invoke(profile_command, models["onnx_fp32"], "--device", "local", flag, value)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+
+
+def test_json_replaces_only_an_earlier_result_and_is_checked_before_measuring(models,
+                                                                               tmp_path):
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: p\n")
+    for target, message in [(pipeline, "not an earlier `edgekd profile --json` result"),
+                            (Path("/proc/x.json"), "cannot write in /proc/")]:
+        result = invoke(profile_command, models["onnx_fp32"], "--device", "local",
+                        "--json", target)
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert pipeline.read_text() == "name: p\n"
+    out = tmp_path / "result.json"
+    for _ in range(2):  # the second run replaces the first's result
+        result = invoke(profile_command, models["onnx_fp32"], "--device", "local", "--set",
+                        f"work_dir={tmp_path / 'work'}", "--runs", 2, "--warmup", 0,
+                        "--json", out)
+        assert result.exit_code == 0, result.output

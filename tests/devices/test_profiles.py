@@ -168,3 +168,18 @@ def test_a_target_file_is_taken_from_the_pipelines_folder(tmp_path, monkeypatch)
     (tmp_path / "sub" / "dev.yaml").write_text("transport: local\n")
     assert find_profile("dev.yaml", relative_to=tmp_path / "sub") == tmp_path / "sub" / "dev.yaml"
     assert find_profile("local", relative_to=tmp_path / "sub") == devices_dir() / "local.yaml"
+
+
+def test_threads_are_bounded_in_files_and_set_numbers_are_read(tmp_path):
+    path = tmp_path / "dev.yaml"
+    path.write_text("transport: local\nthreads: 99999999999999999999\n")
+    with pytest.raises(ConfigError, match=r"dev.yaml: threads: .*1024"):
+        load_profile(str(path))
+    with pytest.raises(ConfigError, match=r"--set threads: .*1024"):
+        load_profile("local", {"threads": "100000"})
+    with pytest.raises(ConfigError, match=r"--set threads: expected a number"):
+        load_profile("local", {"threads": "four"})
+    assert load_profile("local", {"threads": "4", "timeout_s": "2.5"}).threads == 4
+    path.write_text('transport: local\nthreads: "4"\n')  # a string in a file is no number
+    with pytest.raises(ConfigError, match="threads: expected a number, not the string"):
+        load_profile(str(path))
