@@ -11,13 +11,20 @@ from pathlib import Path
 import click
 
 from edgekd import __version__, exits
+from edgekd.console import fit
 from edgekd.schema import ConfigError
 from edgekd.stages import STAGES
 
 
+def _say(line: str) -> None:
+    """A message on stderr, a value of any length in it (a path read from a manifest)
+    clipped in the middle (edgekd.console.fit)."""
+    click.echo(fit(line), err=True)
+
+
 def _fail_config(exc: ConfigError) -> None:
     for line in exc.lines:
-        click.echo(line, err=True)
+        _say(line)
     sys.exit(exits.USAGE)
 
 
@@ -59,8 +66,7 @@ def _internal_error(exc: Exception, command: str | None, run_dir: Path | None = 
                                          delete=False) as log:
             log.write(traceback.format_exc())
     name = write_text(run_dir / "error.log", traceback.format_exc()) if run_dir else log.name
-    click.echo(f"internal error in edgekd {command or ''}: {type(exc).__name__}: {exc}",
-               err=True)
+    _say(f"internal error in edgekd {command or ''}: {type(exc).__name__}: {exc}")
     click.echo(f"details: {name} (please include it in a bug report)", err=True)
     sys.exit(exits.INTERNAL)
 
@@ -159,21 +165,21 @@ def _run(pipeline: Path, out: Path | None, force: str | None, no_gate: bool,
 
     try:
         result = execute(pipeline, out=out, force=force, gate=not no_gate,
-                         log=lambda msg: click.echo(msg, err=True), device=device)
+                         log=_say, device=device)
     except ConfigError as exc:
         _fail_config(exc)
     except Exception as exc:  # noqa: BLE001 - before any stage ran (reading data, the teacher)
         _internal_error(exc, "run", _own_run_dir(pipeline, out))
     if result.exit_code == exits.USAGE and result.message:
-        click.echo(result.message.split(": ", 1)[1], err=True)
+        _say(result.message.split(": ", 1)[1])
     doc = report.write(result)
     if result.traceback:
         write_text(result.run_dir / "error.log", result.traceback)
     if result.exit_code != exits.USAGE:
         _summary(doc, result.run_dir)
     if result.message and result.exit_code != exits.USAGE:
-        click.echo(result.message, err=True)
-    if result.traceback:
+        _say(result.message)
+    if result.traceback and result.exit_code != exits.USAGE:  # a usage line names its log
         click.echo(f"details: {result.run_dir / 'error.log'}", err=True)
     return result.exit_code
 
@@ -190,7 +196,7 @@ def _summary(doc: dict, run_dir: Path) -> None:
             click.echo(f"  {label:<36} {value:.4g}")
     for stage in doc["stages"]:
         for warning in stage["warnings"]:
-            click.echo(f"  WARNING {warning}")
+            click.echo(fit(f"  WARNING {warning}"))
 
 
 @cli.command()
@@ -212,7 +218,7 @@ def validate(files: tuple[Path, ...]) -> None:
         except ConfigError as exc:
             problems += exc.lines
     for line in problems:
-        click.echo(line, err=True)
+        _say(line)
     if problems:
         sys.exit(exits.USAGE)
     click.echo(f"ok: {len(files)} file(s) valid")
@@ -222,6 +228,21 @@ def validate(files: tuple[Path, ...]) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 def report_command(run_dir: Path) -> None:
     """Re-render report.html from a run directory's report.json."""
+    from edgekd.files import Busy, shared
+
+    try:
+        with shared(run_dir / ".lock"):  # not while a run rewrites what it reports
+            _rerender(run_dir)
+    except Busy as busy:
+        who = f" (pid {busy.pid})" if busy.pid else ""
+        click.echo(f"{run_dir}: an edgekd run{who} is using this run directory; its report "
+                   "is written when it ends", err=True)
+        sys.exit(exits.USAGE)
+    except ConfigError as exc:
+        _fail_config(exc)
+
+
+def _rerender(run_dir: Path) -> None:
     from edgekd.report import stale, write_html
 
     source = run_dir / "report.json"
@@ -253,8 +274,8 @@ def report_command(run_dir: Path) -> None:
     try:
         write_html(doc, run_dir / "report.html")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        click.echo(f"{source}: an edgekd report with fields of the wrong shape "
-                   f"({type(exc).__name__}: {exc})", err=True)
+        _say(f"{source}: an edgekd report with fields of the wrong shape "
+             f"({type(exc).__name__}: {exc})")
         sys.exit(exits.USAGE)
     except OSError as exc:
         click.echo(f"{run_dir / 'report.html'}: cannot write it: {exc.strerror}", err=True)

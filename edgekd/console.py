@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -66,6 +67,32 @@ def _duration(seconds: float) -> str:
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
+
+LINE_MAX = 2000
+"""The most characters of one line of a message edgekd prints: values from the user's files (a
+path in a manifest, a name) can be of any length, and a 300 MB line helps no one."""
+WORD_MAX = 300
+"""The most characters of one word (a run of non-spaces: a path, a value) kept in such a line."""
+_LONG_WORD = re.compile(rf"(?<!\S)\S{{{WORD_MAX + 1},}}")  # tried at word starts only: linear
+
+
+def clip(text: str, limit: int = WORD_MAX) -> str:
+    """`text` when at most `limit` characters, else its start and its end with "..." between
+    (a path keeps where it starts and its file name)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) // 2
+    return f"{text[:head]}...{text[len(text) - (limit - 3 - head):]}"
+
+
+def fit(text: str) -> str:
+    """`text` fit for a terminal, line by line: every word over WORD_MAX characters clipped
+    in the middle (`clip`), then each line over LINE_MAX. What is printed is a message; the
+    whole value stays in the user's file (and a traceback in error.log)."""
+    if len(text) <= WORD_MAX:
+        return text
+    return "\n".join(clip(_LONG_WORD.sub(lambda m: clip(m.group()), line), LINE_MAX)
+                     for line in text.split("\n"))
 
 
 LIBRARY_WARNINGS = (

@@ -58,8 +58,10 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def check_writable(folder: Path, what: str = "the run directory (--out)") -> None:
-    """Create `folder` if missing and write and remove a probe file in it (never through a
+def check_writable(folder: Path, what: str = "the run directory (--out)",
+                   create: bool = True) -> None:
+    """Create `folder` if missing (with `create`; else probe the nearest folder above it that
+    exists, where it would be made) and write and remove a probe file in it (never through a
     link). Raises ConfigError (exit 2) naming the folder and what is wrong (cannot be
     created, not writable: a read-only or pseudo file system such as /proc, no permission, a
     file in the way, a full disk) before anything has been done there."""
@@ -67,6 +69,10 @@ def check_writable(folder: Path, what: str = "the run directory (--out)") -> Non
 
     from edgekd.schema import ConfigError
 
+    if not create:
+        folder = folder.absolute()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test.{os.getpid()}"
@@ -191,7 +197,8 @@ def full_disk(folder: Path, exc: BaseException | None = None) -> str | None:
 
 
 class Busy(Exception):
-    """Another process holds the lock (`pid`: the one it recorded, or None)."""
+    """Another process holds the lock (`pid`: the holder the kernel names, else the one the
+    file records, or None)."""
 
     def __init__(self, path: Path, pid: int | None):
         super().__init__(f"{path} is locked by process {pid}")
@@ -201,16 +208,48 @@ class Busy(Exception):
 @contextmanager
 def exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock (flock) on `path` for the block, recording this
-    process's id in it; the kernel drops the lock when the process dies, so a killed run
-    never leaves a stale lock. Raises Busy at once when another process holds it, and
-    ConfigError when `path` is a symbolic link or not a regular file: the lock is written in
-    place, so a link would have the process id written wherever it points."""
+    process's id in it while held (the file is emptied on the way out, so it never names a
+    process that is gone); the kernel drops the lock when the process dies, so a killed run
+    never leaves a stale lock. Raises Busy at once when another process holds it (a run, or a
+    reader holding `shared`), and ConfigError when `path` is a symbolic link or not a regular
+    file: the lock is written in place, so a link would have the process id written wherever
+    it points."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(_open_lock(path, flags), "r+") as handle:
+        _flock(handle, path, fcntl.LOCK_EX)
+        try:
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate(0)
+
+
+@contextmanager
+def shared(path: Path) -> Iterator[None]:
+    """Hold a shared lock on the run lock `path` for the block, for readers of a run directory
+    (`edgekd report`): raises Busy while a run holds it, and a run started meanwhile is
+    refused. Writes nothing; a run directory without a lock (copied, or from before locks)
+    is read unlocked."""
+    if not path.exists() and not path.is_symlink():
+        yield
+        return
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(_open_lock(path, flags), "r") as handle:
+        _flock(handle, path, fcntl.LOCK_SH)
+        yield
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """A descriptor of the run lock `path` opened with `flags`; ConfigError when it is a link
+    or not a regular file."""
     import stat
 
     from edgekd.schema import ConfigError
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:
@@ -221,16 +260,35 @@ def exclusive(path: Path) -> Iterator[None]:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ConfigError([f"{path}: the run lock is not a regular file: remove it"])
-    with os.fdopen(fd, "r+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read(32).strip()
-            raise Busy(path, int(text) if text.isdigit() else None) from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
+    return fd
+
+
+def _flock(handle, path: Path, how: int) -> None:
+    """flock(`how`) without waiting; Busy naming the holder when another process has it."""
+    try:
+        fcntl.flock(handle, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = handle.read(32).strip()
+        raise Busy(path, lock_holder(path) or (int(text) if text.isdigit() else None)) from None
+
+
+def lock_holder(path: Path) -> int | None:
+    """The id of a process holding a flock on `path`, as the kernel lists it (/proc/locks:
+    `1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`, device numbers in hex);
+    None where /proc/locks cannot be read or names none (another OS, a network file system).
+    """
+    try:
+        st = path.stat()
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device \
+                and fields[4].isdigit() and int(fields[4]) != os.getpid():
+            return int(fields[4])
+    return None
 
 
 def _umask() -> int:

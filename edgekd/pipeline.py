@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from edgekd import budgets, exits, files, parallel
+from edgekd import budgets, exits, files, memory, parallel
 from edgekd.artifacts import StageResult, cache_key
 from edgekd.config import Pipeline
 from edgekd.context import Context
@@ -72,7 +73,7 @@ def load(source: Path, device: str | None = None) -> Pipeline:
     from the file's folder; the returned pipeline's data paths are resolved so. `device`
     (the CLI's --device) replaces the file's `device:`."""
     from edgekd.devices.profiles import check_target
-    from edgekd.schema import ConfigError, parse, read_yaml
+    from edgekd.schema import ConfigError, parse, path_problem, read_yaml
 
     source = Path(source)
     raw = read_yaml(source)
@@ -83,7 +84,7 @@ def load(source: Path, device: str | None = None) -> Pipeline:
         problems, pipeline = exc.lines, None
     target = pipeline.target if pipeline else (raw or {}).get("target", "local") \
         if isinstance(raw, dict) else None
-    if isinstance(target, str):
+    if isinstance(target, str) and not path_problem(target):  # else refused by parse
         try:
             check_target(target, source, pipeline.profiled_suffixes() if pipeline else ())
         except ConfigError as exc:
@@ -205,9 +206,13 @@ def execute(source: Path, out: Path | None = None, force: str | None = None,
             files.mark_pipeline(run.run_dir, pipeline.name)
             return _execute(run, pipeline, source, force, log)
     except Busy as busy:
-        raise ConfigError([f"{run.run_dir}: another edgekd run (process {busy.pid}) is using "
+        raise ConfigError([f"{run.run_dir}: another edgekd process ({_pid(busy)}) is using "
                            f"this run directory; wait for it to finish or give another --out"]
                           ) from None
+
+
+def _pid(busy: Busy) -> str:
+    return f"pid {busy.pid}" if busy.pid else "its id unknown"
 
 
 def _apart_from_inputs(run_dir: Path, pipeline: Pipeline, source: Path) -> None:
@@ -270,8 +275,10 @@ def _preflight(ctx: Context) -> None:
     data or a bad checkpoint is one line and exit 2 (ConfigError) before anything in the run
     directory is touched. The data stays loaded for the stages; a fully cached rerun skips
     this and loads nothing."""
-    ctx.splits()
-    ctx.build_model(ctx.pipeline.teacher, "teacher", role="teacher")
+    with memory.refused_when_out(ctx.pipeline, ctx.source):  # one line, exit 2
+        ctx.splits()
+        memory.check_batches(ctx)  # too large a batch: refused before any image is read
+        ctx.build_model(ctx.pipeline.teacher, "teacher", role="teacher")
 
 
 def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
@@ -295,6 +302,7 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
                 record.checks = early
                 return _gate_failed(run, record, kind, "before training")
         try:  # what the stage can refuse before it touches its folder
+            memory.check_batches(ctx, kind)  # a batch this machine cannot hold
             spec.check(cfg, inputs, ctx)
         except ConfigError as exc:
             raise Refused(exc.lines) from None
@@ -361,6 +369,7 @@ def serve() -> int:
 
 
 def _fail(run: Run, record: StageRecord, exc: Exception) -> None:
+    from edgekd.console import fit
     from edgekd.devices.errors import DeviceError
     from edgekd.schema import ConfigError
 
@@ -373,13 +382,15 @@ def _fail(run: Run, record: StageRecord, exc: Exception) -> None:
         record.error = f"device {run.pipeline.target}: {exc.kind} failure: {exc}"
         if exc.kind == "infrastructure" and run.pipeline.on_unreachable == "fail":
             record.error += " (on_unreachable: estimate would estimate instead)"
+    elif memory.out_of_memory(exc):  # more than this machine has: the settings, exit 2
+        run.exit_code, run.traceback = exits.USAGE, traceback.format_exc()
+        record.error = memory.described(exc, run.pipeline, run.source, record.kind, run.run_dir)
     else:
-        import traceback
-
         run.exit_code = exits.INTERNAL
         record.error = f"{type(exc).__name__}: {exc}"
         full = full_disk(run.run_dir, exc)
         if full:
             record.error = f"{full}; {record.error}"
         run.traceback = traceback.format_exc()
+    record.error = fit(record.error)  # a value of any length from the user's files
     run.message = f"{record.kind} failed: {record.error}"

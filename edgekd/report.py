@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -95,19 +96,44 @@ def seal(doc: dict, run_dir: Path) -> dict:
 
 
 def stale(doc: dict, run_dir: Path) -> str | None:
-    """Why report.json no longer describes `run_dir` (it was edited, or a stage ran again,
-    or ran and failed, after it was written), or None. Reports from before `sha256` existed
-    cannot be checked (None)."""
-    if "sha256" not in doc:
-        return None
-    if doc["sha256"] != _digest(doc) or not isinstance(doc.get("stage_records"), dict):
-        return "it was changed after edgekd wrote it"
+    """Why report.json no longer describes `run_dir`, or None: it was edited (its digest
+    does not match, or was removed), a stage ran again (or ran and failed) after it was
+    written, or a file it reports is missing or changed since (a shipped model deleted or
+    replaced)."""
+    if not isinstance(doc.get("sha256"), str) or doc["sha256"] != _digest(doc) \
+            or not isinstance(doc.get("stage_records"), dict):
+        return "it was changed after edgekd wrote it (its digest is missing or does not match)"
     changed = [f"{kind}/stage.json" for kind, digest in doc["stage_records"].items()
                if _record_hash(run_dir, str(kind)) != digest]
     if changed:
         return (f"{', '.join(changed)} changed after it was written (a stage ran again, or "
                 "is running, since)")
+    listed = doc.get("artifacts") or []
+    if not isinstance(listed, list):
+        return "its artifacts field is not a list"
+    gone = [why for why in (_artifact_problem(a, doc, run_dir) for a in listed) if why]
+    if gone:
+        return f"{'; '.join(gone[:3])}{f' (and {len(gone) - 3} more)' if len(gone) > 3 else ''}"
     return None
+
+
+def _artifact_problem(raw, doc: dict, run_dir: Path) -> str | None:
+    """'PATH is missing' / 'PATH changed since' for a file the report lists, read from
+    `run_dir` when it was written under the report's own run directory (a moved run)."""
+    from edgekd.artifacts import Artifact
+
+    try:
+        artifact = Artifact.from_dict(raw)
+        path, written_in = artifact.path, str(doc.get("run_dir"))
+        if path.is_absolute() and path.is_relative_to(written_in):
+            artifact = replace(artifact, path=run_dir / path.relative_to(written_in))
+        shown = artifact.path.relative_to(run_dir) if artifact.path.is_relative_to(run_dir) \
+            else artifact.path
+        if not artifact.path.is_file():
+            return f"{shown} ({artifact.name}) is missing"
+        return None if artifact.intact() else f"{shown} ({artifact.name}) changed since"
+    except (TypeError, KeyError, ValueError, AttributeError, OSError):
+        return f"an artifact entry is not one edgekd writes ({str(raw)[:80]})"
 
 
 def _record_hash(run_dir: Path, kind: str) -> str | None:

@@ -67,10 +67,46 @@ class Strict(BaseModel):
                 raise ValueError(f"{key}: expected a number, not the string {value!r}")
         return raw
 
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_fit(cls, raw: Any) -> Any:
+        """A path longer than any file system takes is refused naming the field and its length
+        (not echoed: it can be megabytes); the operating system would refuse it later with an
+        error quoting it whole."""
+        for key, value in raw.items() if isinstance(raw, dict) else ():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is not None and isinstance(value, str) and "path" in takes(field.annotation):
+                problem = path_problem(value)
+                if problem:
+                    raise ValueError(f"{key}: {problem}")
+        return raw
+
+
+PATH_MAX_BYTES = 4096
+"""The longest path Linux takes (PATH_MAX, in bytes with the terminating NUL)."""
+NAME_MAX_BYTES = 255
+"""The longest file or folder name (in bytes, UTF-8) ext4, XFS, APFS and NTFS take."""
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` is too long to name a file (as a whole, or one of its names), in words that
+    give its length rather than the path itself; None when it is not."""
+    size = len(path.encode("utf-8", "surrogatepass"))
+    if size >= PATH_MAX_BYTES:
+        return (f"a path of {size:,} bytes; a path is at most {PATH_MAX_BYTES - 1:,} bytes "
+                "(PATH_MAX)")
+    name = max(re.split(r"[/\\]", path), key=lambda n: len(n.encode("utf-8", "surrogatepass")))
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > NAME_MAX_BYTES:
+        return (f"the name {name[:20]!r}... in this path is {size:,} bytes; a file or folder "
+                f"name is at most {NAME_MAX_BYTES} bytes")
+    return None
+
 
 def takes(annotation: Any) -> set[str]:
     """The kinds of value `annotation` takes, of "number" (int, float, Literal[1, 3]),
-    "bool" and "str", through lists, tuples, unions and Annotated."""
+    "bool", "str" and "path" (a Path, also "str"), through lists, tuples, unions and
+    Annotated."""
     found: set[str] = set()
 
     def walk(node: Any) -> None:
@@ -85,7 +121,7 @@ def takes(annotation: Any) -> set[str]:
         elif node is Any:
             found.update(("bool", "str"))
         elif isinstance(node, type) and issubclass(node, str | os.PathLike):
-            found.add("str")
+            found.update(("str", "path") if issubclass(node, os.PathLike) else ("str",))
         for arg in get_args(node) if get_origin(node) is not Literal else ():
             walk(arg)
 

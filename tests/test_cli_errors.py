@@ -4,6 +4,7 @@ documented exit code, never a traceback on the terminal."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -29,10 +30,18 @@ def test_report_on_a_file_that_is_not_a_report(tmp_path, content, says):
     assert "Traceback" not in run.output
 
 
+def sealed(doc: dict) -> dict:
+    """`doc` with the digest edgekd gives its reports (no stage records)."""
+    from edgekd.report import _digest
+
+    doc = {**doc, "stage_records": {}}
+    return {**doc, "sha256": _digest(doc)}
+
+
 def test_report_with_fields_of_the_wrong_shape(tmp_path):
     doc = {"pipeline": "p", "verdict": "pass", "target": "local", "started": "now",
            "duration_s": 1.0, "checks": [], "stages": 5, "environment": {}}
-    (tmp_path / "report.json").write_text(json.dumps(doc))
+    (tmp_path / "report.json").write_text(json.dumps(sealed(doc)))
     run = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert run.exit_code == exits.USAGE and "fields of the wrong shape" in run.output
 
@@ -44,9 +53,9 @@ def test_an_unexpected_error_is_one_line_exit_1_and_a_log(monkeypatch, tmp_path)
         raise RuntimeError("something nobody planned for")
 
     monkeypatch.setattr(edgekd.report, "write_html", broken)
-    (tmp_path / "report.json").write_text(json.dumps(
+    (tmp_path / "report.json").write_text(json.dumps(sealed(
         {"pipeline": "p", "verdict": "pass", "target": "local", "started": "now",
-         "duration_s": 1.0, "checks": [], "stages": [], "environment": {}}))
+         "duration_s": 1.0, "checks": [], "stages": [], "environment": {}})))
     run = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert run.exit_code == exits.INTERNAL
     assert "internal error in edgekd report: RuntimeError: something nobody planned for" \
@@ -93,7 +102,8 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
     with exclusive(out / ".lock"):  # a run in progress (this process, another descriptor)
         run = CliRunner().invoke(cli, ["run", str(pipeline), "--out", str(out)])
     assert run.exit_code == exits.USAGE, run.output
-    assert f"{out}: another edgekd run (process " in run.output and "Traceback" not in run.output
+    assert f"{out}: another edgekd process (pid {os.getpid()}) is using" in run.output
+    assert "Traceback" not in run.output
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 
@@ -222,4 +232,49 @@ def test_a_report_is_drawn_again_until_its_run_directory_changes(tmp_path):
     assert doc["stage_records"]["teacher"] is None and stale(doc, tmp_path) is None
     write_json(tmp_path / "teacher" / "stage.json", {"kind": "teacher", "key": "k"})
     assert stale(doc, tmp_path).startswith("teacher/stage.json changed")
-    assert stale({k: v for k, v in doc.items() if k != "sha256"}, tmp_path) is None  # older
+    assert "digest is missing" in stale({k: v for k, v in doc.items() if k != "sha256"},
+                                        tmp_path)  # deleting the digest does not skip the check
+
+
+def test_a_report_whose_shipped_file_is_gone_or_replaced_is_out_of_date(tmp_path):
+    """The stage records are unchanged, but the int8 file the report passed was deleted or
+    replaced: `edgekd report` says which, and draws nothing. A moved run directory still
+    finds its files."""
+    import shutil
+
+    from edgekd.artifacts import Artifact
+    from edgekd.report import seal
+
+    run = tmp_path / "run"
+    model = run / "export" / "student_int8.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"int8 model")
+    doc = seal({"pipeline": "p", "verdict": "pass", "target": "local", "started": "now",
+                "duration_s": 1.0, "checks": [], "stages": [], "environment": {},
+                "run_dir": str(run),
+                "artifacts": [Artifact.of("student_int8_onnx", model, "onnx_int8").as_dict()]},
+               run)
+    (run / "report.json").write_text(json.dumps(doc))
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    assert CliRunner().invoke(cli, ["report", str(moved)]).exit_code == 0
+    (moved / "export" / "student_int8.onnx").write_bytes(b"another model")
+    again = CliRunner().invoke(cli, ["report", str(moved)])
+    assert again.exit_code == exits.USAGE
+    assert "export/student_int8.onnx (student_int8_onnx) changed since" in again.output
+    (moved / "export" / "student_int8.onnx").unlink()
+    again = CliRunner().invoke(cli, ["report", str(moved)])
+    assert "export/student_int8.onnx (student_int8_onnx) is missing" in again.output
+
+
+def test_report_waits_for_the_run_that_holds_the_directory(tmp_path):
+    from edgekd.files import exclusive
+
+    (tmp_path / "report.json").write_text(json.dumps(sealed(
+        {"pipeline": "p", "verdict": "pass", "target": "local", "started": "now",
+         "duration_s": 1.0, "checks": [], "stages": [], "environment": {}})))
+    with exclusive(tmp_path / ".lock"):
+        run = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert run.exit_code == exits.USAGE and "an edgekd run (pid " in run.output
+    assert not (tmp_path / "report.html").exists()
+    assert CliRunner().invoke(cli, ["report", str(tmp_path)]).exit_code == 0

@@ -311,3 +311,40 @@ def test_exponents_without_a_dot_are_numbers_as_in_yaml_1_2(tmp_path):
     """PyYAML reads `lr: 1e-3` as a string, which is refused as a number given as text."""
     path = write(tmp_path, MINIMAL.replace("epochs: 1\n", "epochs: 1\n    lr: 1e-3\n"))
     assert load_pipeline(path).stages[0].lr == 0.001
+
+
+LONG_PATH = "d/" * 3000 + "x"
+"""6,001 bytes: longer than any path the system takes (PATH_MAX is 4,096 with its NUL)."""
+
+
+@pytest.mark.parametrize("old, new, field, size", [
+    ("name: t\n", f"name: t\ndata: {{source: npz, path: {LONG_PATH}.npz}}\n", "data.path",
+     "6,005 bytes"),
+    ("width: 4,", f"width: 4, weights: {'w' * 300}.pt,", "student.weights", "303 bytes"),
+    ("name: t\n", f"name: t\ntarget: {LONG_PATH}.yaml\n", "target", "6,006 bytes"),
+    ("name: t\n", f"name: t\ntarget: {'n' * 256}\n", "target", "256 bytes"),
+    ("arch: cnn, width: 4, depth: 1", f"module: {LONG_PATH}.py:build", "student.module",
+     "6,004 bytes"),
+    ("arch: cnn, width: 4, depth: 1", f"arch: hf:{LONG_PATH}", "student.arch", "6,001 bytes"),
+], ids=["data-path", "weights-name", "target-path", "target-name", "module", "hf-directory"])
+def test_a_path_longer_than_the_system_takes_is_refused_by_its_length(tmp_path, old, new,
+                                                                      field, size):
+    """A path of megabytes was an OSError quoting it whole (exit 1, a line as long as the
+    path); it is refused naming the field and its length, the path not echoed."""
+    path = write(tmp_path, MINIMAL.replace(old, new))
+    assert new != old and new in path.read_text()
+    (line,) = errors(path)
+    assert line.startswith(f"{path}: {field}: ") and size in line, line
+    assert len(line) < len(str(path)) + 200 and "d/d/d/d/d" not in line
+
+
+def test_a_long_path_a_system_takes_is_still_a_path(tmp_path):
+    from edgekd.schema import NAME_MAX_BYTES, PATH_MAX_BYTES, path_problem
+
+    longest = "/".join(["n" * NAME_MAX_BYTES] * 16)[:PATH_MAX_BYTES - 1]
+    assert path_problem(longest) is None and path_problem(longest + "n") is not None
+    assert path_problem("é" * 127) is None and "256 bytes" in path_problem("é" * 128)
+    with pytest.raises(ConfigError) as info:  # --set, like a device file
+        load_profile("local", {"identity_file": LONG_PATH})
+    assert info.value.lines == ["--set identity_file: a path of 6,001 bytes; a path is at most "
+                                "4,095 bytes (PATH_MAX)"]

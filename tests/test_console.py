@@ -77,3 +77,37 @@ def test_verbose_keeps_the_libraries_warnings_and_edgekd_keeps_its_own():
         shown = verbose == "1"
         assert ("os.fork() was called" in done.stderr) is shown, done.stderr
         assert ("pytree notice" in done.stderr) is shown, done.stderr
+
+
+def test_a_value_of_any_length_is_clipped_in_the_middle_of_its_line():
+    from edgekd.console import LINE_MAX, WORD_MAX, fit
+
+    path = "d/" * 1_500_000 + "x.npz"  # 3 MB
+    line = fit(f"p.yaml: data.path: {path} not found")
+    assert line.startswith("p.yaml: data.path: d/d/") and line.endswith("d/x.npz not found")
+    assert "..." in line and len(line) == len("p.yaml: data.path:  not found") + WORD_MAX
+    assert fit("p.yaml: seed: must be >= 0") == "p.yaml: seed: must be >= 0"
+    assert fit(f"a: {path}\nb: short").split("\n")[1] == "b: short"
+    many = fit(" ".join(["w" * WORD_MAX] * 10_000))  # no word too long, the line is
+    assert len(many) == LINE_MAX and many.startswith("www") and many.endswith("www")
+
+
+def test_a_message_quoting_a_huge_path_from_the_users_files_is_one_short_line(tmp_path):
+    """A manifest row naming a path of megabytes was echoed whole: a 314 MB error line."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+    from edgekd.console import LINE_MAX
+
+    rows = [{"path": "d/" * 200_000 + "a.png", "label": "a"}]
+    rows += [{"path": f"{i}.png", "label": "b"} for i in range(4)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "p.yaml").write_text(PIPELINE.replace("{source: folder, path: imgs,",
+                                                      "{source: manifest, path: m.jsonl,"))
+    run = CliRunner().invoke(cli, ["run", str(tmp_path / "p.yaml"), "--out",
+                                   str(tmp_path / "run")])
+    assert run.exit_code == 2, run.output[:1000]
+    (line,) = run.output.strip().splitlines()
+    assert len(line) <= LINE_MAX and "m.jsonl" in line and "a.png" in line, line

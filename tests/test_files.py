@@ -153,3 +153,56 @@ def test_a_folder_that_takes_no_files_says_so(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=r"file/run: cannot write the run directory"):
         check_writable(tmp_path / "file" / "run")
+
+
+def test_busy_names_the_process_that_holds_the_lock_not_the_one_the_file_records(tmp_path):
+    """The file kept the id of whichever run wrote it last (a refused run, a run that ended);
+    the kernel knows the holder. A finished run leaves the file empty."""
+    import subprocess
+    import sys
+
+    from edgekd.files import Busy, exclusive
+
+    lock = tmp_path / ".lock"
+    with exclusive(lock):
+        pass
+    assert lock.read_text() == ""  # nothing names a process that is gone
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock.write_text("999999")  # a stale id in the file
+        with pytest.raises(Busy) as busy:
+            with exclusive(lock):
+                pass
+        assert busy.value.pid == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_reader_and_a_run_exclude_each_other(tmp_path):
+    from edgekd.files import Busy, exclusive, shared
+
+    lock = tmp_path / ".lock"
+    with shared(lock):  # no lock file: a copied run directory is read unlocked
+        pass
+    assert not lock.exists()
+    with exclusive(lock):
+        with pytest.raises(Busy):  # a run holds it: no report of a run in progress
+            with shared(lock):
+                pass
+    with shared(lock):
+        with shared(lock):  # readers do not exclude each other
+            pass
+        with pytest.raises(Busy):  # a run started while a report is drawn is refused
+            with exclusive(lock):
+                pass
+    lock.unlink()
+    lock.symlink_to(tmp_path / "victim")
+    from edgekd.schema import ConfigError
+    with pytest.raises(ConfigError, match="symbolic link"):
+        with shared(lock):
+            pass

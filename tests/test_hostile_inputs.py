@@ -406,6 +406,30 @@ def folder_file_symlink_other_class(tmp):
     return _folder_pipeline(tmp)
 
 
+def split_test_copies_train_npz(tmp):
+    x, y = _digits()
+    np.savez(tmp / "d.npz", x=x, y=y)
+    np.savez(tmp / "t.npz", x=x[10:30], y=y[10:30])  # another file, the training samples
+    return _pipeline(tmp, data="{source: npz, train: d.npz, test: t.npz}")
+
+
+def folder_int_image_beyond_65535(tmp):
+    from PIL import Image
+
+    _images(tmp / "imgs")  # 32-bit integers (mode I): 70000 was clipped to white
+    Image.fromarray(np.full((8, 8), 70000, np.int32)).save(tmp / "imgs" / "a" / "i.tif")
+    return _folder_pipeline(tmp)
+
+
+def manifest_csv_missing_fields(tmp):
+    rows = [row + ",n" for row in _rows()]
+    rows[3] = _rows()[3]  # the note column's cell missing: what else shifted?
+    argv = _manifest(tmp, "m.csv", rows)
+    text = (tmp / "m.csv").read_text()
+    (tmp / "m.csv").write_text(text.replace("path,label", "path,label,note", 1))
+    return argv
+
+
 # ---- config ----------------------------------------------------------------------------------
 
 def duplicate_keys(tmp):
@@ -733,6 +757,24 @@ def report_edited(tmp):
     return ["report", "run"]
 
 
+def report_without_its_digest(tmp):
+    """Deleting the digest keys made an edited report pass as one from before the check."""
+    import json
+
+    path = tmp / "run" / "report.json"
+    doc = json.loads(path.read_text())
+    doc["stages"][-1]["metrics"]["accuracy"] = 0.99
+    del doc["sha256"], doc["stage_records"]
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return ["report", "run"]
+
+
+def report_of_a_deleted_model(tmp):
+    """The student the report passed was deleted; the report was drawn again as it was."""
+    (tmp / "run" / "distill" / "student.pt").unlink()
+    return ["report", "run"]
+
+
 # ---- files that never end, links where edgekd writes, runs of other pipelines, bounds -------
 
 def validate_dev_zero(tmp):
@@ -851,6 +893,31 @@ def export_formats_twice(tmp):
     return ["validate", "p.yaml"]
 
 
+# ---- settings no machine's memory holds; paths longer than any system takes -----------------
+
+def batch_beyond_memory(tmp):
+    """42,000 training images of 4096 x 4096 in batches of 65536: 2.56 TiB of inputs per
+    batch (torch's "can't allocate memory", exit 1, or the OOM killer)."""
+    x = np.random.default_rng(0).random((70_000, 1, 1, 1), dtype=np.float32)
+    np.savez(tmp / "d.npz", x=x, y=np.arange(70_000) % 2)
+    return _pipeline(tmp, data="{source: npz, path: d.npz, image_size: [4096, 4096]}",
+                     teacher=TEACHER.replace("epochs: 1", "epochs: 1, batch_size: 1"),
+                     stages="\n  - {kind: distill, epochs: 1, batch_size: 65536}")
+
+
+def data_path_6000_bytes(tmp):
+    return _pipeline(tmp, data="{source: npz, path: " + "d/" * 3000 + "x.npz}")  # OSError
+
+
+def target_6000_bytes(tmp):
+    return _pipeline(tmp, target="d/" * 3000 + "dev.yaml")  # OSError quoting it, exit 1
+
+
+def set_identity_file_6000_bytes(tmp):
+    return ["profile", str(_tiny_onnx(tmp)), "--device", "rpi4",
+            "--set", "identity_file=" + "d/" * 3000 + "key"]
+
+
 PROMISES = ("exit code", "no traceback", "one line", "names", "nothing lost", "no code ran")
 """What every case checks; a Case's `known` lists those a bug not yet fixed breaks today."""
 
@@ -945,6 +1012,12 @@ CASES = [
          ("m.jsonl:3", '"label" appears twice')),
     Case("folder-file-symlink-other-class", folder_file_symlink_other_class, 2,
          ("imgs/b/0.png", "imgs/a/dup.png")),
+    Case("split-test-copies-train-npz", split_test_copies_train_npz, 2,
+         ("data.test", "t.npz", "20 of its 20 samples", "data.train", "d.npz")),
+    Case("folder-int-image-beyond-65535", folder_int_image_beyond_65535, 2,
+         ("imgs/a/i.tif", "[70000, 70000]")),
+    Case("manifest-csv-missing-fields", manifest_csv_missing_fields, 2,
+         ("m.csv:5", "2 fields", "header of 3")),
     # config: the pipeline and everything it references, read before anything runs
     Case("yaml-duplicate-key", duplicate_keys, 2, ("p.yaml", "line 8", "stages")),
     Case("lr-inf", infinite_lr, 2, ("p.yaml", "teacher.train.lr")),
@@ -1019,6 +1092,10 @@ CASES = [
     Case("report-after-a-stage-ran-again", report_after_a_stage_ran_again, 2,
          ("run/report.json", "distill/stage.json")),
     Case("report-edited", report_edited, 2, ("run/report.json", "changed after edgekd wrote")),
+    Case("report-without-its-digest", report_without_its_digest, 2,
+         ("run/report.json", "digest is missing")),
+    Case("report-of-a-deleted-model", report_of_a_deleted_model, 2,
+         ("run/report.json", "distill/student.pt", "is missing")),
     # profile --data: labels are the model's classes
     Case("profile-labels-beyond-outputs", profile_labels_beyond_outputs, 2,
          ("test.npz", "3 label(s) outside the model's 4 classes")),
@@ -1060,6 +1137,13 @@ CASES = [
     Case("epochs-string", epochs_string, 2, ("p.yaml", "stages[0].epochs", "string")),
     Case("export-formats-twice", export_formats_twice, 2,
          ("p.yaml", "stages[1].formats", "onnx_fp32 given twice")),
+    # settings no machine's memory holds; paths longer than any system takes
+    Case("batch-beyond-memory", batch_beyond_memory, 2,
+         ("p.yaml", "stages[0].batch_size 65536", "data.image_size 4096 x 4096", "TiB")),
+    Case("data-path-6000-bytes", data_path_6000_bytes, 2, ("p.yaml", "data.path", "6,005 bytes")),
+    Case("target-6000-bytes", target_6000_bytes, 2, ("p.yaml", "target", "6,008 bytes")),
+    Case("set-identity-file-6000-bytes", set_identity_file_6000_bytes, 2,
+         ("--set identity_file", "6,003 bytes")),
 ]
 
 

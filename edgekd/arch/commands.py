@@ -13,6 +13,7 @@ import click
 
 from edgekd import exits
 from edgekd.arch import sysroot
+from edgekd.console import fit
 from edgekd.files import write_json
 
 
@@ -48,10 +49,10 @@ def validate_arch_command(model: Path, arch: str, data: Path | None, json_path: 
         result = validate(model, arch, data, cpu=cpu, min_agreement=min_agreement,
                           max_abs_diff=max_abs_diff, log=lambda m: click.echo(m, err=True))
     except UsageError as exc:
-        click.echo(f"validate-arch: {exc}", err=True)
+        click.echo(fit(f"validate-arch: {exc}"), err=True)
         sys.exit(exits.USAGE)
     except (PrepareError, RunError) as exc:
-        click.echo(f"validate-arch: {exc}", err=True)
+        click.echo(fit(f"validate-arch: {exc}"), err=True)
         sys.exit(exits.INTERNAL)
     except Exception:  # anything else is a bug here: show it whole
         click.echo(traceback.format_exc(), err=True)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgekd.config.data import Augment, Side, check_mean_std
-from edgekd.schema import Strict, did_you_mean
+from edgekd.schema import Strict, did_you_mean, path_problem
 
 # Where a model comes from: `arch: <source>:<name>` (cnn takes no name). `module:` is the fifth
 # source, the user's own builder. Names are checked when the model is built (that needs torch,
@@ -179,6 +179,8 @@ class ModelConfig(Strict):
     @classmethod
     def _known_arch(cls, arch: str) -> str:
         source, name = split_arch(arch)
+        if source == "hf" and path_problem(name):
+            raise ValueError(f"the hf directory: {path_problem(name)}")
         if source not in SOURCES or (source != "cnn" and not name):
             raise ValueError(
                 f"unknown architecture {arch!r}{did_you_mean(arch, ARCHS)}; give cnn, "
@@ -190,6 +192,8 @@ class ModelConfig(Strict):
     @classmethod
     def _module_function(cls, module: str) -> str:
         target, _, function = module.rpartition(":")
+        if path_problem(target):
+            raise ValueError(path_problem(target))
         if not target or not function.isidentifier():
             raise ValueError(f"{module!r}: give file.py:function or package.module:function")
         return module

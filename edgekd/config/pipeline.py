@@ -14,7 +14,7 @@ from edgekd.config.distill import DistillStage
 from edgekd.config.models import ModelConfig, TeacherConfig
 from edgekd.config.stages import ExportStage, ProfileStage, QuantizeStage
 from edgekd.export.formats import FORMATS, RUNTIMES
-from edgekd.schema import Strict, did_you_mean, parse, read_yaml
+from edgekd.schema import NAME_MAX_BYTES, Strict, did_you_mean, parse, path_problem, read_yaml
 
 Stage = Annotated[
     Union[DistillStage, QuantizeStage, ExportStage, ProfileStage],  # noqa: UP007
@@ -22,8 +22,6 @@ Stage = Annotated[
 ]
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$"
 """What `device:` and `--device` take."""
-NAME_MAX_BYTES = 255
-"""The longest file name (in bytes, UTF-8) ext4, XFS, APFS and NTFS take."""
 STAGE_KINDS = ("distill", "quantize", "export", "profile")
 """The stage kinds a pipeline's `stages:` list takes, in the order they must run."""
 
@@ -103,6 +101,13 @@ class Pipeline(Strict):
             raise ValueError(f"too long ({size} bytes): it names the run directory runs/<name>, "
                              f"and a file name is at most {NAME_MAX_BYTES} bytes")
         return name
+
+    @field_validator("target")
+    @classmethod
+    def _fits_a_path(cls, target: str) -> str:
+        if path_problem(target):  # a profile name or a device YAML's path
+            raise ValueError(path_problem(target))
+        return target
 
     @field_validator("device")
     @classmethod

@@ -7,8 +7,9 @@ hang or a silently wrong model.
 - arrays: `x`'s layout (channels first or last, 1-4 channels), dtype and value range, which
   fix how pixels become model inputs in [0, 1]; `y` as class indices;
 - manifests: printable cells, each image listed once;
-- folders: class-folder links that loop or repeat, each image file once;
-- given splits: no two the same location or sharing an image file.
+- folders: class-folder links that loop or repeat, each image file once.
+
+Given splits are kept apart from the training data by edgekd.data.leakage.
 """
 
 from __future__ import annotations
@@ -69,11 +70,12 @@ def image_problem(file: Path) -> str | None:
         return problem
     try:
         with Image.open(file) as img:
-            floats = img.mode == "F"
+            mode = img.mode
             img.verify()
-        if floats:  # rare (float TIFFs): their values decide how they become pixels
+        if mode in ("F", "I"):  # rare (32-bit TIFFs): their values decide how they are read
             with Image.open(file) as img:
-                float_pixel_scale(np.asarray(img))
+                scale = float_pixel_scale if mode == "F" else integer_pixel_scale
+                scale(np.asarray(img))
     except Image.DecompressionBombError as exc:
         return f"refused, too many pixels for an image ({exc}); resize it before training"
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
@@ -97,6 +99,19 @@ def float_pixel_scale(values: np.ndarray) -> float:
         return 1.0
     raise ConfigError([f"a 32-bit float image with values in [{low:g}, {high:g}]; float "
                        "images must be in [0, 1] or [0, 255]"])
+
+
+def integer_pixel_scale(values: np.ndarray) -> float:
+    """What a 16- or 32-bit integer image's `values` are multiplied by to become 0-255 pixels:
+    1/257 (65535 -> 255); ConfigError (a line without the file, which the caller names) for a
+    32-bit one (PIL mode I) with values beyond 0-65535, which that would clip to white or
+    black."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise ConfigError([f"a 32-bit integer image with values in [{low}, {high}]; integer "
+                           "images are read as 16-bit (0-65535): save it as 16-bit, or as "
+                           "32-bit float in [0, 1]"])
+    return 1 / 257
 
 
 def check_images(files: list[Path], where: Path) -> None:
@@ -280,31 +295,6 @@ def distinct_files(where: Path, files: list[Path]) -> None:
         if seen != file:
             raise ConfigError([f"{shown(file)}: the same image file as {shown(seen)} (a "
                                f"symlink); {shown(where)} must hold each image once"])
-
-
-def disjoint_splits(paths: dict[str, Path], files: dict[str, list[Path]]) -> None:
-    """ConfigError naming two given splits (`paths`: data.train / val / test as configured)
-    that are one file or folder, or (`files`: each split's image files) share images: a test
-    split that holds training data measures how well the model remembers, not how it does."""
-    names = list(paths)
-    for i, name in enumerate(names):
-        for other in names[:i]:
-            if paths[name].resolve() == paths[other].resolve():
-                what = "folder" if paths[name].is_dir() else "file"
-                raise ConfigError([f"data.{name}: {shown(paths[name])}: the same {what} as "
-                                   f"data.{other} ({shown(paths[other])}); give each split "
-                                   "data of its own"])
-    real = {name: {os.path.realpath(f): f for f in found} for name, found in files.items()}
-    for i, name in enumerate(names):
-        for other in names[:i]:
-            if name not in real or other not in real:
-                continue
-            shared = [f for key, f in real[name].items() if key in real[other]]
-            if shared:
-                raise ConfigError([f"data.{name}: {shown(paths[name])}: {len(shared)} of its "
-                                   f"{len(real[name])} image(s) are also in data.{other} "
-                                   f"({shown(paths[other])}), e.g. {shown(shared[0])}; a "
-                                   "sample must be in one split only"])
 
 
 def manifest_duplicates(path: Path, rows: list[tuple[int, str, str]]) -> None:

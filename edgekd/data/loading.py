@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.config import DataConfig
-from edgekd.data import checks, sources
+from edgekd.data import leakage, manifests, sources
 from edgekd.data.sources import ArrayStore, Samples
 from edgekd.files import atomic_path, sha256_file
 from edgekd.schema import ConfigError
@@ -93,6 +93,9 @@ class Splits:
     stats: tuple[list[float], list[float]] | None = None
     stats_samples: int = 2048
     seed: int = 0
+    warnings: list[str] = field(default_factory=list)
+    """What a person should see about the data: a given split holding a few samples of the
+    training data (the test split's is also said in `test_origin`)."""
     _meta: dict | None = field(default=None, repr=False)
 
     @property
@@ -197,7 +200,7 @@ def load(cfg: DataConfig, seed: int) -> Splits:
         return sources.read(cfg.source, path, cfg.image_size, cfg.channels, evaluation)
 
     split_paths = {k: p for k, p in cfg.paths().items() if k != "path"}
-    checks.disjoint_splits(split_paths, {})  # one location given twice: refused before reading
+    leakage.disjoint_splits(split_paths, {})  # one location given twice: refused before reading
     first = read(cfg.train if cfg.given_splits else cfg.path)
     files = {"train": first.store.files} if isinstance(first.store, sources.FileStore) else {}
     whole = np.arange(len(first.y))
@@ -207,6 +210,7 @@ def load(cfg: DataConfig, seed: int) -> Splits:
         cfg.split.test if cfg.test is None else 0.0, seed) \
         if cfg.val is None or cfg.test is None else (whole, whole[:0], whole[:0])
     parts = {"train": Part("train", first.store, train, first.y[train], f"{key}-train")}
+    notes: dict[str, str] = {}  # given splits holding a few training samples
     for name, rows in (("val", val), ("test", test)):
         given = getattr(cfg, name)
         if given is not None:
@@ -218,21 +222,27 @@ def load(cfg: DataConfig, seed: int) -> Splits:
             if isinstance(samples.store, sources.FileStore):
                 files[name] = samples.store.files
             parts[name] = Part(name, samples.store, np.arange(len(y)), y, f"{key}-{name}")
+            copies = leakage.training_copies(name, given, samples.store, cfg.train,
+                                             first.store)
+            if copies:
+                notes[name] = copies
         else:
             parts[name] = Part(name, first.store, rows, first.y[rows], f"{key}-{name}")
     origin = f"given: {cfg.test}" if cfg.test is not None else (
         f"held out by edgekd: {cfg.split.test:.0%} of "
         f"{cfg.train or cfg.path or 'the built-in digits'} (stratified, seed {seed})")
+    origin += f" ({notes['test']})" if "test" in notes else ""
     stats = (cfg.mean, cfg.std) if cfg.mean is not None else None
     if stats is not None and len(stats[0]) != first.store.shape[0]:
         raise ConfigError([f"data.mean: {len(stats[0])} values for images with "
                            f"{first.store.shape[0]} channel(s)"])
-    checks.disjoint_splits(split_paths, files)
+    leakage.disjoint_splits(split_paths, files)
     _check_classes(cfg.train if cfg.given_splits else cfg.path, first, parts)
     for part in parts.values():
         part.num_workers = cfg.num_workers
     return Splits(parts["train"], parts["val"], parts["test"], first.classes, origin, stats,
-                  cfg.stats_samples, seed)
+                  cfg.stats_samples, seed, [f"data.{k}: {getattr(cfg, k)}: {v}"
+                                            for k, v in notes.items()])
 
 
 def data_key(cfg: DataConfig, seed: int) -> str:
@@ -245,7 +255,7 @@ def data_key(cfg: DataConfig, seed: int) -> str:
         if path.is_file():
             h.update(sha256_file(path).encode())
             if path.suffix.lower() in sources.MANIFEST_SUFFIXES:
-                files = [path.parent / f for f, _label in sources.manifest_rows(path)]
+                files = [path.parent / f for f, _label in manifests.rows(path)]
                 _stat_hash(h, path.parent, files)
         elif path.is_dir():
             _stat_hash(h, path, [f for _name, files in sources.listing(path) for f in files])

@@ -7,9 +7,6 @@ is memory-mapped, and only the built-in digits (1,797 images of 8x8) are an arra
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import re
 import zipfile
@@ -18,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data import checks
+from edgekd.data import checks, manifests
 from edgekd.schema import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -95,7 +92,7 @@ class FileStore:
                                    f"resize it before training"]) from None
             except (OSError, UnidentifiedImageError, ValueError) as exc:
                 raise ConfigError([f"{file}: cannot read as an image ({exc})"]) from None
-            except ConfigError as exc:  # float pixels beyond [0, 255] (_eight_bit)
+            except ConfigError as exc:  # 32-bit pixels beyond what is read (_eight_bit)
                 raise ConfigError([f"{file}: {exc.lines[0]}"]) from None
             out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return out
@@ -112,16 +109,18 @@ def _upright(img):
 
 
 def _eight_bit(img):
-    """A 16-bit (or 32-bit integer) greyscale PIL image as 8-bit "L", scaled by its bit depth
-    (65535 -> 255); a 32-bit float one ("F") by its range (checks.float_pixel_scale). PIL's
-    own convert("L") clips wide values at 255 (all white) and floats in [0, 1] to 0 (black)."""
+    """A 16-bit (or 32-bit integer, in 0-65535) greyscale PIL image as 8-bit "L", scaled by
+    its bit depth (65535 -> 255; checks.integer_pixel_scale); a 32-bit float one ("F") by its
+    range (checks.float_pixel_scale). PIL's own convert("L") clips wide values at 255 (all
+    white) and floats in [0, 1] to 0 (black)."""
     from PIL import Image
 
     if img.mode == "F":
         wide = np.asarray(img).astype(np.float64)
         wide *= checks.float_pixel_scale(wide)
     elif img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        wide = np.asarray(img).astype(np.float64) / 257.0
+        wide = np.asarray(img).astype(np.float64)
+        wide *= checks.integer_pixel_scale(wide)
     else:
         return img
     return Image.fromarray(np.clip(wide + 0.5, 0, 255).astype(np.uint8), "L")
@@ -288,7 +287,7 @@ def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:
     Every listed image is checked now (edgekd.data.checks.check_images)."""
     if path.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ConfigError([f"{path}: a manifest must be .csv or .jsonl"])
-    rows = manifest_rows(path)
+    rows = manifests.rows(path)
     if not rows:
         raise ConfigError([f"{path}: the manifest lists no images"])
     names = sorted({label for _file, label in rows},
@@ -302,88 +301,6 @@ def manifest(path: Path, size: tuple[int, int], channels: int) -> Samples:
     checks.check_images(files, path)
     y = np.array([index[label] for _file, label in rows], dtype=np.int64)
     return Samples(FileStore(files, size, channels), y, names)
-
-
-def manifest_rows(path: Path) -> list[tuple[str, str]]:
-    """(image path as written, label) for every row of a .csv or .jsonl manifest; ConfigError
-    naming the file (and line) for text that is not UTF-8, a malformed row or a cell holding
-    unprintable characters."""
-    checks.regular_file(path)
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8-sig")  # -sig: Excel's "CSV UTF-8"
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
-                           "save the manifest as UTF-8"]) from None
-    rows = _csv_rows(path, text) if path.suffix.lower() == ".csv" else _jsonl_rows(path, text)
-    for line, file, label in rows:
-        checks.printable(path, line, "path", file)
-        checks.printable(path, line, "label", label)
-    checks.manifest_duplicates(path, rows)
-    return [(file, label) for _line, file, label in rows]
-
-
-def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
-    """(line, path, label) for each row of a CSV manifest's `text`."""
-    reader, rows = csv.DictReader(io.StringIO(text, newline="")), []
-    try:
-        if (twice := checks.repeated(reader.fieldnames or [])) is not None:
-            raise ConfigError([f"{path}:1: the CSV header names column {twice} twice; name "
-                               "each column once"])
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ConfigError([f"{path}: the CSV header lacks column(s) "
-                               f"{', '.join(sorted(missing))} (has "
-                               f"{', '.join(reader.fieldnames or []) or 'none'})"])
-        for row in reader:
-            if not row["path"] or row["label"] in (None, ""):
-                raise ConfigError([f"{path}:{reader.line_num}: empty path or label"])
-            if None in row:  # DictReader files cells beyond the header under None
-                raise ConfigError([f"{path}:{reader.line_num}: a row of "
-                                   f"{len(row) - 1 + len(row[None])} fields under a header of "
-                                   f"{len(reader.fieldnames)}; quote a cell holding a comma"])
-            rows.append((reader.line_num, row["path"], str(row["label"]).strip()))
-    except csv.Error as exc:
-        raise ConfigError([f"{path}:{reader.line_num}: not valid CSV ({exc})"]) from None
-    return rows
-
-
-def _jsonl_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
-    """(line, path, label) for each line of a JSON-lines manifest's `text`."""
-    rows = []
-    for line, row_text in enumerate(text.split("\n"), 1):
-        if not row_text.strip():
-            continue
-        try:
-            row = json.loads(row_text, object_pairs_hook=_unique_keys)
-            file, label = row["path"], row["label"]
-        except _DuplicateKey as exc:
-            raise ConfigError([f"{path}:{line}: the key {exc} appears twice in one object; "
-                               "give each key once"]) from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError([f"{path}:{line}: expected an object with path and label "
-                               f"({type(exc).__name__}: {exc})"]) from None
-        # str() would make a label of [2], {}, true or 1.5, and a path of null
-        if not isinstance(file, str) or not file or isinstance(label, bool) \
-                or not isinstance(label, str | int) or str(label).strip() == "":
-            raise ConfigError([f"{path}:{line}: path must be a non-empty string and label a "
-                               f"string or an integer (got path {json.dumps(file)}, label "
-                               f"{json.dumps(label)})"])
-        rows.append((line, file, str(label).strip()))
-    return rows
-
-
-class _DuplicateKey(ValueError):
-    """A JSON object naming one key twice (json.loads keeps the last value silently)."""
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    if (twice := checks.repeated([k for k, _v in pairs])) is not None:
-        raise _DuplicateKey(json.dumps(twice))
-    return dict(pairs)
 
 
 def read(source: str, path: Path | None, size: tuple[int, int] | None,

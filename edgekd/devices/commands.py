@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from edgekd import exits
+from edgekd.console import fit
 from edgekd.devices.profiles import MAX_THREADS
 from edgekd.files import kind_problem
 
@@ -32,12 +33,12 @@ def _load(device: str, overrides: tuple[str, ...], runs: tuple[str, ...] = ()):
         return load_profile(device, parse_overrides(overrides), runs=runs)
     except ConfigError as exc:
         for line in exc.lines:
-            click.echo(line, err=True)
+            click.echo(fit(line), err=True)
         sys.exit(exits.USAGE)
 
 
 def _usage(message: str) -> None:
-    click.echo(message, err=True)
+    click.echo(fit(message), err=True)
     sys.exit(exits.USAGE)
 
 
@@ -129,17 +130,13 @@ def _check_json_out(json_path: Path, model: Path, data: Path | None) -> None:
     if json_path.exists() and not _profile_result(json_path):
         _usage(f"--json {json_path}: exists and is not an earlier `edgekd profile --json` "
                "result; give a new file name (edgekd overwrites only its own results)")
-    import tempfile
+    from edgekd.files import check_writable
+    from edgekd.schema import ConfigError
 
-    folder = json_path.absolute().parent
-    while not folder.exists() and folder != folder.parent:  # missing folders are made
-        folder = folder.parent
-    try:  # a probe where the result (or its folder) will be made: what writing it needs
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgekd-probe-"):
-            pass
-    except OSError as exc:
-        _usage(f"--json {json_path}: cannot write in {folder}/ ({exc.strerror or exc}); give "
-               "a file in a folder you can write")
+    try:  # where the result (or its folder, made after measuring) will be written
+        check_writable(json_path.absolute().parent, "the --json result", create=False)
+    except ConfigError as exc:
+        _usage(f"--json {json_path}: {exc.lines[0]}; give a file in a folder you can write")
 
 
 def _profile_result(path: Path) -> bool:
@@ -198,14 +195,15 @@ def profile_command(model: Path, device_name: str, overrides: tuple[str, ...], r
     except DeviceError as exc:
         tries = f" after {exc.attempts} attempt{'s' * (exc.attempts > 1)}"
         if exc.kind == "infrastructure":
-            click.echo(f"device {device.name} unavailable ({exc.reason}){tries}: {exc}", err=True)
+            click.echo(fit(f"device {device.name} unavailable ({exc.reason}){tries}: {exc}"),
+                       err=True)
             sys.exit(exits.DEVICE_UNAVAILABLE)
         if exc.reason == "input":  # the data given does not fit the model
             _usage(f"{model}: {exc} (--data {data})")
-        click.echo(f"{model}: failed on device {device.name}: {exc}", err=True)
+        click.echo(fit(f"{model}: failed on device {device.name}: {exc}"), err=True)
         sys.exit(exits.MODEL_FAILED_ON_DEVICE)
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(fit(f"internal error: {type(exc).__name__}: {exc}"), err=True)
         sys.exit(exits.INTERNAL)
     doc = {"model": str(model), **result.to_json()}
     if json_path is not None:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgekd.files import kind_problem
-from edgekd.schema import ConfigError, Strict, did_you_mean, parse, read_yaml, takes
+from edgekd.schema import ConfigError, Strict, did_you_mean, parse, path_problem, read_yaml, takes
 
 MAX_THREADS = 1024
 """The most threads a profile or --threads may ask for: more than any device has cores, far
@@ -235,6 +235,8 @@ def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
     """The YAML file for a profile name or path; ConfigError with a suggestion if none. A
     relative path is taken from `relative_to` (a pipeline's folder) when given, else from the
     current directory; a name (no .yaml suffix) is a profile shipped with edgekd."""
+    if path_problem(name_or_path):  # the system would refuse it, quoting it whole
+        raise ConfigError([f"device profile: {path_problem(name_or_path)}"])
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix in (".yaml", ".yml"):
         path = candidate if relative_to is None else relative_to / candidate

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from edgekd import exits
+from edgekd.console import fit
 from edgekd.export.formats import FORMAT_NAMES
 from edgekd.schema import ConfigError
 
@@ -22,7 +23,7 @@ MAX_INPUT_CHANNELS = 64
 
 def _usage(lines: list[str]) -> None:
     for line in lines:
-        click.echo(line, err=True)
+        click.echo(fit(line), err=True)
     sys.exit(exits.USAGE)
 
 
@@ -128,7 +129,7 @@ def check_model_command(spec: str, formats: list[str], quantize: str,
                        log=lambda step, s: click.echo(f"  {step:<18} {s:6.1f} s  OK"))
     except NotExportable as exc:
         if os.environ.get("EDGEKD_VERBOSE"):
-            click.echo(exc.detail, err=True)
+            click.echo(fit(exc.detail), err=True)
         _usage([str(exc)])
     click.echo(f"ok: {spec} exports to {', '.join(formats) or 'torch.export'} "
                f"({result['seconds']:.1f} s)")

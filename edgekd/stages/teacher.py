@@ -37,7 +37,8 @@ def run(cfg: TeacherConfig, inputs: dict[str, StageResult], ctx: Context) -> Sta
     out = ctx.stage_dir("teacher")
     set_seed(ctx.pipeline.seed)  # the initial weights (and any new head) are part of the seed
     model = ctx.build_model(cfg, "teacher", role="teacher")
-    result = StageResult(info={**ctx.training_info(), "teacher": describe(model)})
+    result = StageResult(info={**ctx.training_info(), "teacher": describe(model)},
+                         warnings=list(splits.warnings))  # the data's, said once, here
     if cfg.train is not None:
         settings = Hyperparameters.of(cfg.train, ctx.pipeline.data)
         result.history["teacher"] = fit(model, hard_labels, splits, settings,

@@ -179,7 +179,7 @@ def test_json_replaces_only_an_earlier_result_and_is_checked_before_measuring(mo
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("name: p\n")
     for target, message in [(pipeline, "not an earlier `edgekd profile --json` result"),
-                            (Path("/proc/x.json"), "cannot write in /proc/")]:
+                            (Path("/proc/x.json"), "/proc: cannot write the --json result")]:
         result = invoke(profile_command, models["onnx_fp32"], "--device", "local",
                         "--json", target)
         assert result.exit_code == 2 and message in result.output, result.output

@@ -27,3 +27,17 @@ def test_teacher_metrics_and_record(teacher, qat_ctx):
     assert [h["epoch"] for h in teacher.history["teacher"]] == list(range(1, epochs + 1))
     assert teacher.evaluated == [] and teacher.measured_on == "host"
     assert not teacher.estimated and teacher.warnings == []
+
+
+def test_what_the_data_warns_of_is_in_the_teacher_stage_report(tmp_path, splits):
+    """A given val split repeating a few training samples is said once, by the first stage
+    (edgekd.data.leakage finds it; Splits.warnings carries it)."""
+    import dataclasses
+
+    from stagekit import QAT, make_context, run_stage
+
+    said = "data.val: val.npz: 1 of its 20 samples are identical to training samples"
+    warned = dataclasses.replace(splits, warnings=[said])
+    ctx = make_context(tmp_path, QAT.replace("train: {epochs: 3", "train: {epochs: 1"), warned)
+    result = run_stage("teacher", ctx.pipeline.teacher, {}, ctx)
+    assert result.warnings[:1] == [said]
