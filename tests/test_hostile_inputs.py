@@ -430,6 +430,12 @@ def manifest_csv_missing_fields(tmp):
     return argv
 
 
+def manifest_csv_blank_label(tmp):
+    rows = _rows()
+    rows[3] = rows[3].replace(",a", ",  ")  # became a class named ""
+    return _manifest(tmp, "m.csv", rows)
+
+
 # ---- config ----------------------------------------------------------------------------------
 
 def duplicate_keys(tmp):
@@ -1018,6 +1024,8 @@ CASES = [
          ("imgs/a/i.tif", "[70000, 70000]")),
     Case("manifest-csv-missing-fields", manifest_csv_missing_fields, 2,
          ("m.csv:5", "2 fields", "header of 3")),
+    Case("manifest-csv-blank-label", manifest_csv_blank_label, 2,
+         ("m.csv:5", "empty path or label")),
     # config: the pipeline and everything it references, read before anything runs
     Case("yaml-duplicate-key", duplicate_keys, 2, ("p.yaml", "line 8", "stages")),
     Case("lr-inf", infinite_lr, 2, ("p.yaml", "teacher.train.lr")),

@@ -59,7 +59,7 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
                 raise ConfigError([f"{path}:{reader.line_num}: a row of {cells} "
                                    f"field{'s' if cells != 1 else ''} under a header of "
                                    f"{len(reader.fieldnames)}; {fix}"])
-            if not row["path"] or not row["label"]:
+            if not row["path"] or not str(row["label"]).strip():
                 raise ConfigError([f"{path}:{reader.line_num}: empty path or label"])
             rows.append((reader.line_num, row["path"], str(row["label"]).strip()))
     except csv.Error as exc:

@@ -181,3 +181,15 @@ def test_seeds_side_by_side_give_what_one_process_gives():
     assert [(r["seed"], r["value"]) for r in side] == [(r["seed"], r["value"]) for r in alone]
     assert {r["pid"] for r in alone} == {os.getpid()} and os.getpid() not in {
         r["pid"] for r in side}
+
+
+def test_the_full_run_is_held_to_about_an_hour():
+    every = {"kd_task": {"exit_code": 0, "wall_s": 1000.0}, "gemm": {"exit_code": 0,
+                                                                      "wall_s": 20.0}}
+    doc = {"setting": "full", "benchmarks": every, "wall_s": 3000.0,
+           "environment": {"cpu_count": 2}}
+    [row] = readme._hour_goal(doc)
+    assert row[1].startswith("50.0 min (3000 s, 2 benchmarks; longest kd_task 1000 s")
+    assert row[2] == "met"
+    assert readme._hour_goal({**doc, "wall_s": 4200.0})[0][2] == "MISSED"
+    assert readme._hour_goal({**doc, "setting": "quick"}) == []  # a smoke run is no measure

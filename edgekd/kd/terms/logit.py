@@ -6,11 +6,10 @@ import torch.nn.functional as F
 
 from edgekd.config import DistillStage
 from edgekd.kd import losses
-from edgekd.kd.cache import View
-from edgekd.kd.terms.term import Batch, Layer, Parts, Setup
+from edgekd.kd.terms.term import Batch, LogitsOnly, Parts, Setup
 
 
-class Logit:
+class Logit(LogitsOnly):
     """alpha * T^2 * KL(teachers_T || student_T) + (1 - alpha) * CE(student, labels).
 
     The soft target is the weighted mean of every teacher's softened distribution
@@ -36,14 +35,6 @@ class Logit:
     def methods(cfg: DistillStage) -> list[str]:
         names = ["logit_kd"] if cfg.alpha > 0 else []
         return names + (["ensemble"] if cfg.teachers else [])
-
-    @staticmethod
-    def views(cfg: DistillStage) -> list[View]:
-        return []
-
-    @staticmethod
-    def layers(cfg: DistillStage) -> list[Layer]:
-        return []
 
     def __call__(self, batch: Batch) -> Parts:
         ce = F.cross_entropy(batch.logits, batch.y)

@@ -6,11 +6,10 @@ import torch.nn.functional as F
 
 from edgekd.config import DistillStage
 from edgekd.kd import losses
-from edgekd.kd.cache import View
-from edgekd.kd.terms.term import Batch, Layer, Parts, Setup
+from edgekd.kd.terms.term import Batch, LogitsOnly, Parts, Setup
 
 
-class Mutual:
+class Mutual(LogitsOnly):
     """Each of student and peer learns from the other's softened outputs and the labels.
 
     Parts: "mutual", T^2 * KL(peer_T || student_T), and "peer_mutual",
@@ -36,14 +35,6 @@ class Mutual:
     @staticmethod
     def methods(cfg: DistillStage) -> list[str]:
         return ["mutual"]
-
-    @staticmethod
-    def views(cfg: DistillStage) -> list[View]:
-        return []
-
-    @staticmethod
-    def layers(cfg: DistillStage) -> list[Layer]:
-        return []
 
     def __call__(self, batch: Batch) -> Parts:
         logits, t = batch.logits, self.cfg.temperature

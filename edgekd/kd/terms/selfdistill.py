@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 from edgekd.config import DistillStage
 from edgekd.kd import losses
-from edgekd.kd.cache import LOGITS, TeacherOutputs, View
-from edgekd.kd.terms.term import Batch, Layer, Parts, Setup
+from edgekd.kd.cache import LOGITS, TeacherOutputs
+from edgekd.kd.terms.term import Batch, LogitsOnly, Parts, Setup
 
 
-class SelfDistill:
+class SelfDistill(LogitsOnly):
     """weight * T^2 * KL(past_T || student_T), the past being either
 
     - `ema`: an exponential moving average of the student's weights, moved toward the
@@ -49,14 +49,6 @@ class SelfDistill:
     @staticmethod
     def methods(cfg: DistillStage) -> list[str]:
         return ["self_distillation"]
-
-    @staticmethod
-    def views(cfg: DistillStage) -> list[View]:
-        return []
-
-    @staticmethod
-    def layers(cfg: DistillStage) -> list[Layer]:
-        return []
 
     def __call__(self, batch: Batch) -> Parts:
         t = self.cfg.temperature

@@ -121,3 +121,16 @@ class Term(Protocol):
         ...
 
     def __call__(self, batch: Batch) -> Parts: ...
+
+
+class LogitsOnly:
+    """For terms that read logits alone (the teachers', a peer's, their own past): nothing
+    else asked of the first teacher, no layer tapped."""
+
+    @staticmethod
+    def views(cfg: DistillStage) -> list[View]:
+        return []
+
+    @staticmethod
+    def layers(cfg: DistillStage) -> list[Layer]:
+        return []
