@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -41,16 +44,45 @@ class _Cli(click.Group):
     exit 1 before it could reach main()."""
 
     def invoke(self, ctx: click.Context):
+        from edgekd.console import survive_closed_stdout
+
+        survive_closed_stdout()  # `edgekd run p.yaml | head` must not end the run
         try:
-            return super().invoke(ctx)
+            with _terminated_raises():
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo(err=True)  # ends the line the terminal's ^C is on
             click.echo(INTERRUPT_MESSAGES.get(ctx.invoked_subcommand, "interrupted"), err=True)
             sys.exit(exits.INTERRUPTED)
+        except Terminated:
+            message = INTERRUPT_MESSAGES.get(ctx.invoked_subcommand, "interrupted")
+            click.echo(message.replace("interrupted", "terminated (SIGTERM)", 1), err=True)
+            sys.exit(exits.TERMINATED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the last guard: one line and a log
             _internal_error(exc, ctx.invoked_subcommand)
+
+
+class Terminated(BaseException):
+    """SIGTERM (a `kill`, a job scheduler's stop) as an exception, so a run ends as Ctrl-C
+    ends it: one line saying what is kept, exit 143 (128 + 15)."""
+
+
+@contextmanager
+def _terminated_raises() -> Iterator[None]:
+    def stop(_signum, _frame):
+        raise Terminated
+
+    try:
+        before = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _internal_error(exc: Exception, command: str | None, run_dir: Path | None = None) -> None:

@@ -154,3 +154,43 @@ def quiet():
             for fd in saved:
                 os.close(fd)
             logging.disable(previous)
+
+
+class _OutputDropped:
+    """sys.stdout that, once its reader has gone (`edgekd run ... | head`), sends what is
+    left to /dev/null instead of raising BrokenPipeError: a closed pipe must not stop a run
+    that trains for an hour."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # the pending and later writes go nowhere
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def survive_closed_stdout() -> None:
+    """Keep the process going when the reader of its stdout goes away (`_OutputDropped`)."""
+    if not isinstance(sys.stdout, _OutputDropped):
+        try:
+            sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+            return
+        sys.stdout = _OutputDropped(sys.stdout)

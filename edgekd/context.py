@@ -86,6 +86,60 @@ class Context:
         except ModelError as exc:
             raise ConfigError([f"{self.source}: {where}.{exc}"]) from None
 
+    def load_model(self, path: Path):
+        """A model file a stage of this run wrote (edgekd.models.load_model), rebuilt only
+        from what this pipeline names; a file whose record names other code or checkpoints
+        (a run directory from elsewhere) is a ConfigError naming it."""
+        from edgekd.models import ModelError, load_model
+        from edgekd.schema import ConfigError
+
+        try:
+            return load_model(path, self.named_models())
+        except ModelError as exc:
+            raise ConfigError([f"{self.source}: {exc}"]) from None
+
+    def check_models(self, inputs: dict) -> None:
+        """ConfigError naming the first model file among the StageResults `inputs` that
+        `load_model` would refuse (a record naming code or checkpoints the pipeline does not):
+        asked before a stage touches its folder."""
+        from edgekd.models import ModelError
+        from edgekd.models.saved import check_model_file
+        from edgekd.schema import ConfigError
+
+        for result in inputs.values():
+            for artifact in result.artifacts.values():
+                if artifact.format == "torch":
+                    try:
+                        check_model_file(artifact.path, self.named_models())
+                    except ModelError as exc:
+                        raise ConfigError([f"{self.source}: {exc}"]) from None
+
+    def named_models(self) -> list[dict]:
+        """The portable spec (as saved model files record it) of every model the pipeline
+        names: teacher, student, and those of its stages (teachers, assistants, peers)."""
+        from pydantic import BaseModel
+
+        from edgekd.models.registry import portable_spec
+
+        found: list[dict] = []
+        base = self.source.parent.absolute()
+
+        def walk(value) -> None:
+            if isinstance(value, ModelConfig):
+                try:
+                    found.append(portable_spec(value, base))
+                except Exception:  # noqa: BLE001 - unbuildable: nothing can match it
+                    pass
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name))
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    walk(item)
+
+        walk(self.pipeline)
+        return found
+
     def resolve(self, path: Path) -> Path:
         """A path from the pipeline file, relative to the file's folder."""
         return path if path.is_absolute() else self.source.parent / path

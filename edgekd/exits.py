@@ -13,3 +13,5 @@ MODEL_FAILED_ON_DEVICE = 5
 """The model failed on the device (the runtime rejected it or its output was bad)."""
 INTERRUPTED = 130
 """Ctrl-C (128 + SIGINT), as shells report it."""
+TERMINATED = 143
+"""SIGTERM (128 + 15): a `kill` or a scheduler's stop, ended like Ctrl-C."""

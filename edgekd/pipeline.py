@@ -303,6 +303,7 @@ def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,
                 return _gate_failed(run, record, kind, "before training")
         try:  # what the stage can refuse before it touches its folder
             memory.check_batches(ctx, kind)  # a batch this machine cannot hold
+            ctx.check_models(inputs)  # saved models rebuilt only from what the pipeline names
             spec.check(cfg, inputs, ctx)
         except ConfigError as exc:
             raise Refused(exc.lines) from None

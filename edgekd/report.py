@@ -103,8 +103,12 @@ def stale(doc: dict, run_dir: Path) -> str | None:
     if not isinstance(doc.get("sha256"), str) or doc["sha256"] != _digest(doc) \
             or not isinstance(doc.get("stage_records"), dict):
         return "it was changed after edgekd wrote it (its digest is missing or does not match)"
-    changed = [f"{kind}/stage.json" for kind, digest in doc["stage_records"].items()
-               if _record_hash(run_dir, str(kind)) != digest]
+    records = {str(kind): (digest, _record_hash(run_dir, str(kind)))
+               for kind, digest in doc["stage_records"].items()}
+    gone = [f"{kind}/stage.json" for kind, (was, now) in records.items() if was and not now]
+    if gone:
+        return f"{', '.join(gone)} is missing (a stage's folder was removed since)"
+    changed = [f"{kind}/stage.json" for kind, (was, now) in records.items() if was != now]
     if changed:
         return (f"{', '.join(changed)} changed after it was written (a stage ran again, or "
                 "is running, since)")

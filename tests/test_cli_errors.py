@@ -232,6 +232,8 @@ def test_a_report_is_drawn_again_until_its_run_directory_changes(tmp_path):
     assert doc["stage_records"]["teacher"] is None and stale(doc, tmp_path) is None
     write_json(tmp_path / "teacher" / "stage.json", {"kind": "teacher", "key": "k"})
     assert stale(doc, tmp_path).startswith("teacher/stage.json changed")
+    (tmp_path / "distill" / "stage.json").unlink()  # its folder removed: said as missing
+    assert stale(doc, tmp_path).startswith("distill/stage.json is missing")
     assert "digest is missing" in stale({k: v for k, v in doc.items() if k != "sha256"},
                                         tmp_path)  # deleting the digest does not skip the check
 
@@ -278,3 +280,23 @@ def test_report_waits_for_the_run_that_holds_the_directory(tmp_path):
     assert run.exit_code == exits.USAGE and "an edgekd run (pid " in run.output
     assert not (tmp_path / "report.html").exists()
     assert CliRunner().invoke(cli, ["report", str(tmp_path)]).exit_code == 0
+
+
+def test_a_run_whose_output_pipe_closes_goes_on_to_its_report(tmp_path):
+    """`edgekd run p.yaml | head -1`: the next line raised BrokenPipeError, exit 1 with an
+    error.log, training stopped mid-stage. The rest of the output goes nowhere; the run ends
+    as it would have."""
+    import subprocess
+    import sys
+
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(TINY)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "EDGEKD_PROGRESS": "0"}
+    done = subprocess.run(
+        ["bash", "-c", f"'{sys.executable}' -m edgekd run p.yaml --out run | head -c 1 >/dev/null"
+         "; echo ${PIPESTATUS[0]}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert done.stdout.strip() == "0", done.stdout + done.stderr
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["verdict"] == "pass"
+    assert not (tmp_path / "run" / "error.log").exists()

@@ -557,6 +557,29 @@ def checkpoint_runs_code(tmp):
     return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: evil.pt}")
 
 
+def run_directory_names_a_pickle(tmp):
+    """A run directory from elsewhere: its teacher.pt (plain tensors, loads with
+    weights_only=True) records a trusted checkpoint to rebuild from, a pickle that runs code;
+    distill loaded it when it ran again."""
+    import hashlib
+    import json
+
+    import torch
+
+    torch.save(_Pwn(), tmp / "evil.pt")
+    saved = tmp / "run" / "teacher" / "teacher.pt"
+    blob = torch.load(saved, weights_only=True)
+    blob["record"]["spec"] = {"checkpoint": str(tmp / "evil.pt"), "trust_checkpoint": True}
+    torch.save(blob, saved)
+    record = tmp / "run" / "teacher" / "stage.json"
+    doc = json.loads(record.read_text())
+    entry = doc["result"]["artifacts"]["teacher"]
+    entry["sha256"] = hashlib.sha256(saved.read_bytes()).hexdigest()
+    entry["bytes"] = saved.stat().st_size
+    record.write_text(json.dumps(doc, indent=2) + "\n")
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: 2}")  # distill runs again
+
+
 def checkpoint_random_bytes(tmp):
     (tmp / "junk.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: junk.pt}")
@@ -1100,6 +1123,8 @@ CASES = [
     Case("report-after-a-stage-ran-again", report_after_a_stage_ran_again, 2,
          ("run/report.json", "distill/stage.json")),
     Case("report-edited", report_edited, 2, ("run/report.json", "changed after edgekd wrote")),
+    Case("run-directory-names-a-pickle", run_directory_names_a_pickle, 2,
+         ("run/teacher/teacher.pt", "would be rebuilt from checkpoint", "does not name")),
     Case("report-without-its-digest", report_without_its_digest, 2,
          ("run/report.json", "digest is missing")),
     Case("report-of-a-deleted-model", report_of_a_deleted_model, 2,

@@ -98,6 +98,26 @@ def test_ctrl_c_in_run_exits_130_keeps_the_checkpoint_and_a_rerun_resumes(tmp_pa
 
 
 @pytest.mark.slow
+def test_sigterm_in_run_exits_143_with_one_line_and_keeps_the_checkpoint(tmp_path):
+    """`kill PID` (a scheduler's stop) ended with the shell's bare "Terminated", exit 143."""
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    run = Edgekd("run", "p.yaml", "--out", "run", cwd=tmp_path)
+    run.wait_for(r"epoch 1/5000 ")
+    os.kill(run.proc.pid, signal.SIGTERM)
+    code = run.proc.wait(60)
+    time.sleep(0.2)
+    while not run.lines.empty():
+        run.seen.append(run.lines.get())
+    assert code == 143, run.seen
+    assert [line for line in run.seen if line.strip()][-1] == (
+        "terminated (SIGTERM): finished stages and the last epoch checkpoint are kept; rerun "
+        "to resume")
+    assert not any("Traceback" in line for line in run.seen)
+    assert list((tmp_path / "run").rglob("teacher.ckpt"))
+    assert not (tmp_path / "run" / "error.log").exists()
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_profile_exits_130_and_leaves_nothing(tmp_path):
     """The device's Python is a stand-in that hangs (and, like a remote process, does not see
     the SIGINT): edgekd stops, removes its work folder and writes no result."""

@@ -103,7 +103,11 @@ def test_a_whole_pickled_model_needs_trust(tmp_path):
     assert model.record["trusted"]
     save_model(model, META, tmp_path / "saved.pt")  # rebuilt from the trusted file
     x = torch.rand(2, 1, 8, 8)
-    assert torch.equal(load_model(tmp_path / "saved.pt").eval()(x), model.eval()(x))
+    named = [model.record["spec"]]  # the pipeline that trusted it names it
+    assert torch.equal(load_model(tmp_path / "saved.pt", named).eval()(x), model.eval()(x))
+    with pytest.raises(ModelError, match=r"would be rebuilt from checkpoint: .*whole.pt, which "
+                                         "this pipeline does not name"):
+        load_model(tmp_path / "saved.pt")  # a record alone never unpickles (a planted file)
     with pytest.raises(ValidationError, match="arch: required"):
         ModelConfig(checkpoint=tmp_path / "whole.pt")
 
@@ -162,7 +166,9 @@ def test_module_source_with_kwargs_and_num_classes(tmp_path):
     fixed = build(ModelConfig(module="mine.py:fixed"), META, tmp_path)
     assert fixed.net[3].out_features == 10 and fixed.record["head_replaced"]
     save_model(fixed, META, tmp_path / "f.pt")
-    assert load_model(tmp_path / "f.pt").net[3].out_features == 10
+    assert load_model(tmp_path / "f.pt", [fixed.record["spec"]]).net[3].out_features == 10
+    with pytest.raises(ModelError, match=r"rebuilt from module: .*mine.py:fixed, which"):
+        load_model(tmp_path / "f.pt", [model.record["spec"]])  # another module: not imported
     with pytest.raises(HeadMismatch, match="the network has 7 outputs, the data has 10"):
         build(TeacherConfig(module="mine.py:fixed", train={"epochs": 1}), META, tmp_path,
               role="teacher")

@@ -72,7 +72,7 @@ def image_problem(file: Path) -> str | None:
         with Image.open(file) as img:
             mode = img.mode
             img.verify()
-        if mode in ("F", "I"):  # rare (32-bit TIFFs): their values decide how they are read
+        if mode in ("F", *WIDE_INTEGER_MODES):  # rare: their values decide how they are read
             with Image.open(file) as img:
                 scale = float_pixel_scale if mode == "F" else integer_pixel_scale
                 scale(np.asarray(img))
@@ -101,16 +101,26 @@ def float_pixel_scale(values: np.ndarray) -> float:
                        "images must be in [0, 1] or [0, 255]"])
 
 
+WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+"""PIL modes of 16- and 32-bit integer greyscale images (read by `integer_pixel_scale`)."""
+
+
 def integer_pixel_scale(values: np.ndarray) -> float:
     """What a 16- or 32-bit integer image's `values` are multiplied by to become 0-255 pixels:
-    1/257 (65535 -> 255); ConfigError (a line without the file, which the caller names) for a
-    32-bit one (PIL mode I) with values beyond 0-65535, which that would clip to white or
-    black."""
+    1/257 (65535 -> 255). ConfigError (a line without the file, which the caller names) for
+    values beyond 0-65535 (a 32-bit image, PIL mode I), which that would clip to white or
+    black, and for an image whose values never exceed 255 but are not all 0: 8-bit data saved
+    in a 16-bit file, which 1/257 would turn into 0s and 1s (as the .npz reader refuses
+    uint16 arrays that never exceed 255)."""
     low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
     if low < 0 or high > 65535:
         raise ConfigError([f"a 32-bit integer image with values in [{low}, {high}]; integer "
                            "images are read as 16-bit (0-65535): save it as 16-bit, or as "
                            "32-bit float in [0, 1]"])
+    if 0 < high <= 255:
+        raise ConfigError([f"a 16-bit image whose values never exceed 255 (they are in [{low}, "
+                           f"{high}]): 8-bit data in a 16-bit file, which read as 16-bit would "
+                           "be all but black; save it as 8-bit"])
     return 1 / 257
 
 

@@ -228,6 +228,10 @@ def load(cfg: DataConfig, seed: int) -> Splits:
                 notes[name] = copies
         else:
             parts[name] = Part(name, first.store, rows, first.y[rows], f"{key}-{name}")
+    source = ("data.train" if cfg.given_splits else "data.path", cfg.train or cfg.path)
+    held = leakage.held_out_copies(*source, first.store, train, {
+        n: r for n, r in (("val", val), ("test", test)) if getattr(cfg, n) is None})
+    notes.update(held)
     origin = f"given: {cfg.test}" if cfg.test is not None else (
         f"held out by edgekd: {cfg.split.test:.0%} of "
         f"{cfg.train or cfg.path or 'the built-in digits'} (stratified, seed {seed})")
@@ -241,8 +245,9 @@ def load(cfg: DataConfig, seed: int) -> Splits:
     for part in parts.values():
         part.num_workers = cfg.num_workers
     return Splits(parts["train"], parts["val"], parts["test"], first.classes, origin, stats,
-                  cfg.stats_samples, seed, [f"data.{k}: {getattr(cfg, k)}: {v}"
-                                            for k, v in notes.items()])
+                  cfg.stats_samples, seed,
+                  [f"{source[0]}: {source[1]}: {v}" if k in held else f"data.{k}: "
+                   f"{getattr(cfg, k)}: {v}" for k, v in notes.items()])
 
 
 def data_key(cfg: DataConfig, seed: int) -> str:

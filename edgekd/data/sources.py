@@ -118,7 +118,7 @@ def _eight_bit(img):
     if img.mode == "F":
         wide = np.asarray(img).astype(np.float64)
         wide *= checks.float_pixel_scale(wide)
-    elif img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+    elif img.mode in checks.WIDE_INTEGER_MODES:
         wide = np.asarray(img).astype(np.float64)
         wide *= checks.integer_pixel_scale(wide)
     else:

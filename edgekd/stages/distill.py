@@ -28,7 +28,7 @@ from edgekd.kd.methods import (
 )
 from edgekd.kd.train import Hyperparameters, fit, predict, set_seed, throughput
 from edgekd.metrics import accuracy, expected_calibration_error, top1_agreement
-from edgekd.models import count_macs, count_params, describe, load_model, save_model
+from edgekd.models import count_macs, count_params, describe, save_model
 from edgekd.schema import ConfigError
 
 
@@ -39,7 +39,7 @@ def run(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> Stag
 
     Raises ConfigError naming the field for a checkpoint that cannot be loaded, before
     anything trains (layer paths and exportability: `check`, which the loop calls first)."""
-    teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
+    teacher = ctx.load_model(inputs["teacher"].artifacts["teacher"].path).eval()
     checked = _check_exportable(ctx) if cfg.check_export else None  # cached by then
     splits, out = ctx.splits(), ctx.stage_dir("distill")
     result = StageResult(info={"methods": enabled_methods(cfg), **ctx.training_info()})
@@ -141,7 +141,7 @@ def check(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> No
     """Before the stage touches its folder: every layer path the config names exists in the
     built models, and (with `check_export`) the untrained student survives the later stages.
     Raises ConfigError naming the field, the nearest real paths or the format and op."""
-    _check_layers(cfg, ctx, load_model(inputs["teacher"].artifacts["teacher"].path).eval())
+    _check_layers(cfg, ctx, ctx.load_model(inputs["teacher"].artifacts["teacher"].path).eval())
     if cfg.check_export:
         _check_exportable(ctx)
 
@@ -151,7 +151,7 @@ def sizes(cfg: DistillStage, inputs: dict[str, StageResult], ctx: Context) -> di
     (teacher / student parameters), for the size limits of the budget (the loop asks only
     when the budget has one)."""
     student = new_student(ctx)
-    teacher = load_model(inputs["teacher"].artifacts["teacher"].path)
+    teacher = ctx.load_model(inputs["teacher"].artifacts["teacher"].path)
     params = count_params(student)
     return {"student_params": params, "param_ratio": count_params(teacher) / params,
             "student_macs": count_macs(student, ctx.splits().input_shape)}

@@ -21,7 +21,6 @@ from edgekd.export.writers import ExportSource, Written
 from edgekd.files import write_json
 from edgekd.kd.train import predict
 from edgekd.metrics import accuracy, max_abs_diff, top1_agreement
-from edgekd.models import load_model
 
 
 def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> StageResult:
@@ -83,7 +82,7 @@ def run(cfg: ExportStage, inputs: dict[str, StageResult], ctx: Context) -> Stage
 def _source(inputs: dict[str, StageResult], ctx: Context) -> ExportSource:
     from edgekd.quant import int8
 
-    fp32 = load_model(inputs["distill"].artifacts["student_fp32"].path).eval()
+    fp32 = ctx.load_model(inputs["distill"].artifacts["student_fp32"].path).eval()
     quantized = int8.load(inputs["quantize"].artifacts["student_int8"].path) \
         if "quantize" in inputs else None
     return ExportSource(fp32, quantized, ctx.splits().input_shape, ctx.calibration_samples)

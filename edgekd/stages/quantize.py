@@ -17,7 +17,6 @@ from edgekd.kd import losses
 from edgekd.kd.cache import LOGITS, TeacherOutputs
 from edgekd.kd.train import Hyperparameters, fit, predict, throughput
 from edgekd.metrics import accuracy, expected_calibration_error
-from edgekd.models import load_model
 from edgekd.quant import int8, ptq, qat
 
 
@@ -27,10 +26,10 @@ def run(cfg: QuantizeStage, inputs: dict[str, StageResult], ctx: Context) -> Sta
     (edgekd.quant.int8); metrics accuracy, ece, fp32_accuracy, accuracy_drop on the test
     split, from the converted int8 PyTorch model."""
     splits = ctx.splits()
-    student = load_model(inputs["distill"].artifacts["student_fp32"].path)
+    student = ctx.load_model(inputs["distill"].artifacts["student_fp32"].path)
     result = StageResult()
     if cfg.method == "qat":
-        teacher = load_model(inputs["teacher"].artifacts["teacher"].path).eval()
+        teacher = ctx.load_model(inputs["teacher"].artifacts["teacher"].path).eval()
         prepared = _qat(cfg, student, teacher, ctx, result)
         model = int8.from_prepared(prepared, "qat")
     else:

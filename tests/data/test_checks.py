@@ -222,6 +222,13 @@ def test_given_splits_apart_load_and_a_link_from_outside_is_not_a_duplicate(tmp_
     with pytest.raises(ConfigError, match=r"data\.test: .*test: 1 of its \d+ image\(s\) are "
                                           r"also in data\.train .*e\.g\. .*b/linked\.png"):
         load(cfg, seed=0)
+    (tmp_path / "test" / "b" / "linked.png").unlink()
+    import os
+
+    os.link(tmp_path / "train" / "a" / "2.png", tmp_path / "test" / "a" / "hard.png")
+    with pytest.raises(ConfigError, match=r"1 of its \d+ image\(s\) are also in data\.train "
+                                          r".*e\.g\. .*a/hard\.png"):  # a hard link too
+        load(cfg, seed=0)
 
 
 def test_an_npz_x_member_that_is_not_npy_names_it(tmp_path):
