@@ -56,7 +56,7 @@ HOW = """\
 
 ```
 make bench                          # = .venv/bin/python -m bench.run_all (full setting)
-.venv/bin/python -m bench.run_all --quick                    # smoke run (CI), a few minutes
+.venv/bin/python -m bench.run_all --quick                    # smoke run (CI), about 10 min cold
 .venv/bin/python -m bench.speed [--quick] [--datasets digits]  # one benchmark
 .venv/bin/python -m bench.int8_speed --models cnn_8,mobilenet_v3_small  # some models only
 ```
