@@ -628,7 +628,10 @@ def _claims(res: dict) -> dict:
     """The figures the goals are judged on."""
     s = res["summary"]
     ranked = [n for n in s if n not in (BASELINE, PEER)]
-    best = max(ranked, key=lambda n: s[n]["gain"]["mean"])
+    # Chosen on the validation split, as a user would choose: the method with the best test
+    # gain of ten is a pick on the test split, an optimistic figure.
+    best = res.get("best_method") if res.get("best_method") in ranked else \
+        max(ranked, key=lambda n: s[n]["val_accuracy"]["mean"])
     gain = s[best]["gain"]
     # The gain is paired by seed (same start, same batches), so its own spread over the seeds
     # is the noise it must clear; the accuracies' spread also holds what both students share.
@@ -658,8 +661,8 @@ def goals(doc: dict) -> list[list]:
     res = doc["results"]
     c = _claims(res)
     met = c["gain"] - c["spread"] >= 0.01
-    rows = [[f"best KD method >= +1.0 pt over the hard-label student, beyond the seed spread "
-             f"({where(res)})",
+    rows = [[f"best KD method (chosen on the validation split) >= +1.0 pt over the hard-label "
+             f"student, beyond the seed spread ({where(res)})",
              f"{c['best']}: {c['gain'] * 100:+.2f} ± {c['spread'] * 100:.2f} pt (paired by "
              f"seed; the accuracies' own spread {c['accuracy_spread'] * 100:.2f} pt)",
              "met" if met else "MISSED",
@@ -693,7 +696,8 @@ def why(doc: dict) -> list[str]:
     c, s = _claims(res), res["summary"]
     out = []
     if c["gain"] - c["spread"] < 0.01:
-        out.append(f"- **KD gain ({where(res)}).** The best method ({c['best']}) gains "
+        out.append(f"- **KD gain ({where(res)}).** The best method on the validation split "
+                   f"({c['best']}) gains "
                    f"{c['gain'] * 100:+.2f} pt over hard labels "
                    f"({_pt(s[BASELINE]['accuracy'])} %), with a paired spread of "
                    f"{c['spread'] * 100:.2f} pt over the seeds. The student (cnn w6 d4) reaches "
@@ -764,8 +768,8 @@ def section(doc: dict) -> str:
         f"alone with cross-entropy (alpha 0), at edgekd's defaults except attention weight "
         f"{res['hyperparameters']['attention_weight']:g}. Tuning: "
         f"{res['hyperparameters']['tuning']}",
-        f"- Best method: {c['best']}, {c['gain'] * 100:+.2f} ± {c['spread'] * 100:.2f} pt over "
-        f"hard labels (paired by seed).",
+        f"- Best method (on the validation split): {c['best']}, {c['gain'] * 100:+.2f} ± "
+        f"{c['spread'] * 100:.2f} pt over hard labels on the test split (paired by seed).",
         f"- Attention transfer at the old default weight 1000: {_pt(s[old]['accuracy'])} % "
         f"against {_pt(s['attention transfer']['accuracy'])} % at "
         f"{res['hyperparameters']['attention_weight']:g} (the new default); by weight, seed "

@@ -42,6 +42,10 @@ RUN_ELSEWHERE = {"kd_task_long": "`python -m bench.kd_task --long --device cuda`
                                  "per seed, joined by `python -m bench.kd_task merge`; not "
                                  "part of `make bench` (a CPU would need hours)"}
 """Results committed from a run on another machine: how they were made."""
+TRAINING_CHANGED = "2026-11-30T22:29"
+"""When edgekd's training loop last changed what a run measures (489239d: the kept epoch is
+chosen on BatchNorm-recalibrated accuracy): a result from another machine made before it is
+flagged as older code."""
 SMOKE = ("tiny", "quick")
 
 
@@ -112,7 +116,8 @@ def goals(docs: dict) -> list[list]:
                      "the 10x goal"])
     else:
         rows.append(["int8 student >= 99 % of teacher accuracy on MNIST, >= 10x fewer params",
-                     "not measured (MNIST absent)", "-", "-"])
+                     "not measured (MNIST absent)" if quant else
+                     "not measured (bench.quantization not run)", "-", "-"])
 
     drops = [(d, r) for d in quant.get("results", {}) for r in _qat_rows(quant, d)]
     if drops:
@@ -154,25 +159,35 @@ def goals(docs: dict) -> list[list]:
             rows += _own(name).goals(docs[name])
     rows += _parity_goal(quant.get("results", {}))
     rows += _scale_goals(docs.get("train_throughput", {}).get("results", {}))
-    return rows + _hour_goal(docs.get("run_all", {}))
+    return rows + _hour_goal(docs.get("run_all", {}), docs.get("int8_speed", {}))
 
 
 HOUR_S = 66 * 60
 """The full `make bench` is to take "about an hour" (issue 14): an hour and 10 % at most."""
 
 
-def _hour_goal(run_all: dict) -> list[list]:
-    """The full run's wall time against HOUR_S, with its three longest benchmarks."""
+def _hour_goal(run_all: dict, int8_speed: dict | None = None) -> list[list]:
+    """The full run's wall time against HOUR_S, with its three longest benchmarks; a run that
+    reused int8_speed's converted files (bench/.work) is also judged cold, with their build
+    times added (a fresh clone's first run pays them)."""
     if run_all.get("setting") != "full" or not run_all.get("benchmarks"):
         return []
     wall, every = run_all["wall_s"], run_all["benchmarks"]
     longest = sorted(every, key=lambda n: -every[n]["wall_s"])[:3]
+    models = (int8_speed or {}).get("results", {}).get("models", {})
+    reused = sum(m.get("build_s") or 0 for m in models.values() if m.get("reused_files"))
+    measured = (f"{wall / 60:.1f} min ({wall:.0f} s, {len(every)} benchmarks; longest "
+                + ", ".join(f"{n} {every[n]['wall_s']:.0f} s" for n in longest) + ")")
+    verdict, margin = "met" if wall <= HOUR_S else "MISSED", \
+        f"{(HOUR_S - wall) / 60:+.1f} min to the limit"
+    if reused:
+        cold = wall + reused
+        measured += (f"; int8_speed's converted files were reused from bench/.work: cold, "
+                     f"with their build time ({reused / 60:.0f} min), {cold / 60:.0f} min")
+        verdict = f"{verdict} warm, {'met' if cold <= HOUR_S else 'MISSED'} cold"
+        margin += f" warm, {(HOUR_S - cold) / 60:+.1f} min cold"
     return [[f"the full `make bench` in about an hour on {run_all['environment']['cpu_count']} "
-             f"cores (<= {HOUR_S // 60} min)",
-             f"{wall / 60:.1f} min ({wall:.0f} s, {len(every)} benchmarks; longest "
-             + ", ".join(f"{n} {every[n]['wall_s']:.0f} s" for n in longest) + ")",
-             "met" if wall <= HOUR_S else "MISSED",
-             f"{(HOUR_S - wall) / 60:+.1f} min to the limit"]]
+             f"cores (<= {HOUR_S // 60} min)", measured, verdict, margin]]
 
 
 def _scale_goals(scale: dict) -> list[list]:
@@ -379,6 +394,20 @@ def why(docs: dict) -> str:
     return "\n".join(lines)
 
 
+def _elsewhere(doc: dict) -> str:
+    """Where a result made on another machine came from, and whether its code is older."""
+    env, compute = doc.get("environment", {}), doc.get("results", {}).get("compute") or {}
+    packages = env.get("packages", {})
+    line = (f"> Made on another machine: {compute.get('gpu') or env.get('cpu')}, "
+            f"{env.get('cpu_count')} CPU cores, Python {env.get('python')}, torch "
+            f"{packages.get('torch')}, onnxruntime {packages.get('onnxruntime')}")
+    if str(doc.get("generated_at", "")) < TRAINING_CHANGED:
+        line += (f"; made before the training loop changed ({TRAINING_CHANGED}: the kept "
+                 "epoch is now chosen on BatchNorm-recalibrated accuracy) and not re-run since: "
+                 "its figures are from the older code")
+    return line + ".\n"
+
+
 def render(results: Path = RESULTS) -> str:
     docs = load(results)
     parts = ["# edgekd benchmarks\n",
@@ -425,6 +454,8 @@ def render(results: Path = RESULTS) -> str:
         how = RUN_ELSEWHERE.get(name, f"`bench/{name}.py`, {doc['setting']} setting")
         parts.append(f"{how}, {doc['generated_at']}, {doc['wall_s']} s. Raw figures: "
                      f"`bench/results/{name}.json`.\n")
+        if name in RUN_ELSEWHERE:
+            parts.append(_elsewhere(doc))
         if name in OWN_SECTIONS:
             parts.append(_own(name).section(doc))
             continue

@@ -193,3 +193,8 @@ def test_the_full_run_is_held_to_about_an_hour():
     assert row[2] == "met"
     assert readme._hour_goal({**doc, "wall_s": 4200.0})[0][2] == "MISSED"
     assert readme._hour_goal({**doc, "setting": "quick"}) == []  # a smoke run is no measure
+    warm = {"results": {"models": {"resnet18": {"build_s": 1200.0, "reused_files": True},
+                                   "cnn_8": {"build_s": 60.0, "reused_files": False}}}}
+    [row] = readme._hour_goal(doc, warm)  # cached conversions: judged cold as well
+    assert row[2] == "met warm, MISSED cold" and "cold, with their build time (20 min), 70 min" \
+        in row[1]
