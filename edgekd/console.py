@@ -187,10 +187,14 @@ class _OutputDropped:
 
 
 def survive_closed_stdout() -> None:
-    """Keep the process going when the reader of its stdout goes away (`_OutputDropped`)."""
-    if not isinstance(sys.stdout, _OutputDropped):
+    """Keep the process going when the reader of its stdout or stderr goes away
+    (`_OutputDropped`; `edgekd run p.yaml 2>&1 | head`)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _OutputDropped):
+            continue
         try:
-            sys.stdout.fileno()
+            stream.fileno()
         except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
-            return
-        sys.stdout = _OutputDropped(sys.stdout)
+            continue
+        setattr(sys, name, _OutputDropped(stream))

@@ -279,6 +279,7 @@ def _preflight(ctx: Context) -> None:
         ctx.splits()
         memory.check_batches(ctx)  # too large a batch: refused before any image is read
         ctx.build_model(ctx.pipeline.teacher, "teacher", role="teacher")
+        ctx.build_model(ctx.pipeline.student, "student")  # its builder fails before training
 
 
 def _run_stage(run: Run, ctx: Context, record: StageRecord, cfg,

@@ -293,10 +293,11 @@ def test_a_run_whose_output_pipe_closes_goes_on_to_its_report(tmp_path):
     pipeline.write_text(TINY)
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "EDGEKD_PROGRESS": "0"}
-    done = subprocess.run(
-        ["bash", "-c", f"'{sys.executable}' -m edgekd run p.yaml --out run | head -c 1 >/dev/null"
-         "; echo ${PIPESTATUS[0]}"], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=600)
-    assert done.stdout.strip() == "0", done.stdout + done.stderr
-    assert json.loads((tmp_path / "run" / "report.json").read_text())["verdict"] == "pass"
-    assert not (tmp_path / "run" / "error.log").exists()
+    for out, streams in (("run", ""), ("both", "2>&1")):  # stdout alone, and with stderr
+        done = subprocess.run(
+            ["bash", "-c", f"'{sys.executable}' -m edgekd run p.yaml --out {out} {streams} | "
+             "head -c 1 >/dev/null; echo ${PIPESTATUS[0]}"], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=600)
+        assert done.stdout.strip() == "0", done.stdout + done.stderr
+        assert json.loads((tmp_path / out / "report.json").read_text())["verdict"] == "pass"
+        assert not (tmp_path / out / "error.log").exists()

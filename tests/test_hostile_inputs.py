@@ -580,6 +580,19 @@ def run_directory_names_a_pickle(tmp):
     return _pipeline(tmp, stages="\n  - {kind: distill, epochs: 2}")  # distill runs again
 
 
+def attention_on_a_flat_layer(tmp):
+    """An attention pair naming the classifier (2-D output): IndexError, exit 1, after the
+    teacher had trained."""
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: 1, attention: {pairs: "
+                                 "[{student: net.3, teacher: net.0}]}}")
+
+
+def student_builder_exits(tmp):
+    """A student builder calling sys.exit(0): exit 0, no report, after the teacher trained."""
+    (tmp / "mods.py").write_text("import sys\n\ndef exits(num_classes=10):\n    sys.exit(0)\n")
+    return _pipeline(tmp, student="{module: mods.py:exits}")
+
+
 def checkpoint_random_bytes(tmp):
     (tmp / "junk.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     return _pipeline(tmp, teacher="{arch: cnn, width: 4, depth: 1, checkpoint: junk.pt}")
@@ -1123,6 +1136,10 @@ CASES = [
     Case("report-after-a-stage-ran-again", report_after_a_stage_ran_again, 2,
          ("run/report.json", "distill/stage.json")),
     Case("report-edited", report_edited, 2, ("run/report.json", "changed after edgekd wrote")),
+    Case("attention-on-a-flat-layer", attention_on_a_flat_layer, 2,
+         ("p.yaml", "attention.pairs[0].student", "2-D output", "feature map")),
+    Case("student-builder-exits", student_builder_exits, 2,
+         ("p.yaml", "student.module", "called sys.exit(0)")),
     Case("run-directory-names-a-pickle", run_directory_names_a_pickle, 2,
          ("run/teacher/teacher.pt", "would be rebuilt from checkpoint", "does not name")),
     Case("report-without-its-digest", report_without_its_digest, 2,

@@ -282,3 +282,15 @@ def test_a_plain_pickle_is_refused_unread_even_when_trusted(tmp_path):
             build(ModelConfig(arch="cnn", checkpoint=tmp_path / "raw.pt",
                               trust_checkpoint=trust), META)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("body, says", [
+    ("raise RuntimeError('boom')", r"raised RuntimeError: boom"),
+    ("import sys; sys.exit(0)", r"called sys.exit\(0\) instead of returning a network"),
+])
+def test_a_builder_that_fails_is_the_users_error_named_by_its_module(tmp_path, body, says):
+    """sys.exit(0) in a student builder ended `edgekd run` with exit 0 and no report; an
+    exception was an internal error (exit 1) found after the teacher had trained."""
+    (tmp_path / "mine.py").write_text(f"def build(num_classes=10):\n    {body}\n")
+    with pytest.raises(ModelError, match=rf"module: mine.py:build {says}"):
+        build(ModelConfig(module="mine.py:build"), META, tmp_path)

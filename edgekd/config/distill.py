@@ -44,7 +44,9 @@ class AttentionConfig(Strict):
     mean_c |f|^p of each paired layer, matched by squared error."""
 
     pairs: list[LayerPair] = Field(min_length=1)
-    p: float = Field(2.0, gt=0)
+    p: float = Field(2.0, gt=0, le=8)
+    """The power of |f| in the map (the paper uses 2); above 8 the powers of activations
+    overflow float32 (p 1e308 gave a NaN loss)."""
     weight: float = Field(10.0, gt=0)
     """The loss is a mean over map pixels, so it grows as the maps shrink (1 / (H*W)): the
     paper's beta of 1000, set for wide ResNets' 32x32 to 8x8 maps, swamps the label loss on

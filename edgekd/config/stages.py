@@ -106,7 +106,11 @@ class ExportStage(Strict):
     @field_validator("formats")
     @classmethod
     def _each_once(cls, formats: list[str]) -> list[str]:
-        """A format given twice would be exported, measured and gated twice."""
+        """A format given twice would be exported, measured and gated twice; none would
+        write nothing and pass."""
+        if not formats:
+            raise ValueError("no format given; an export stage writes at least one (leave the "
+                             "field out for onnx_fp32, onnx_int8, tflite_fp32, tflite_int8)")
         twice = next((f for i, f in enumerate(formats) if f in formats[:i]), None)
         if twice is not None:
             raise ValueError(f"{twice} given twice; give each format once")

@@ -110,8 +110,10 @@ def _digests(store: ArrayStore, rows: np.ndarray, chunk_bytes: int = 64 << 20) -
     """A blake2b digest of each sample of `store` at `rows`: its pixels as the model sees
     them (scaled to [0, 1] as `ArrayStore.read` does), to 16-bit precision, channels first.
     The same images stored as uint8, as uint16 (x 257), as int32 or as float32 in [0, 1], N x
-    H x W x C or N x C x H x W, give the same digests. Read chunk by chunk (float64 per
-    chunk): a memory-mapped array is never read whole."""
+    H x W x C or N x C x H x W, give the same digests (float16 copies do not: it holds 1/255
+    steps only to about 1/2000; 8-bit precision would find them but make tiny images of
+    random floats collide). Read chunk by chunk (float64 per chunk): a memory-mapped array is
+    never read whole."""
     x = store.x
     step = max(1, chunk_bytes // max(1, 8 * int(np.prod(x.shape[1:]))))
     for i in range(0, len(rows), step):

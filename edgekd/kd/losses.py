@@ -95,10 +95,18 @@ def rkd_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     s, t = student.flatten(1).float(), teacher.flatten(1).float()
     with torch.no_grad():
         td = _pairwise_distances(t)
-        td = td / td[td > 0].mean()
+        td = td / _positive_mean(td)
     sd = _pairwise_distances(s)
-    sd = sd / sd[sd > 0].mean()
+    sd = sd / _positive_mean(sd)
     return F.smooth_l1_loss(sd, td)
+
+
+def _positive_mean(distances: torch.Tensor) -> torch.Tensor:
+    """The mean of the non-zero `distances`; 1 where there are none (a batch of one sample, the
+    last of an epoch whose size leaves one over, or samples all alike): the mean of nothing
+    is NaN, and one NaN loss stops training."""
+    positive = distances[distances > 0]
+    return positive.mean() if positive.numel() else distances.new_ones(())
 
 
 def _angles(e: torch.Tensor) -> torch.Tensor:

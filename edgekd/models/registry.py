@@ -140,6 +140,11 @@ def _module(spec: ModelConfig, num_classes: int, _channels: int, base: Path) -> 
         net = function(**kwargs)
     except TypeError as exc:
         raise ModelError(f"module: {spec.module}: {exc}") from None
+    except SystemExit as exc:  # it would end edgekd with its code (0: a "pass" with no report)
+        raise ModelError(f"module: {spec.module} called sys.exit({exc.code!r}) instead of "
+                         "returning a network") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code failed: their input, exit 2
+        raise ModelError(f"module: {spec.module} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(net, nn.Module):
         raise ModelError(f"module: {spec.module} returned {type(net).__name__}, not an nn.Module")
     return net
@@ -328,7 +333,7 @@ def load_function(module: str, base: Path) -> Callable:
             sys.path.insert(0, str(path.parent))  # its own sibling imports
             try:
                 loader.loader.exec_module(mod)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise ModelError(f"module: {path} failed to import: "
                                  f"{type(exc).__name__}: {exc}") from None
             finally:

@@ -178,7 +178,7 @@ def _other_model(model: ModelConfig, cfg: DistillStage, ctx: Context):
 
 def _check_layers(cfg: DistillStage, ctx: Context, teacher) -> None:
     """Every layer path the config names must exist in the student / teacher."""
-    errors = layer_errors(cfg, new_student(ctx), teacher)
+    errors = layer_errors(cfg, new_student(ctx), teacher, ctx.splits().input_shape)
     if errors:
         raise ConfigError([f"{ctx.where('distill')}.{line}" for line in errors])
 

@@ -182,3 +182,19 @@ def test_student_moves_toward_past_self_more_than_random(splits, teacher, tmp_pa
     untrained = predict(make(splits, STUDENT), splits.x_test)
     second = predict(trained["student"].model, splits.x_test)
     assert top1_agreement(second, first) > top1_agreement(untrained, first) + 0.3
+
+
+def test_relational_distance_loss_is_finite_on_a_batch_of_one_or_of_alike_samples():
+    """The last batch of an epoch held one sample (1078 = 3 x 359 + 1): the mean of no
+    non-zero distance was NaN and stopped training with a message about lr and data."""
+    import torch
+
+    from edgekd.kd import losses
+
+    one = torch.rand(1, 8, requires_grad=True)
+    alike = torch.ones(4, 8, requires_grad=True)
+    for student, teacher in ((one, torch.rand(1, 8)), (alike, torch.ones(4, 8))):
+        loss = losses.rkd_distance(student, teacher)
+        assert torch.isfinite(loss) and loss.item() == 0.0
+        loss.backward()
+        assert torch.isfinite(student.grad).all()

@@ -71,16 +71,56 @@ def student_paths(cfg: DistillStage) -> list[str]:
     return [layer.path for layer in layers(cfg, active(cfg)) if layer.model == "student"]
 
 
-def layer_errors(cfg: DistillStage, student: nn.Module, teacher: nn.Module) -> list[str]:
+def layer_errors(cfg: DistillStage, student: nn.Module, teacher: nn.Module,
+                 input_shape: tuple[int, ...] | None = None) -> list[str]:
     """`field.path: message` for every layer path the models do not have, e.g.
-    `hints[0].student: no module 'net.9' in the student (nearest: net.0, net.1, net.2)`."""
+    `hints[0].student: no module 'net.9' in the student (nearest: net.0, net.1, net.2)`, and,
+    given the models' `input_shape` (C, H, W), for every layer whose output has other than
+    the dimensions its term reads (`Layer.dims`: attention needs N x C x H x W maps), found on
+    one forward pass of a zero batch of two."""
     models = {"student": student, "teacher": teacher}
-    errors = []
+    errors, shaped = [], []
     for layer in layers(cfg, active(cfg)):
         problem = missing_path(models[layer.model], layer.path, layer.model)
         if problem:
             errors.append(f"{layer.field}: {problem}")
+        elif layer.dims is not None and input_shape is not None:
+            shaped.append(layer)
+    for layer, shape in zip(shaped, _output_shapes(models, shaped, input_shape), strict=True):
+        if shape is not None and len(shape) != layer.dims:
+            errors.append(f"{layer.field}: {layer.path} gives a {len(shape)}-D output "
+                          f"{tuple(shape)}; this term needs a {layer.dims}-D (N, C, H, W) "
+                          "feature map: name a convolutional layer or block")
     return errors
+
+
+def _output_shapes(models: dict[str, nn.Module], wanted: list[Layer],
+                   input_shape: tuple[int, ...] | None) -> list[tuple[int, ...] | None]:
+    """The output shape of each `wanted` layer on a zero batch (None: not a tensor)."""
+    import torch
+
+    found: dict[tuple[str, str], tuple[int, ...] | None] = {}
+
+    def recorder(key: tuple[str, str]):
+        def record(_module, _inputs, out) -> None:  # None: the output goes on unchanged
+            found.setdefault(key, tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+        return record
+
+    for name, model in models.items():
+        paths = {layer.path for layer in wanted if layer.model == name}
+        if not paths:
+            continue
+        modules = dict(model.named_modules())
+        hooks = [modules[path].register_forward_hook(recorder((name, path))) for path in paths]
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(2, *input_shape))
+        finally:
+            model.train(was_training)
+            for hook in hooks:
+                hook.remove()
+    return [found.get((layer.model, layer.path)) for layer in wanted]
 
 
 def enabled_methods(cfg: DistillStage) -> list[str]:

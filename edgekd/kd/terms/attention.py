@@ -39,8 +39,8 @@ class Attention:
     @staticmethod
     def layers(cfg: DistillStage) -> list[Layer]:
         return [layer for i, pair in enumerate(cfg.attention.pairs)
-                for layer in (Layer(f"attention.pairs[{i}].student", pair.student, "student"),
-                              Layer(f"attention.pairs[{i}].teacher", pair.teacher, "teacher"))]
+                for layer in (Layer(f"attention.pairs[{i}].student", pair.student, "student", 4),
+                              Layer(f"attention.pairs[{i}].teacher", pair.teacher, "teacher", 4))]
 
     def __call__(self, batch: Batch) -> Parts:
         at = self.cfg

@@ -37,6 +37,9 @@ class Layer:
     """The module path, as `model.named_modules()` lists it (e.g. `net.0.5`)."""
     model: Literal["student", "teacher"]
     """The student's layers are tapped live; the (first) teacher's are read as a View."""
+    dims: int | None = None
+    """How many dimensions its output must have (4: an N x C x H x W feature map, for the
+    terms that read spatial maps), checked on one forward pass before training."""
 
 
 @dataclass
