@@ -587,6 +587,12 @@ def attention_on_a_flat_layer(tmp):
                                  "[{student: net.3, teacher: net.0}]}}")
 
 
+def export_opset_not_honoured(tmp):
+    """opset 13: torch's exporter could not convert and wrote opset 18, silently (exit 0)."""
+    return _pipeline(tmp, stages="\n  - {kind: distill, epochs: 2}\n  - {kind: export, "
+                                 "formats: [onnx_fp32], opset: 13}")
+
+
 def student_builder_exits(tmp):
     """A student builder calling sys.exit(0): exit 0, no report, after the teacher trained."""
     (tmp / "mods.py").write_text("import sys\n\ndef exits(num_classes=10):\n    sys.exit(0)\n")
@@ -1138,6 +1144,8 @@ CASES = [
     Case("report-edited", report_edited, 2, ("run/report.json", "changed after edgekd wrote")),
     Case("attention-on-a-flat-layer", attention_on_a_flat_layer, 2,
          ("p.yaml", "attention.pairs[0].student", "2-D output", "feature map")),
+    Case("export-opset-not-honoured", export_opset_not_honoured, 2,
+         ("p.yaml", "onnx_fp32", "opset 13 was asked", "wrote opset 18")),
     Case("student-builder-exits", student_builder_exits, 2,
          ("p.yaml", "student.module", "called sys.exit(0)")),
     Case("run-directory-names-a-pickle", run_directory_names_a_pickle, 2,

@@ -195,7 +195,8 @@ def _check_exportable(ctx: Context) -> dict:
     try:
         return cached_check(student, student.record, ctx.splits().input_shape,
                             ctx.meta()["num_classes"], list(export.formats) if export else [],
-                            quantize.method if quantize else None)
+                            quantize.method if quantize else None,
+                            opset=export.opset if export else 18)
     except NotExportable as exc:
         raise ConfigError([f"{ctx.source}: student: cannot be exported: {exc} (checked before "
                            f"training; `check_export: false` in {ctx.stage_field('distill')} "
