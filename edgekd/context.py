@@ -106,11 +106,12 @@ class Context:
         from edgekd.models.saved import check_model_file
         from edgekd.schema import ConfigError
 
+        named = self.named_models()
         for result in inputs.values():
             for artifact in result.artifacts.values():
                 if artifact.format == "torch":
                     try:
-                        check_model_file(artifact.path, self.named_models())
+                        check_model_file(artifact.path, named)
                     except ModelError as exc:
                         raise ConfigError([f"{self.source}: {exc}"]) from None
 
